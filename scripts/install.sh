@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything StickerConv needs on a fresh Debian/Ubuntu machine, into ./.venv:
+# system packages (emoji font, cairo), the npm emoji assets, CPU torch, the package itself.
+# Usage: scripts/install.sh [--dev]     (--dev adds the test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+
+py=${PYTHON:-python3}
+"$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "StickerConv needs Python >= 3.11")'
+
+# 1. System packages: Noto Color Emoji (the default sticker style) and cairo (SVG rendering).
+need=()
+[[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]] || need+=(fonts-noto-color-emoji)
+ldconfig -p 2>/dev/null | grep -q 'libcairo.so.2' || need+=(libcairo2)
+if ((${#need[@]})); then
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  echo "installing system packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# 2. Emoji metadata and Twemoji artwork from npm (versions pinned in assets/package-lock.json).
+(cd assets && npm ci --no-audit --no-fund --loglevel=error)
+
+# 3. Python: CPU torch first so nothing pulls a CUDA build, then the package.
+[[ -x .venv/bin/python ]] || "$py" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0" \
+  || .venv/bin/python -m pip install -q "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q -e ".${extras}"
+echo "StickerConv installed in .venv (run .venv/bin/stickerconv --help)"

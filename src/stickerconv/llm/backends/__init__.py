@@ -1,0 +1,26 @@
+"""Backends: one class per way of reaching a model, each implementing ``Backend.generate``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from stickerconv.llm.types import Completion, Request
+
+
+class Backend(ABC):
+    """The one method a backend implements; caching, retries, limits and accounting wrap it.
+
+    ``generate`` raises TransientError for failures worth retrying and PermanentError for the
+    rest; it must not retry by itself.
+    """
+
+    name: str  # "openai", "local", ...
+    model: str
+    accepts_images: bool = False
+
+    @abstractmethod
+    async def generate(self, request: Request, timeout: float) -> Completion:
+        """Answer one request within ``timeout`` seconds."""
+
+    async def aclose(self) -> None:
+        """Release connections or model memory."""

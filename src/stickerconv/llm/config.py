@@ -1,0 +1,149 @@
+"""Choosing models: the ``--llm`` selector every command shares, and a config file for per-role models.
+
+``--llm local`` (default) is the embedded SmolLM2; ``--llm local:/path/model.gguf`` another GGUF;
+``--llm openai:MODEL`` any OpenAI-compatible server (base URL and key from the config, the
+options, or OPENAI_BASE_URL / OPENAI_API_KEY). A TOML or JSON file can give each role (user agent,
+assistant agent, manager, judge, ...) its own model and sampling settings:
+
+    llm = "local"
+    store = "runs/llm.sqlite"
+    [limits]
+    concurrency = 8
+    rpm = 500
+    [prices."gpt-4o-mini"]
+    input_per_mtok = 0.15
+    output_per_mtok = 0.60
+    [roles.judge]
+    llm = "openai:gpt-4o-mini"
+    temperature = 0.7
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stickerconv.llm.backends import Backend
+from stickerconv.llm.chat import CacheMode, ChatModel
+from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
+from stickerconv.llm.store import LLMStore, PriceTable
+from stickerconv.llm.types import ConfigError, Settings
+
+DEFAULT_LLM = "local"
+LLM_FORMS = "'local', 'local:/path/to/model.gguf' or 'openai:MODEL_NAME'"
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input_per_mtok: float = Field(ge=0)  # USD per million prompt tokens
+    output_per_mtok: float = Field(ge=0)  # USD per million completion tokens
+
+
+class RoleConfig(BaseModel):
+    """A role's model and sampling settings; unset fields fall back to the top level."""
+
+    model_config = ConfigDict(extra="forbid")
+    llm: str | None = None
+    base_url: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+
+
+class LLMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    llm: str = DEFAULT_LLM
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    cache: CacheMode = "use"
+    store: Path | None = None  # SQLite file of cache + ledger; None keeps them in memory
+    settings: Settings = Settings()
+    retry: RetryPolicy = RetryPolicy()
+    limits: Limits = Limits()
+    prices: dict[str, Price] = {}
+    roles: dict[str, RoleConfig] = {}
+
+    @classmethod
+    def load(cls, path: Path | str) -> LLMConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except FileNotFoundError:
+            raise ConfigError(f"LLM config file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{path}: {where}: {err['msg']}") from None
+
+    def price_table(self) -> PriceTable:
+        return {model: (p.input_per_mtok, p.output_per_mtok) for model, p in self.prices.items()}
+
+
+def parse_llm_spec(spec: str) -> tuple[str, str | None]:
+    """``local`` -> ("local", None); ``local:PATH`` -> ("local", PATH); ``openai:MODEL`` -> ("openai", MODEL)."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind == "local":
+        return "local", arg or None
+    if kind == "openai" and arg:
+        return "openai", arg
+    raise ConfigError(f"unknown LLM {spec!r}; use {LLM_FORMS}")
+
+
+class LLMFactory:
+    """Builds ChatModels for roles, sharing one backend per model (the local model loads once),
+    one rate limiter per backend and one store (cache + ledger) for all."""
+
+    def __init__(self, config: LLMConfig | None = None, *, llm: str | None = None, cache: CacheMode | None = None):
+        self.config = config or LLMConfig()
+        if llm is not None:
+            self.config = self.config.model_copy(update={"llm": llm})
+        if cache is not None:
+            self.config = self.config.model_copy(update={"cache": cache})
+        self.store = LLMStore(self.config.store or ":memory:")
+        self._backends: dict[tuple[str, str | None], tuple[Backend, RateLimiter]] = {}
+
+    def backend(self, spec: str, base_url: str | None = None) -> tuple[Backend, RateLimiter]:
+        key = (spec, base_url)
+        if key not in self._backends:
+            kind, arg = parse_llm_spec(spec)
+            if kind == "local":
+                from stickerconv.llm.backends.local import LocalBackend
+
+                backend: Backend = LocalBackend(arg)
+            else:
+                from stickerconv.llm.backends.openai_compat import OpenAICompatBackend
+
+                backend = OpenAICompatBackend(arg, base_url=base_url, api_key=os.environ.get(self.config.api_key_env))
+            self._backends[key] = (backend, RateLimiter(self.config.limits))
+        return self._backends[key]
+
+    def chat_model(self, role: str = "default") -> ChatModel:
+        cfg = self.config
+        role_cfg = cfg.roles.get(role, RoleConfig())
+        overrides = role_cfg.model_dump(include={"temperature", "max_tokens", "top_p", "seed"}, exclude_none=True)
+        backend, limiter = self.backend(role_cfg.llm or cfg.llm, role_cfg.base_url or cfg.base_url)
+        return ChatModel(
+            backend,
+            store=self.store,
+            cache=cfg.cache,
+            role=role,
+            settings=cfg.settings.model_copy(update=overrides),
+            retry=cfg.retry,
+            limiter=limiter,
+            prices=cfg.price_table(),
+        )
+
+    async def aclose(self) -> None:
+        for backend, _ in self._backends.values():
+            await backend.aclose()
+        self._backends.clear()

@@ -1,0 +1,185 @@
+"""One SQLite file for the LLM layer: the response cache (content-addressed by request hash) and
+the ledger (one row per call: role, model, tokens, cost, latency, whether it was cached).
+
+Replaying a run reads answers from the cache, so tests and re-runs are deterministic and free; the
+ledger shows what a run cost and which prompts produced what (its ``key`` joins the cache).
+Schema changes go through the named migrations below, each applied once and recorded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stickerconv.llm.types import Completion, Request, Usage
+
+_MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_responses",
+        """CREATE TABLE responses (
+            key TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL, request TEXT NOT NULL,
+            text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            finish_reason TEXT, created_at TEXT NOT NULL)""",
+    ),
+    (
+        "002_calls",
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, role TEXT NOT NULL, backend TEXT NOT NULL,
+            model TEXT NOT NULL, key TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL, cost_usd REAL, latency_s REAL NOT NULL, cached INTEGER NOT NULL,
+            attempts INTEGER NOT NULL, error TEXT)""",
+    ),
+    ("003_calls_index", "CREATE INDEX calls_model_role ON calls (model, role)"),
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    model: str
+    role: str
+    calls: int
+    cached: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None when some call of this model has no price
+
+
+class LLMStore:
+    """Thread-safe access to the cache and ledger tables of one SQLite file (":memory:" allowed)."""
+
+    def __init__(self, path: Path | str = ":memory:"):
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+            done = {row[0] for row in self._db.execute("SELECT name FROM _migrations")}
+            for name, sql in _MIGRATIONS:
+                if name not in done:
+                    self._db.execute("BEGIN")
+                    self._db.execute(sql)
+                    self._db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, _now()))
+                    self._db.execute("COMMIT")
+
+    def migrations(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT name FROM _migrations ORDER BY name")]
+
+    # ------------------------------------------------------------------ cache
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT text, prompt_tokens, completion_tokens, finish_reason FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return Completion(
+            text=row[0], usage=Usage(prompt_tokens=row[1], completion_tokens=row[2]), finish_reason=row[3]
+        )
+
+    def put(self, request: Request, key: str, completion: Completion) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    request.backend,
+                    request.model,
+                    request.model_dump_json(),
+                    completion.text,
+                    completion.usage.prompt_tokens,
+                    completion.usage.completion_tokens,
+                    completion.finish_reason,
+                    _now(),
+                ),
+            )
+
+    def cached_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    # ------------------------------------------------------------------ ledger
+    def record(
+        self,
+        *,
+        role: str,
+        backend: str,
+        model: str,
+        key: str,
+        usage: Usage,
+        cost_usd: float | None,
+        latency_s: float,
+        cached: bool,
+        attempts: int,
+        error: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO calls (ts, role, backend, model, key, prompt_tokens, completion_tokens, cost_usd, "
+                "latency_s, cached, attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _now(),
+                    role,
+                    backend,
+                    model,
+                    key,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    cost_usd,
+                    latency_s,
+                    int(cached),
+                    attempts,
+                    error,
+                ),
+            )
+
+    def ledger(self) -> list[LedgerRow]:
+        """Totals per model and role. Cached calls cost nothing and are counted apart."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT model, role, COUNT(*), SUM(cached), SUM(error IS NOT NULL),
+                          SUM(CASE WHEN cached = 0 THEN prompt_tokens ELSE 0 END),
+                          SUM(CASE WHEN cached = 0 THEN completion_tokens ELSE 0 END),
+                          SUM(CASE WHEN cached = 0 THEN cost_usd ELSE 0 END),
+                          SUM(CASE WHEN cached = 0 AND error IS NULL AND cost_usd IS NULL THEN 1 ELSE 0 END)
+                   FROM calls GROUP BY model, role ORDER BY model, role"""
+            ).fetchall()
+        return [LedgerRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None if r[8] else (r[7] or 0.0)) for r in rows]
+
+    def calls(self, where: str = "1", params: tuple = ()) -> list[dict]:
+        with self._lock:
+            cursor = self._db.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+PriceTable = dict[str, tuple[float, float]]  # model -> (USD per 1M prompt tokens, USD per 1M completion tokens)
+
+
+def cost_of(prices: PriceTable, backend: str, model: str, usage: Usage) -> float | None:
+    """USD cost of one call; 0 for local models; None when the model has no price in the table."""
+    if backend == "local":
+        return 0.0
+    price = prices.get(model)
+    if price is None:
+        return None
+    return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000

@@ -1,0 +1,236 @@
+import asyncio
+import enum
+import random
+import time
+
+import pytest
+from llm_fakes import ScriptedBackend
+from pydantic import BaseModel, Field
+
+from stickerconv.llm import (
+    ChatModel,
+    ConfigError,
+    LLMConfig,
+    LLMFactory,
+    Message,
+    PermanentError,
+    ReplayMissError,
+    RetryBudgetExhausted,
+    Settings,
+    StructuredOutputError,
+    TransientError,
+    parse_llm_spec,
+    system,
+    user,
+)
+from stickerconv.llm.backends.openai_compat import parse_retry_after
+from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
+from stickerconv.llm.store import LLMStore
+from stickerconv.llm.structured import extract_json, parse_structured, with_schema_instruction
+from stickerconv.llm.types import ImagePart, Request
+
+FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, total_budget=5, timeout=2)
+
+
+class Verdict(BaseModel):
+    inconsistent: bool
+    reason: str = Field(max_length=100)
+
+
+class Intent(enum.StrEnum):
+    EXPRESSION = "Emotional Expression"
+    NONE = "None"
+
+
+class IntentAnswer(BaseModel):
+    intention: Intent
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_request_key_is_content_addressed():
+    a = Request(backend="b", model="m", messages=[user("hi")], settings=Settings())
+    b = Request(backend="b", model="m", messages=[user("hi")], settings=Settings())
+    assert a.key() == b.key() and a.key().startswith("sha256:")
+    assert a.key() != Request(backend="b", model="m", messages=[user("hi")], settings=Settings(seed=1)).key()
+    assert a.key() != Request(backend="b", model="m2", messages=[user("hi")], settings=Settings()).key()
+    assert a.key() != a.model_copy(update={"json_schema": {"type": "object"}}).key()
+
+
+def test_cache_then_replay_is_free_and_identical(tmp_path):
+    store_path = tmp_path / "llm.sqlite"
+    backend = ScriptedBackend(default=lambda r: f"answer to {r.messages[-1].text}")
+    model = ChatModel(backend, store=LLMStore(store_path), retry=FAST)
+    first = [run(model.complete([user(f"q{i}")])) for i in range(3)]
+    assert len(backend.requests) == 3 and not any(r.cached for r in first)
+
+    replay_backend = ScriptedBackend(default="must not be called")
+    replay = ChatModel(replay_backend, store=LLMStore(store_path), cache="replay", retry=FAST)
+    again = [run(replay.complete([user(f"q{i}")])) for i in range(3)]
+    assert replay_backend.requests == []
+    assert [r.text for r in again] == [r.text for r in first] and all(r.cached for r in again)
+    with pytest.raises(ReplayMissError, match="no cached answer.*'q9'"):
+        run(replay.complete([user("q9")]))
+
+
+def test_refresh_and_off_modes(tmp_path):
+    backend = ScriptedBackend(replies=["one", "two", "three"])
+    store = LLMStore(tmp_path / "s.sqlite")
+    assert run(ChatModel(backend, store=store).complete([user("x")])).text == "one"
+    assert run(ChatModel(backend, store=store).complete([user("x")])).text == "one"  # cached
+    assert run(ChatModel(backend, store=store, cache="refresh").complete([user("x")])).text == "two"
+    assert run(ChatModel(backend, store=store).complete([user("x")])).text == "two"
+    assert run(ChatModel(backend, store=store, cache="off").complete([user("x")])).text == "three"
+    with pytest.raises(ValueError, match="unknown cache mode"):
+        ChatModel(backend, cache="sometimes")
+
+
+def test_structured_output_validates_and_retries_with_resampling():
+    backend = ScriptedBackend(replies=['{"inconsistent": "maybe"}', 'Sure! {"inconsistent": true, "reason": "sad"}'])
+    result = run(ChatModel(backend, retry=FAST).complete([user("x")], Verdict))
+    assert result.parsed == Verdict(inconsistent=True, reason="sad") and result.attempts == 2
+    assert backend.requests[0].json_schema["title"] == "Verdict"
+    assert backend.requests[1].settings.temperature >= 0.3 and backend.requests[1].settings.seed == 1
+
+
+def test_structured_output_gives_up_with_typed_error():
+    backend = ScriptedBackend(default='{"unexpected": "shape"}')
+    with pytest.raises(RetryBudgetExhausted) as info:
+        run(ChatModel(backend, retry=FAST).complete([user("x")], IntentAnswer))
+    assert isinstance(info.value.last, StructuredOutputError) and info.value.attempts == 4
+
+
+def test_raw_json_schema():
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}, "required": ["n"]}
+    assert parse_structured('{"n": 2}', schema) == {"n": 2}
+    with pytest.raises(StructuredOutputError, match="n: 7 is greater than the maximum of 3"):
+        parse_structured('{"n": 7}', schema)
+
+
+def test_extract_json_tolerates_fences_and_chatter():
+    assert extract_json('```json\n{"a": {"b": 1}}\n```') == {"a": {"b": 1}}
+    assert extract_json('Here: {oops} then {"ok": true}') == {"ok": True}
+    with pytest.raises(StructuredOutputError, match="no JSON object"):
+        extract_json("no json here")
+
+
+def test_schema_instruction_goes_into_the_system_prompt():
+    msgs = with_schema_instruction([system("Be kind."), user("hi")], {"type": "object"})
+    assert msgs[0].text.startswith("Be kind.") and 'JSON schema: {"type":"object"}' in msgs[0].text
+    assert with_schema_instruction([user("hi")], {"type": "object"})[0].role == "system"
+
+
+def test_transient_errors_are_retried_and_permanent_ones_are_not():
+    backend = ScriptedBackend(replies=[TransientError("429"), TransientError("500"), "fine"])
+    result = run(ChatModel(backend, retry=FAST).complete([user("x")]))
+    assert result.text == "fine" and result.attempts == 3
+    backend = ScriptedBackend(replies=[PermanentError("401 bad key"), "never"])
+    with pytest.raises(PermanentError, match="bad key"):
+        run(ChatModel(backend, retry=FAST).complete([user("x")]))
+    assert len(backend.requests) == 1
+
+
+def test_retry_after_is_honoured_within_the_budget():
+    policy = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=1.0, total_budget=5, timeout=2)
+    backend = ScriptedBackend(replies=[TransientError("429", retry_after=0.3), "ok"])
+    start = time.monotonic()
+    assert run(ChatModel(backend, retry=policy).complete([user("x")])).text == "ok"
+    assert time.monotonic() - start >= 0.3
+    rng = random.Random(0)
+    assert policy.delay(1, 0.3, rng) == 0.3 and policy.delay(1, 99.0, rng) == 1.0  # capped by max_delay
+    assert parse_retry_after("2") == 2.0 and parse_retry_after("0.5") == 0.5 and parse_retry_after("soon") is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.001  # a date in the past
+
+
+def test_total_budget_bounds_the_time_spent():
+    policy = RetryPolicy(max_attempts=100, base_delay=0.2, max_delay=0.2, total_budget=0.5, timeout=1)
+    backend = ScriptedBackend(default=TransientError("always down"))
+    start = time.monotonic()
+    with pytest.raises(RetryBudgetExhausted, match="gave up after"):
+        run(ChatModel(backend, retry=policy).complete([user("x")]))
+    assert time.monotonic() - start < 1.5
+
+
+def test_slow_backend_times_out_and_is_retried():
+    policy = RetryPolicy(max_attempts=2, base_delay=0.0, total_budget=10, timeout=0.2)
+    backend = ScriptedBackend(delay=10)
+    with pytest.raises(RetryBudgetExhausted) as info:
+        run(ChatModel(backend, retry=policy).complete([user("x")]))
+    assert info.value.attempts == 2 and len(backend.requests) == 2
+
+
+def test_ledger_counts_tokens_cost_and_roles(tmp_path):
+    store = LLMStore(tmp_path / "l.sqlite")
+    backend = ScriptedBackend(default="two words")
+    backend.name = "openai"
+    prices = {"scripted-1": (1.0, 2.0)}  # USD per million tokens
+    a = ChatModel(backend, store=store, role="judge", prices=prices)
+    run(a.complete([user("x")]))
+    run(a.complete([user("x")]))  # cached: free
+    run(ChatModel(backend, store=store, role="user_agent").complete([user("y")]))
+    rows = {r.role: r for r in store.ledger()}
+    judge = rows["judge"]
+    assert (judge.calls, judge.cached, judge.prompt_tokens, judge.completion_tokens) == (2, 1, 10, 2)
+    assert judge.cost_usd == pytest.approx((10 * 1.0 + 2 * 2.0) / 1e6)
+    assert rows["user_agent"].cost_usd is None  # no price for this model -> reported as unpriced
+    assert store.calls("role = ?", ("judge",))[0]["key"].startswith("sha256:")
+    assert store.migrations() == ["001_responses", "002_calls", "003_calls_index"]
+
+
+def test_rate_limiter_enforces_concurrency_and_rpm():
+    now = [0.0]
+    limiter = RateLimiter(Limits(concurrency=2, rpm=3), clock=lambda: now[0])
+
+    async def scenario():
+        for _ in range(3):
+            await limiter.acquire(10)
+            limiter.release(10, None)
+        assert limiter._wait_needed(10) == pytest.approx(60.0)
+        now[0] = 61.0
+        assert limiter._wait_needed(10) == 0.0
+
+    run(scenario())
+    backend = ScriptedBackend(delay=0.1)
+    model = ChatModel(backend, cache="off", limiter=RateLimiter(Limits(concurrency=2)))
+
+    async def burst():
+        await asyncio.gather(*(model.complete([user(str(i))]) for i in range(6)))
+
+    start = time.monotonic()
+    run(burst())
+    assert time.monotonic() - start >= 0.3  # 6 calls of 0.1 s, 2 at a time
+
+
+def test_images_need_a_vision_backend(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "s.png")
+    part = ImagePart.from_file(tmp_path / "s.png")
+    assert part.image_url.url.startswith("data:image/png;base64,")
+    with pytest.raises(Exception, match="does not accept images"):
+        run(ChatModel(ScriptedBackend()).complete([user("look", [part])]))
+    with pytest.raises(ValueError, match="only user messages may carry images"):
+        Message(role="assistant", content=[part])
+
+
+def test_llm_spec_and_config_file(tmp_path):
+    assert parse_llm_spec("local") == ("local", None)
+    assert parse_llm_spec("openai:llama3:8b") == ("openai", "llama3:8b")
+    with pytest.raises(ConfigError, match="unknown LLM 'gpt-4'"):
+        parse_llm_spec("gpt-4")
+    path = tmp_path / "llm.toml"
+    path.write_text(
+        'llm = "local"\n[limits]\nconcurrency = 3\n[prices."gpt-4o-mini"]\ninput_per_mtok = 0.15\n'
+        "output_per_mtok = 0.6\n[roles.judge]\ntemperature = 0.7\nmax_tokens = 50\n"
+    )
+    cfg = LLMConfig.load(path)
+    assert cfg.limits.concurrency == 3 and cfg.price_table() == {"gpt-4o-mini": (0.15, 0.6)}
+    factory = LLMFactory(cfg)
+    judge = factory.chat_model("judge")
+    assert (judge.settings.temperature, judge.settings.max_tokens, judge.role) == (0.7, 50, "judge")
+    assert factory.chat_model("manager").backend is judge.backend  # one local model for all roles
+    path.write_text("[roles.judge]\ntemprature = 0.7\n")
+    with pytest.raises(ConfigError, match=r"roles.judge.temprature: Extra inputs are not permitted"):
+        LLMConfig.load(path)

@@ -1,0 +1,98 @@
+"""The embedded model (SmolLM2-135M-Instruct on llama.cpp) through the ChatModel layer.
+
+These check structure, never eloquence: a 135M model writes poor prose, but its grammar-constrained
+answers must validate for the schemas the agents use.
+"""
+
+import asyncio
+import enum
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from stickerconv.llm import LLMFactory, Settings, system, user
+
+
+class Intent(enum.StrEnum):
+    EXPRESSION = "Emotional Expression"
+    EMPATHY = "Enhancing Empathy"
+    INTENSITY = "Reaction Intensity"
+    OTHER = "Other"
+    NONE = "None"
+
+
+class IntentAnswer(BaseModel):  # an enum + a short string
+    intention: Intent
+    reason: str = Field(max_length=300)
+
+
+class StickerChoice(BaseModel):  # an integer choice
+    idx: int = Field(ge=0, le=9)
+
+
+class Review(BaseModel):  # a boolean with a reason
+    inconsistent: bool
+    reason: str = Field(max_length=300)
+
+
+@pytest.fixture(scope="module")
+def local_model():
+    factory = LLMFactory(cache="off")
+    yield factory.chat_model("manager")
+    asyncio.run(factory.aclose())
+
+
+@pytest.mark.parametrize("schema", [IntentAnswer, StickerChoice, Review])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "I failed my exam again and I feel terrible.",
+        "We just won the championship, I'm so happy!",
+        "Ugh, my flight got cancelled.",
+    ],
+)
+def test_structured_answers_validate(local_model, schema, message):
+    messages = [
+        system("You analyse chat messages and answer in JSON."),
+        user(f"Message: {message}\nAnswer the question for the schema {schema.__name__}."),
+    ]
+    result = asyncio.run(local_model.complete(messages, schema, settings=Settings(max_tokens=96)))
+    assert isinstance(result.parsed, schema)
+    assert result.usage.completion_tokens > 0 and result.backend == "local"
+
+
+def test_plain_chat_answers_and_is_deterministic_with_a_seed(local_model):
+    messages = [user("Say one kind sentence to a friend who is sad.")]
+    settings = Settings(temperature=0.7, max_tokens=40, seed=7)
+    a = asyncio.run(local_model.complete(messages, settings=settings))
+    b = asyncio.run(local_model.complete(messages, settings=settings))
+    assert a.text.strip() and a.text == b.text and a.cost_usd == 0.0
+
+
+def test_cli_chat_with_json_schema(tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(StickerChoice.model_json_schema()))
+    script = Path(sys.executable).parent / "stickerconv"
+    store = tmp_path / "llm.sqlite"
+    args = [
+        str(script),
+        "llm",
+        "chat",
+        "Pick a sticker index for a happy message.",
+        "--json-schema",
+        str(schema),
+        "--store",
+        str(store),
+    ]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert 0 <= json.loads(first.stdout)["idx"] <= 9
+    again = subprocess.run([*args, "--cache", "replay"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout == first.stdout and "cached" in again.stderr
+    ledger = subprocess.run([str(script), "llm", "ledger", str(store), "--json"], capture_output=True, text=True)
+    rows = json.loads(ledger.stdout)
+    assert rows[0]["calls"] == 2 and rows[0]["cached"] == 1 and rows[0]["cost_usd"] == 0.0

@@ -126,7 +126,10 @@ class ChatModel:
             await self.limiter.acquire(estimate)
             actual = None
             try:
-                completion = await asyncio.wait_for(self.backend.generate(sent, policy.timeout), policy.timeout + 5)
+                call = self.backend.generate(sent, policy.timeout)
+                completion = await (
+                    asyncio.wait_for(call, policy.timeout + 5) if self.backend.timeout_applies else call
+                )
                 actual = completion.usage.total_tokens or None
                 if schema is not None:
                     parse_structured(completion.text, schema)  # validate before accepting (and caching)

@@ -93,8 +93,13 @@ class IvfIndex:
         n = len(self)
         queries_rows = rng.choice(n, min(n_queries, n), replace=False)
         queries = self.vectors[queries_rows]
-        _, exact = ExactIndex(self.vectors).search(queries, k + 1)
-        truth = [set(r) - {q} for r, q in zip(exact.tolist(), queries_rows.tolist(), strict=True)]
+        exact = ExactIndex(self.vectors)
+        truth = []
+        for start in range(0, len(queries), 16):  # 16 queries at a time: 16 x N scores, not 200 x N
+            _, rows = exact.search(queries[start : start + 16], k + 1)
+            truth += [
+                set(r) - {q} for r, q in zip(rows.tolist(), queries_rows[start : start + 16].tolist(), strict=True)
+            ]
         nprobe = 1
         while True:
             self.nprobe = nprobe

@@ -244,14 +244,26 @@ _TEXT_STEMS: dict[EmotionLabel, tuple[str, ...]] = {
     E.HAPPINESS: tuple("happy happi joy cheer delight glad excite love celebrat elat congrat yay won win".split()),
     E.NEUTRAL: tuple("neutral calm indifferen serene relax matter-of-fact bored quiet".split()),
     E.SADNESS: tuple(
-        "sad sorrow grief griev cry cried tear tears melanchol depress disappoint unhappy lonel despair heartbr "
-        "gloom miser frown mourn regret hurt fail lost upset".split()
+        "sad sorrow grief griev cry cried tear tears melanchol depress disappoint unhappy lonel despair heartbroken "
+        "heartbreak gloom miser frown mourn regret hurt fail lost upset".split()
     ),
     E.SURPRISE: tuple(
         "surpris shock astonish amaz stun startl disbelief unexpected wow astound gasp speechless awe omg whoa".split()
     ),
 }
 _EXACT_ONLY = {"mad", "ew", "won", "win", "tear", "awe", "lost", "wow"}  # too short to use as prefixes
+# What may follow a stem: inflections and common derivations, so "worried" and "anxiety" match
+# but "crystal" (cry-), "gladiator" (glad-) and "saddle" (sad-) do not.
+_SUFFIXES = frozenset(
+    " s es e d ed ied ies ing ying ning ned ness iness ly y ier iest ful ion ions ive ivity ity ety ment ments ous "
+    "eous ic al a ated ate ating ance ant able ce t ulations ement er ers ".split(" ")
+)
+
+
+def _matches(token: str, stem: str) -> bool:
+    if stem in _EXACT_ONLY:
+        return token == stem
+    return token.startswith(stem) and token[len(stem) :] in _SUFFIXES
 
 
 def text_emotions(text: str) -> dict[EmotionLabel, float]:
@@ -259,7 +271,7 @@ def text_emotions(text: str) -> dict[EmotionLabel, float]:
     counts: dict[EmotionLabel, int] = {}
     for token in re.findall(r"[a-z][a-z'-]*", text.lower()):
         for label, stems in _TEXT_STEMS.items():
-            if any(token == s if s in _EXACT_ONLY else token.startswith(s) for s in stems):
+            if any(_matches(token, stem) for stem in stems):
                 counts[label] = counts.get(label, 0) + 1
     total = sum(counts.values())
     return {label: n / total for label, n in counts.items()} if total else {}

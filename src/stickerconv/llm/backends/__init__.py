@@ -17,6 +17,9 @@ class Backend(ABC):
     name: str  # "openai", "local", ...
     model: str
     accepts_images: bool = False
+    # False for in-process models: a generation cannot be interrupted, so a timeout would only
+    # start a retry that queues behind the still-running call; max_tokens bounds them instead.
+    timeout_applies: bool = True
 
     @abstractmethod
     async def generate(self, request: Request, timeout: float) -> Completion:

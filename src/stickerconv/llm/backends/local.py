@@ -79,6 +79,7 @@ class LocalBackend(Backend):
     """``--llm local`` (SmolLM2-135M-Instruct) or ``--llm local:/path/to/model.gguf``."""
 
     name = "local"
+    timeout_applies = False
 
     def __init__(self, model_path: Path | str | None = None, *, n_ctx: int = 2048, threads: int | None = None):
         self.path = Path(model_path) if model_path else default_model_path()
@@ -86,7 +87,10 @@ class LocalBackend(Backend):
             raise ConfigError(f"model file {self.path} does not exist")
         self.model = self.path.stem
         self.n_ctx = n_ctx
-        self.threads = threads or int(os.environ.get("STICKERCONV_THREADS", os.cpu_count() or 1))
+        # One core is left to the rest of the process (embedding, HTTP, the event loop): llama.cpp's
+        # threads wait for each other at every layer, so one preempted thread stalls them all, and on
+        # 2 cores 2 threads were only ~15 % faster when idle but many times slower under load.
+        self.threads = threads or int(os.environ.get("STICKERCONV_THREADS", max(1, (os.cpu_count() or 2) - 1)))
         self._llama = None
         self._lock = threading.Lock()  # one llama.cpp context answers one request at a time
 

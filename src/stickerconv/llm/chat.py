@@ -127,8 +127,9 @@ class ChatModel:
             actual = None
             try:
                 call = self.backend.generate(sent, policy.timeout)
+                grace = min(5.0, policy.timeout)  # the backend's own timeout should fire first; this is a backstop
                 completion = await (
-                    asyncio.wait_for(call, policy.timeout + 5) if self.backend.timeout_applies else call
+                    asyncio.wait_for(call, policy.timeout + grace) if self.backend.timeout_applies else call
                 )
                 actual = completion.usage.total_tokens or None
                 if schema is not None:

@@ -65,7 +65,8 @@ def bench_local(runs: int) -> None:
     backend = LocalBackend()
     start = time.perf_counter()
     llama = backend.load()
-    print(f"load: {time.perf_counter() - start:.2f} s ({default_model_path().stat().st_size / 1e6:.0f} MB GGUF)")
+    size = default_model_path().stat().st_size / 1e6
+    print(f"load: {time.perf_counter() - start:.2f} s ({size:.0f} MB GGUF, {backend.threads} llama.cpp thread(s))")
     prompt_rates, gen_rates = [], []
     for i in range(runs):
         llama.reset()
@@ -78,7 +79,10 @@ def bench_local(runs: int) -> None:
         start = time.perf_counter()
         out = llama.create_chat_completion(
             [{"role": "user", "content": "Tell a short story about a cat."}],
-            max_tokens=128, temperature=0.7, seed=i, repeat_penalty=1.15,
+            max_tokens=128,
+            temperature=0.7,
+            seed=i,
+            repeat_penalty=1.15,
         )
         elapsed = time.perf_counter() - start
         gen_rates.append(out["usage"]["completion_tokens"] / elapsed)
@@ -88,11 +92,16 @@ def bench_local(runs: int) -> None:
     for schema in (IntentAnswer, StickerChoice, Review):
         latencies = []
         for i in range(runs):
-            messages = [system("You analyse chat messages and answer in JSON."), user(PROMPT.format(name=schema.__name__))]
+            messages = [
+                system("You analyse chat messages and answer in JSON."),
+                user(PROMPT.format(name=schema.__name__)),
+            ]
             result = model.complete_sync(messages, schema, settings=Settings(max_tokens=96, seed=i))
             latencies.append(result.latency_s)
-        print(f"structured {schema.__name__:13s}: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-              f"p95 {pct(latencies, 0.95) * 1000:.0f} ms over {runs} calls")
+        print(
+            f"structured {schema.__name__:13s}: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"p95 {pct(latencies, 0.95) * 1000:.0f} ms over {runs} calls"
+        )
 
 
 def bench_transformers(runs: int) -> None:
@@ -108,20 +117,24 @@ def bench_transformers(runs: int) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except ImportError as exc:
-        print(f"skipped: {exc} (pip install gguf)")
+    except (ImportError, ValueError) as exc:
+        print(f"skipped: {exc} (pip install -e '.[bench]')")
         return
     print(f"load (dequantise): {time.perf_counter() - start:.1f} s")
     torch.set_num_threads(2)
-    ids = tok.apply_chat_template([{"role": "user", "content": "Tell a short story about a cat."}],
-                                  add_generation_prompt=True, return_tensors="pt")
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Tell a short story about a cat."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     rates = []
     for i in range(max(2, runs // 3)):
         torch.manual_seed(i)
         start = time.perf_counter()
         out = lm.generate(ids, max_new_tokens=64, do_sample=True, temperature=0.7, repetition_penalty=1.15)
         rates.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - start))
-    print(f"generation: median {statistics.median(rates):.1f} tokens/s")
+    print(f"generation: median {statistics.median(rates):.1f} tokens/s (torch threads: {torch.get_num_threads()})")
 
 
 async def _direct_calls(base_url: str, n: int) -> list[float]:
@@ -160,8 +173,10 @@ def bench_http(n: int) -> None:
         direct = asyncio.run(_direct_calls(srv.base_url, n))
         stack = asyncio.run(_stack_calls(model, n))
     d, s = statistics.median(direct), statistics.median(stack)
-    print(f"direct SDK call: p50 {d * 1000:.2f} ms;  ChatModel call: p50 {s * 1000:.2f} ms;  "
-          f"ratio {s / d:.2f}x (+{(s - d) * 1000:.2f} ms per call)")
+    print(
+        f"direct SDK call: p50 {d * 1000:.2f} ms;  ChatModel call: p50 {s * 1000:.2f} ms;  "
+        f"ratio {s / d:.2f}x (+{(s - d) * 1000:.2f} ms per call)"
+    )
 
 
 def main() -> None:

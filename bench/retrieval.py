@@ -26,14 +26,36 @@ from stickerconv.stickers.library import StickerLibrary  # noqa: E402
 LABELS = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 PREFIX = re.compile(r"^emotion: \w+, emotion describe: ")
 CHAT = [  # short user-utterance-like queries
-    "I finally got the job!!!", "ugh my train is late again", "I miss you so much", "that's hilarious lol",
-    "I'm so nervous about tomorrow's exam", "wow I did not see that coming", "this food is disgusting",
-    "happy birthday!! 🎉", "I can't believe you did that, I'm furious", "good night, sleep well",
-    "my cat died this morning", "omg no way", "thanks a lot, you're the best", "meh, whatever",
-    "there's a spider in my room help", "we won the match!", "I'm so tired of everything",
-    "stop ignoring my messages", "ok see you at 5", "that smell is gross", "congrats on the baby!",
-    "I failed my driving test", "you scared me half to death", "love you", "seriously?? again??",
-    "let's grab pizza tonight", "I'm bored at work", "that movie made me cry", "yay it's friday", "I'm sorry",
+    "I finally got the job!!!",
+    "ugh my train is late again",
+    "I miss you so much",
+    "that's hilarious lol",
+    "I'm so nervous about tomorrow's exam",
+    "wow I did not see that coming",
+    "this food is disgusting",
+    "happy birthday!! 🎉",
+    "I can't believe you did that, I'm furious",
+    "good night, sleep well",
+    "my cat died this morning",
+    "omg no way",
+    "thanks a lot, you're the best",
+    "meh, whatever",
+    "there's a spider in my room help",
+    "we won the match!",
+    "I'm so tired of everything",
+    "stop ignoring my messages",
+    "ok see you at 5",
+    "that smell is gross",
+    "congrats on the baby!",
+    "I failed my driving test",
+    "you scared me half to death",
+    "love you",
+    "seriously?? again??",
+    "let's grab pizza tonight",
+    "I'm bored at work",
+    "that movie made me cry",
+    "yay it's friday",
+    "I'm sorry",
 ]
 R = {}  # every figure, for --json-out
 
@@ -70,6 +92,7 @@ def progress(label):
         if time.perf_counter() - last[0] > 15 or done == total:
             last[0] = time.perf_counter()
             print(f"  {label}: {done}/{total}", flush=True)
+
     return report
 
 
@@ -130,20 +153,27 @@ def bench_latency(args, library, recs):
     for index in (onnx, st_index):
         t = time_queries(lambda q, ix=index: ix.search(q, k=10), queries)
         t_embed = time_queries(lambda q, ix=index: ix.embedder.embed([q]), queries)  # the embedding share of it
-        R[f"latency_{index.embedder.name}"] = {**ms(t), "chat_p50_ms": ms(t[:len(CHAT)])["p50_ms"],
-                                               "desc_p50_ms": ms(t[len(CHAT):])["p50_ms"],
-                                               "embed_only_p50_ms": ms(t_embed)["p50_ms"]}
+        R[f"latency_{index.embedder.name}"] = {
+            **ms(t),
+            "chat_p50_ms": ms(t[: len(CHAT)])["p50_ms"],
+            "desc_p50_ms": ms(t[len(CHAT) :])["p50_ms"],
+            "embed_only_p50_ms": ms(t_embed)["p50_ms"],
+        }
     a, b = R[f"latency_{onnx.embedder.name}"], R[f"latency_{st_embedder.name}"]
     R["latency_others_cpu_s"], R["latency_wall_s"] = others_cpu(start), round(time.perf_counter() - t0, 1)
     R["latency_ratio_st_over_onnx_p50"] = round(b["p50_ms"] / a["p50_ms"], 2)
     R["latency_ratio_st_over_onnx_p95"] = round(b["p95_ms"] / a["p95_ms"], 2)
     print(f"  {len(queries)} queries ({len(CHAT)} chat messages + {n_desc} stripped descriptions), 5 warm-up each")
     for name, r in ((onnx.embedder.name, a), (st_embedder.name, b)):
-        print(f"  {name:18s} p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms"
-              f"  (chat p50 {r['chat_p50_ms']:.2f}, descriptions p50 {r['desc_p50_ms']:.2f};"
-              f" embedding alone p50 {r['embed_only_p50_ms']:.2f})")
-    print(f"  ratio fp32-ST / ONNX-int8: p50 {R['latency_ratio_st_over_onnx_p50']}x,"
-          f" p95 {R['latency_ratio_st_over_onnx_p95']}x")
+        print(
+            f"  {name:18s} p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms"
+            f"  (chat p50 {r['chat_p50_ms']:.2f}, descriptions p50 {r['desc_p50_ms']:.2f};"
+            f" embedding alone p50 {r['embed_only_p50_ms']:.2f})"
+        )
+    print(
+        f"  ratio fp32-ST / ONNX-int8: p50 {R['latency_ratio_st_over_onnx_p50']}x,"
+        f" p95 {R['latency_ratio_st_over_onnx_p95']}x"
+    )
     print(f"  target: ONNX p50 <= 10 ms on 2 cores -> {'MET' if a['p50_ms'] <= 10 else 'NOT MET'}")
     print(f"  other processes used {R['latency_others_cpu_s']} CPU-s during these {R['latency_wall_s']} s of timing")
 
@@ -166,8 +196,9 @@ def make_mixture(rng, n_centres=2000, d=384, alpha=0.5):
             m = min(chunk, n - s)
             k = rng.choice(n_centres, m, p=weights / weights.sum())
             x = centres[k] + spread[k, None] * (rng.standard_normal((m, d), dtype=np.float32) @ scale)
-            out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+            out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
+
     return draw
 
 
@@ -176,8 +207,10 @@ def bench_synthetic(args):
     draw = make_mixture(np.random.default_rng(args.seed))
     t = time.perf_counter()
     vectors, queries = draw(args.n_synthetic), draw(200)  # queries: fresh draws, not in the index
-    print(f"  generated in {time.perf_counter() - t:.1f} s (2,000 centres, spread U(0.7,1.3), spectrum j^-0.5)",
-          flush=True)
+    print(
+        f"  generated in {time.perf_counter() - t:.1f} s (2,000 centres, spread U(0.7,1.3), spectrum j^-0.5)",
+        flush=True,
+    )
     t = time.perf_counter()
     ivf = IvfIndex.build(vectors)
     R["ivf_build_s"] = round(time.perf_counter() - t, 1)
@@ -197,12 +230,16 @@ def bench_synthetic(args):
     R["ivf_speedup_p50"] = round(R["exact_search"]["p50_ms"] / R["ivf_search"]["p50_ms"], 1)
     R["ivf_recall_at_10"] = round(float(np.mean(recall)), 4)
     R["ivf_others_cpu_s"], R["ivf_wall_s"] = others_cpu(start), round(time.perf_counter() - t0, 1)
-    print(f"  IVF   search p50 {R['ivf_search']['p50_ms']:.2f} ms  p95 {R['ivf_search']['p95_ms']:.2f} ms"
-          "  (200 held-out queries)")
+    print(
+        f"  IVF   search p50 {R['ivf_search']['p50_ms']:.2f} ms  p95 {R['ivf_search']['p95_ms']:.2f} ms"
+        "  (200 held-out queries)"
+    )
     print(f"  exact search p50 {R['exact_search']['p50_ms']:.2f} ms  p95 {R['exact_search']['p95_ms']:.2f} ms")
     print(f"  speedup (exact p50 / IVF p50): {R['ivf_speedup_p50']}x   recall@10 vs exact: {R['ivf_recall_at_10']:.3f}")
-    print(f"  targets: p50 <= 20 ms -> {'MET' if R['ivf_search']['p50_ms'] <= 20 else 'NOT MET'};"
-          f" recall@10 >= 0.95 -> {'MET' if R['ivf_recall_at_10'] >= 0.95 else 'NOT MET'}")
+    print(
+        f"  targets: p50 <= 20 ms -> {'MET' if R['ivf_search']['p50_ms'] <= 20 else 'NOT MET'};"
+        f" recall@10 >= 0.95 -> {'MET' if R['ivf_recall_at_10'] >= 0.95 else 'NOT MET'}"
+    )
     print(f"  other processes used {R['ivf_others_cpu_s']} CPU-s during these {R['ivf_wall_s']} s of timing")
 
 
@@ -218,10 +255,10 @@ def neighbour_agreement(Q, labels, k=10, chunk=2048):
     """Share of each description's k nearest OTHER descriptions (cosine) that carry its label."""
     out = np.empty(len(Q))
     for s in range(0, len(Q), chunk):
-        sims = Q[s:s + chunk] @ Q.T  # (chunk, N)
+        sims = Q[s : s + chunk] @ Q.T  # (chunk, N)
         sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[s:s + chunk] = (labels[top] == labels[s:s + chunk, None]).mean(axis=1)
+        out[s : s + chunk] = (labels[top] == labels[s : s + chunk, None]).mean(axis=1)
     return out
 
 
@@ -246,8 +283,10 @@ def bench_agreement(args, library, embedder, recs):
     }
     ref = neighbour_agreement(Q, labels)
     per, mac = macro(ref, labels)
-    R["agreement"]["within_corpus_knn"] = {"macro": round(mac, 4),
-                                           "per_label": {k: round(v, 4) for k, v in per.items()}}
+    R["agreement"]["within_corpus_knn"] = {
+        "macro": round(mac, 4),
+        "per_label": {k: round(v, 4) for k, v in per.items()},
+    }
     for template in TEXT_TEMPLATES:
         index, _ = StickerIndex.build(library, embedder, template=template)
         for weight in (0.0, DEFAULT_EMOTION_WEIGHT):
@@ -255,15 +294,19 @@ def bench_agreement(args, library, embedder, recs):
             t = time.perf_counter()
             agree = np.empty(len(texts))
             for s in range(0, len(texts), 2048):
-                hits = index.search_many(texts[s:s + 2048], 10, vectors=Q[s:s + 2048])
-                agree[s:s + 2048] = [np.mean([h.sticker.label.value == lab for h in row])
-                                     for row, lab in zip(hits, labels[s:s + 2048], strict=True)]
+                hits = index.search_many(texts[s : s + 2048], 10, vectors=Q[s : s + 2048])
+                agree[s : s + 2048] = [
+                    np.mean([h.sticker.label.value == lab for h in row])
+                    for row, lab in zip(hits, labels[s : s + 2048], strict=True)
+                ]
             per, mac = macro(agree, labels)
             name = f"{template} w={weight}"
             R["agreement"]["configs"][name] = {
-                "macro": round(mac, 4), "macro_even": round(macro(agree, labels, even)[1], 4),
+                "macro": round(mac, 4),
+                "macro_even": round(macro(agree, labels, even)[1], 4),
                 "macro_odd": round(macro(agree, labels, odd)[1], 4),
-                "per_label": {k: round(v, 4) for k, v in per.items()}, "search_s": round(time.perf_counter() - t, 1),
+                "per_label": {k: round(v, 4) for k, v in per.items()},
+                "search_s": round(time.perf_counter() - t, 1),
             }
             print(f"  {name:22s} macro {mac:.3f}", flush=True)
     print_agreement(R["agreement"])
@@ -277,9 +320,11 @@ def print_agreement(A):
         cells = "".join(f"{c['per_label'].get(lab, float('nan')):9.3f}" for lab in LABELS)
         extra = f"{c['macro_even']:7.3f}{c['macro_odd']:7.3f}" if "macro_even" in c else ""
         print(f"  {name:24s}{cells}{c['macro']:8.3f}{extra}")
-    print(f"  chance: nominal 1/7 = {A['chance_nominal']:.3f};"
-          f" this pack, macro of label shares = {A['chance_pack_macro']:.3f}"
-          f" (micro, weighted by description labels = {A['chance_pack_micro']:.3f})")
+    print(
+        f"  chance: nominal 1/7 = {A['chance_nominal']:.3f};"
+        f" this pack, macro of label shares = {A['chance_pack_macro']:.3f}"
+        f" (micro, weighted by description labels = {A['chance_pack_micro']:.3f})"
+    )
     print(f"  majority class (always Happiness): macro {A['majority_happiness_macro']:.3f}; aim: macro > 0.35")
 
 
@@ -290,27 +335,38 @@ def summary(args):
     print(f"  default pack: {R['stickers']} stickers {R['labels']}")
     print(f"  build {R['build_s'] if R['build_s'] is not None else '(reused)'} s, embed+index+save {R['index_s']} s")
     for key in [k for k in R if k.startswith("latency_minilm")]:
-        print(f"  query latency {key[8:]:18s}: p50 {R[key]['p50_ms']:.2f} ms, p95 {R[key]['p95_ms']:.2f} ms"
-              f" (embedding alone p50 {R[key]['embed_only_p50_ms']:.2f} ms)")
+        print(
+            f"  query latency {key[8:]:18s}: p50 {R[key]['p50_ms']:.2f} ms, p95 {R[key]['p95_ms']:.2f} ms"
+            f" (embedding alone p50 {R[key]['embed_only_p50_ms']:.2f} ms)"
+        )
     met = "MET" if R["latency_minilm-onnx-int8"]["p50_ms"] <= 10 else "NOT MET"
-    print(f"  fp32-ST / ONNX-int8 latency: p50 {R['latency_ratio_st_over_onnx_p50']}x,"
-          f" p95 {R['latency_ratio_st_over_onnx_p95']}x; target ONNX p50 <= 10 ms: {met}")
+    print(
+        f"  fp32-ST / ONNX-int8 latency: p50 {R['latency_ratio_st_over_onnx_p50']}x,"
+        f" p95 {R['latency_ratio_st_over_onnx_p95']}x; target ONNX p50 <= 10 ms: {met}"
+    )
     print(f"    (other processes used {R['latency_others_cpu_s']} CPU-s during the {R['latency_wall_s']} s of timing)")
     if "ivf_search" in R:
         ivf, ok = R["ivf_search"], R["ivf_search"]["p50_ms"] <= 20 and R["ivf_recall_at_10"] >= 0.95
-        print(f"  {args.n_synthetic:,}-vector IVF {R['ivf_params']}: build {R['ivf_build_s']} s,"
-              f" search p50 {ivf['p50_ms']:.2f} ms p95 {ivf['p95_ms']:.2f} ms")
-        print(f"    exact p50 {R['exact_search']['p50_ms']:.2f} ms, speedup {R['ivf_speedup_p50']}x,"
-              f" recall@10 {R['ivf_recall_at_10']:.3f}; targets p50 <= 20 ms, recall >= 0.95:"
-              f" {'MET' if ok else 'NOT MET'}")
+        print(
+            f"  {args.n_synthetic:,}-vector IVF {R['ivf_params']}: build {R['ivf_build_s']} s,"
+            f" search p50 {ivf['p50_ms']:.2f} ms p95 {ivf['p95_ms']:.2f} ms"
+        )
+        print(
+            f"    exact p50 {R['exact_search']['p50_ms']:.2f} ms, speedup {R['ivf_speedup_p50']}x,"
+            f" recall@10 {R['ivf_recall_at_10']:.3f}; targets p50 <= 20 ms, recall >= 0.95:"
+            f" {'MET' if ok else 'NOT MET'}"
+        )
     if "agreement" in R:
         A = R["agreement"]
         for name, c in A["configs"].items():
-            print(f"  agreement {name:22s}: macro {c['macro']:.3f}"
-                  f" (even {c['macro_even']:.3f}, odd {c['macro_odd']:.3f})")
-        print(f"  agreement references: chance {A['chance_nominal']:.3f} (pack macro {A['chance_pack_macro']:.3f},"
-              f" micro {A['chance_pack_micro']:.3f}), majority {A['majority_happiness_macro']:.3f},"
-              f" within-corpus 10-NN {A['within_corpus_knn']['macro']:.3f}; aim > 0.35")
+            print(
+                f"  agreement {name:22s}: macro {c['macro']:.3f} (even {c['macro_even']:.3f}, odd {c['macro_odd']:.3f})"
+            )
+        print(
+            f"  agreement references: chance {A['chance_nominal']:.3f} (pack macro {A['chance_pack_macro']:.3f},"
+            f" micro {A['chance_pack_micro']:.3f}), majority {A['majority_happiness_macro']:.3f},"
+            f" within-corpus 10-NN {A['within_corpus_knn']['macro']:.3f}; aim > 0.35"
+        )
 
 
 def main():

@@ -146,3 +146,27 @@ def test_missing_key_for_openai_is_explained(monkeypatch):
 
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
         OpenAICompatBackend("gpt-4o-mini")
+
+
+def test_cli_chat_against_an_openai_compatible_server(server, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "stickerconv"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENAI_")}
+    args = [
+        str(script),
+        "llm",
+        "chat",
+        "hello",
+        "--llm",
+        "openai:fake-model",
+        "--base-url",
+        server.base_url,
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "echo: hello" and "openai:fake-model" in result.stderr

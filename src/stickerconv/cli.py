@@ -247,12 +247,14 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", help="LLM config 
 StoreOption = Annotated[Path | None, typer.Option("--store", help="SQLite file of the response cache and the ledger.")]
 
 
-def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None):
+def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None):
     from stickerconv.llm import LLMConfig, LLMFactory
 
     cfg = LLMConfig.load(config) if config else LLMConfig()
     if store is not None:
         cfg = cfg.model_copy(update={"store": store})
+    if base_url is not None:
+        cfg = cfg.model_copy(update={"base_url": base_url})
     return LLMFactory(cfg, llm=llm, cache=cache)
 
 
@@ -260,6 +262,7 @@ def _factory(llm: str | None, config: Path | None, store: Path | None, cache: st
 def llm_chat(
     message: Annotated[str, typer.Argument(help="The user message.")],
     llm: LLMOption = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (else OPENAI_BASE_URL).")] = None,
     system_prompt: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     image: Annotated[list[Path] | None, typer.Option(help="Attach an image (vision models only; repeatable).")] = None,
     json_schema: Annotated[Path | None, typer.Option(help="JSON schema file the answer must match.")] = None,
@@ -283,7 +286,7 @@ def llm_chat(
             raise UserError(f"cannot read JSON schema {json_schema}: {exc}") from None
     images = [ImagePart.from_file(p) for p in image or []]
     messages = ([system(system_prompt)] if system_prompt else []) + [user(message, images)]
-    factory = _factory(llm, config, store, cache)
+    factory = _factory(llm, config, store, cache, base_url)
     model = factory.chat_model(role)
     overrides = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     settings = model.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})

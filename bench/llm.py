@@ -160,10 +160,10 @@ async def _stack_calls(model: ChatModel, n: int) -> list[float]:
 
 
 def bench_http(n: int) -> None:
-    from fake_openai_server import FakeOpenAIServer
-
     from stickerconv.llm.backends.openai_compat import OpenAICompatBackend
     from stickerconv.llm.store import LLMStore
+
+    from fake_openai_server import FakeOpenAIServer
 
     print("== HTTP backend overhead (fake OpenAI-compatible server on localhost) ==")
     with FakeOpenAIServer() as srv:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import shared_data
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"

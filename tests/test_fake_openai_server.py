@@ -17,8 +17,9 @@ from enum import StrEnum
 import httpx
 import openai
 import pytest
-from fake_openai_server import FakeOpenAIServer, FaultPlan, free_port, schema_instance
 from pydantic import BaseModel, Field
+
+from fake_openai_server import FakeOpenAIServer, FaultPlan, free_port, schema_instance
 
 USER = [{"role": "user", "content": "hello there"}]
 

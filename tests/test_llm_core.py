@@ -4,7 +4,6 @@ import random
 import time
 
 import pytest
-from llm_fakes import ScriptedBackend
 from pydantic import BaseModel, Field
 
 from stickerconv.llm import (
@@ -28,6 +27,8 @@ from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
 from stickerconv.llm.store import LLMStore
 from stickerconv.llm.structured import extract_json, parse_structured, with_schema_instruction
 from stickerconv.llm.types import ImagePart, Request
+
+from llm_fakes import ScriptedBackend
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, total_budget=5, timeout=2)
 

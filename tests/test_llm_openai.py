@@ -5,7 +5,6 @@ import enum
 import time
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, FaultPlan
 from pydantic import BaseModel, Field
 
 from stickerconv.llm import (
@@ -20,6 +19,8 @@ from stickerconv.llm import (
 from stickerconv.llm.backends.openai_compat import OpenAICompatBackend
 from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
 from stickerconv.llm.store import LLMStore
+
+from fake_openai_server import FakeOpenAIServer, FaultPlan
 
 POLICY = RetryPolicy(max_attempts=8, base_delay=0.05, max_delay=1.5, total_budget=30, timeout=1.0)
 

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-from conftest import shared_data
 from pydantic import ValidationError
 
 from stickerconv.jsonl import read_jsonl
@@ -15,6 +14,8 @@ from stickerconv.schema import (
     normalise_emotion,
     sticker_id_from_path,
 )
+
+from conftest import shared_data
 
 PUBLISHED_STICKER = {
     "seq_num": 3,

@@ -42,6 +42,8 @@ stickers_app = typer.Typer(help="Build, ingest, index and search sticker librari
 app.add_typer(stickers_app, name="stickers")
 llm_app = typer.Typer(help="Talk to the configured LLMs and inspect the call ledger.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
+personas_app = typer.Typer(help="Check and generate user personas.", no_args_is_help=True)
+app.add_typer(personas_app, name="personas")
 
 console = Console(emoji=False)
 err = Console(stderr=True, soft_wrap=True, emoji=False)
@@ -336,6 +338,70 @@ def llm_ledger(
             cost,
         )
     console.print(table)
+
+
+# ---------------------------------------------------------------------------- personas
+
+
+@personas_app.command("generate")
+def personas_generate(
+    n: Annotated[int, typer.Option("--n", min=1, help="How many profiles the output should hold.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL file of generated profiles (appended, resumable).")],
+    seeds: Annotated[Path | None, typer.Option(help="Seed profiles (JSON/JSONL); default: the shipped seeds.")] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Reject a situation whose ROUGE-L F1 to any kept one is this or more.")
+    ] = 0.7,
+    seed: Annotated[int, typer.Option(help="Random seed of the example sampling.")] = 0,
+    llm: LLMOption = None,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    cache: Annotated[str | None, typer.Option(help="use, replay, refresh or off.")] = None,
+) -> None:
+    """Self-instruct generation of user profiles with ROUGE-L de-duplication (method reference §2.4)."""
+    import asyncio
+
+    from stickerconv.agent4sc.personas import PersonaGenerator, load_personas
+
+    factory = _factory(llm, config, store or out.with_suffix(".llm.sqlite"), cache)
+    generator = PersonaGenerator(
+        factory.chat_model("persona_generator"), load_personas(seeds) if seeds else None, threshold=threshold, seed=seed
+    )
+    with _progress("generating personas") as update:
+        report = asyncio.run(generator.generate(n, out, on_progress=update))
+    console.print(
+        f"{report.accepted}/{n} profiles in {out} ({report.new} new; {report.rejected_similar} rejected as too "
+        f"similar, {report.failed_calls} failed calls); candidates logged in {out.with_suffix('.candidates.jsonl')}"
+    )
+    if report.accepted < n:
+        raise UserError(
+            f"stopped at {report.accepted} of {n} profiles: too many near-duplicates or failed calls; "
+            "run the same command again to continue, or raise --threshold"
+        )
+
+
+@personas_app.command("check")
+def personas_check(path: Annotated[Path, typer.Argument(help="Profiles, JSON or JSONL.")]) -> None:
+    """Load profiles, validate them and show how their emotions normalise to the 7 labels."""
+    from collections import Counter
+
+    from stickerconv.agent4sc.personas import load_personas
+    from stickerconv.schema import normalise_emotion
+
+    personas = load_personas(path)
+    raw = Counter(p.emotion for p in personas)
+    table = Table(title=f"{len(personas)} profiles in {path}", title_justify="left")
+    for column in ("raw emotion", "count", "label"):
+        table.add_column(column)
+    unknown = []
+    for emotion, count in raw.most_common():
+        try:
+            label = normalise_emotion(emotion).value
+        except ValueError:
+            label, unknown = "(unknown)", [*unknown, emotion]
+        table.add_row(escape(emotion), str(count), label)
+    console.print(table)
+    if unknown:
+        raise UserError(f"{len(unknown)} raw emotion(s) do not map to the 7 labels: {', '.join(unknown)}")
 
 
 # ---------------------------------------------------------------------------- demo

@@ -1,0 +1,1 @@
+"""Agent4SC: personas and the multi-agent simulator that writes StickerConv conversations."""

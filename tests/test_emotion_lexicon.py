@@ -38,3 +38,5 @@ def test_text_emotions():
     assert text_emotions("I failed my exam again") == {E.SADNESS: 1.0}
     assert text_emotions("so angry and scared") == {E.ANGER: 0.5, E.FEAR: 0.5}
     assert text_emotions("a funny, playful sticker") == {}  # humour names no emotion
+    assert text_emotions("wait, you're moving to Japan?!") == {E.SURPRISE: 1.0}
+    assert text_emotions("stunning crystal gladiator saddle") == {E.SURPRISE: 1.0}  # not Sadness (cry-, sad-)

@@ -269,6 +269,8 @@ def _matches(token: str, stem: str) -> bool:
 def text_emotions(text: str) -> dict[EmotionLabel, float]:
     """Share of the emotion words in ``text`` that belong to each label (empty if there are none)."""
     counts: dict[EmotionLabel, int] = {}
+    if re.search(r"\?!|!\?", text):  # "you're moving?!": disbelief
+        counts[E.SURPRISE] = 1
     for token in re.findall(r"[a-z][a-z'-]*", text.lower()):
         for label, stems in _TEXT_STEMS.items():
             if any(_matches(token, stem) for stem in stems):

@@ -216,25 +216,28 @@ class StickerIndex:
             rows = np.sort(np.concatenate([self._label_rows[label] for label in wanted] or [np.array([], np.int64)]))
             if len(rows) == 0:
                 return [[] for _ in queries]
-        vectors = self.embedder.embed(list(queries)) if vectors is None else vectors  # (Q, d)
+        vectors = np.asarray(self.embedder.embed(list(queries)) if vectors is None else vectors, np.float32)  # (Q, d)
         pool = k if self.emotion_weight == 0 else max(10 * k, RERANK_POOL)
-        sims, found = self.ann.search(np.asarray(vectors, dtype=np.float32), pool, rows)  # (Q, pool) each
+        sims, found = self.ann.search(vectors, pool, rows)  # (Q, pool) each
         results = []
-        for query, sim_row, row_ids in zip(queries, sims, found, strict=True):
+        for q, query in enumerate(queries):
             emotions = text_emotions(query) if self.emotion_weight else {}
+            candidates = dict(zip(found[q].tolist(), sims[q].tolist(), strict=True))
+            for label in emotions:  # the named emotions' best stickers join the pool even if the topic pulls away
+                label_rows = self._label_rows[label] if rows is None else np.intersect1d(self._label_rows[label], rows)
+                if len(label_rows):
+                    label_sims, label_found = self.ann.search(vectors[q : q + 1], k, label_rows)
+                    candidates.update(zip(label_found[0].tolist(), label_sims[0].tolist(), strict=True))
             ranked = sorted(
                 (
-                    (float(sim) + self.emotion_weight * emotions.get(self.stickers[i].label, 0.0), float(sim), int(i))
-                    for sim, i in zip(sim_row, row_ids, strict=True)
+                    (sim + self.emotion_weight * emotions.get(self.stickers[i].label, 0.0), sim, i)
+                    for i, sim in candidates.items()
                     if i >= 0
                 ),
-                key=lambda c: -c[0],
+                key=lambda c: (-c[0], c[2]),
             )
             results.append(
-                [
-                    SearchHit(rank, score, self.stickers[i], sim)
-                    for rank, (score, sim, i) in enumerate(ranked[:k], start=1)
-                ]
+                [SearchHit(rank, score, self.stickers[i], sim) for rank, (score, sim, i) in enumerate(ranked[:k], 1)]
             )
         return results
 

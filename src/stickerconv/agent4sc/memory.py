@@ -1,0 +1,166 @@
+"""An agent's private long-term memory (method reference §2.5, after Park et al. 2023).
+
+A stream of observations, each with an LLM-rated importance and an embedding. Retrieval ranks by
+recency + relevance (+ importance, off by default as in the original). Reflection turns recent
+memories into insights once the importance accumulated since the last reflection passes a
+threshold.
+
+Why the defaults differ from the original: it scaled importance by 0.15/10 and reflected above
+2.0, which needs 14 maximally important memories, while a 6-turn dialogue gives an agent about 9;
+reflection practically never fired (§9 item 10). Here importance is scored 1..10 and scaled to
+0.1..1.0, and reflection fires above 3.0: with typical scores of 4-7 that is after 5-7 memories,
+i.e. around turn 3 of 6. ``MemoryConfig.original()`` restores the original parameters.
+
+Time is simulated: every write advances the clock one step, so recency (``decay ** steps since
+last access``) separates the start of a dialogue from its end, which wall-clock hours would not.
+Importance is rated for all of a turn's memories in one call rather than one call each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stickerconv.llm import ChatModel, system, user
+from stickerconv.stickers.embed import Embedder
+
+
+class MemoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    importance_scale: float = Field(0.1, gt=0)  # stored importance = LLM score (1..10) x scale
+    reflection_threshold: float = Field(3.0, gt=0)  # reflect when accumulated importance exceeds this
+    recency_decay: float = Field(0.99, gt=0, le=1)  # per simulated step since last access
+    importance_weight: float = Field(0.0, ge=0)  # the original ranked by recency + relevance only
+    k: int = Field(4, ge=1)  # memories retrieved per query
+    max_insights: int = Field(3, ge=1)
+
+    @classmethod
+    def original(cls) -> MemoryConfig:
+        """The authors' parameters, for faithful reproduction (reflection then rarely fires)."""
+        return cls(importance_scale=0.015, reflection_threshold=2.0)
+
+
+@dataclass
+class MemoryRecord:
+    text: str
+    importance: float
+    created: int
+    last_access: int
+    vector: np.ndarray
+    kind: str = "observation"  # or "reflection"
+
+
+class _Scores(BaseModel):
+    scores: list[int] = Field(description="one poignancy score from 1 to 10 per memory, in order")
+
+
+class _Questions(BaseModel):
+    questions: list[str] = Field(min_length=1, max_length=3)
+
+
+class _Insights(BaseModel):
+    insights: list[str] = Field(min_length=1, max_length=5)
+
+
+@dataclass
+class MemoryStream:
+    owner: str
+    model: ChatModel
+    embedder: Embedder
+    config: MemoryConfig = field(default_factory=MemoryConfig)
+    records: list[MemoryRecord] = field(default_factory=list)
+    clock: int = 0
+    accumulated: float = 0.0
+    reflections: int = 0
+
+    async def add(self, texts: Sequence[str]) -> list[MemoryRecord]:
+        """Store a turn's observations; their importance is rated in one call."""
+        if not texts:
+            return []
+        scores = await self._rate(texts)
+        vectors = self.embedder.embed(list(texts))  # (n, d)
+        added = []
+        for text, score, vector in zip(texts, scores, vectors, strict=True):
+            self.clock += 1
+            record = MemoryRecord(text, score * self.config.importance_scale, self.clock, self.clock, vector)
+            self.records.append(record)
+            self.accumulated += record.importance
+            added.append(record)
+        return added
+
+    async def _rate(self, texts: Sequence[str]) -> list[int]:
+        listing = "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
+        messages = [
+            system(
+                f"You rate memories of {self.owner}. On a scale of 1 to 10, where 1 is purely mundane (greeting "
+                "someone, small talk) and 10 is extremely poignant (a break-up, a death, a big success), rate "
+                "the likely poignancy of each memory."
+            ),
+            user(f"Memories:\n{listing}\nGive exactly {len(texts)} scores, in order."),
+        ]
+        result = await self.model.complete(messages, _Scores)
+        scores = [min(10, max(1, s)) for s in result.parsed.scores]
+        if len(scores) != len(texts):  # a short or long list: keep what lines up, neutral 5 for the rest
+            scores = (scores + [5] * len(texts))[: len(texts)]
+        return scores
+
+    def retrieve(self, query_vector: np.ndarray, k: int | None = None) -> list[MemoryRecord]:
+        """The k memories with the highest recency + relevance (+ importance) scores; marks them accessed."""
+        if not self.records:
+            return []
+        k = k or self.config.k
+        matrix = np.stack([r.vector for r in self.records])  # (N, d)
+        relevance = matrix @ query_vector  # (N,)
+        recency = np.array([self.config.recency_decay ** (self.clock - r.last_access) for r in self.records])
+        importance = np.array([r.importance for r in self.records])
+        score = recency + relevance + self.config.importance_weight * importance
+        chosen = [self.records[i] for i in np.argsort(-score, kind="stable")[:k]]
+        for record in chosen:
+            record.last_access = self.clock
+        return chosen
+
+    @property
+    def should_reflect(self) -> bool:
+        return self.accumulated > self.config.reflection_threshold
+
+    async def reflect(self) -> list[MemoryRecord]:
+        """Ask for salient questions about recent memories, retrieve evidence, store the insights."""
+        recent = "\n".join(r.text for r in self.records[-12:])
+        questions = await self.model.complete(
+            [
+                system(f"You help {self.owner} reflect on a conversation."),
+                user(
+                    f"{recent}\n\nGiven only the information above, what are the 3 most salient high-level "
+                    "questions we can answer about the subjects in the statements?"
+                ),
+            ],
+            _Questions,
+        )
+        evidence: list[MemoryRecord] = []
+        for vector in self.embedder.embed(questions.parsed.questions):
+            evidence += [r for r in self.retrieve(vector) if r not in evidence]
+        listing = "\n".join(f"{i}. {r.text}" for i, r in enumerate(evidence, 1))
+        insights = await self.model.complete(
+            [
+                system(f"You help {self.owner} reflect on a conversation."),
+                user(
+                    f"Statements about {self.owner}:\n{listing}\n\nWhat high-level insights can you infer "
+                    f"from the statements above? Give at most {self.config.max_insights}."
+                ),
+            ],
+            _Insights,
+        )
+        texts = insights.parsed.insights[: self.config.max_insights]
+        vectors = self.embedder.embed(texts)
+        added = []
+        for text, vector in zip(texts, vectors, strict=True):
+            self.clock += 1
+            record = MemoryRecord(text, 8 * self.config.importance_scale, self.clock, self.clock, vector, "reflection")
+            self.records.append(record)
+            added.append(record)
+        self.accumulated = 0.0
+        self.reflections += 1
+        return added

@@ -1,0 +1,82 @@
+import asyncio
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
+from stickerconv.llm import ChatModel
+
+from llm_fakes import ScriptedBackend
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words vectors: texts sharing words are similar."""
+
+    name, dim = "hash", 64
+
+    def embed(self, texts, batch_size=64, on_progress=None):
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def _memory_llm(score=5, scores=None):
+    def reply(request):
+        title = request.json_schema["title"]
+        if title == "_Scores":
+            n = request.messages[-1].text.count("\n")  # one line per memory, then the instruction
+            return json.dumps({"scores": scores if scores is not None else [score] * n})
+        if title == "_Questions":
+            return json.dumps({"questions": ["What worries B?"]})
+        return json.dumps({"insights": ["B is anxious about exams", "A is supportive"]})
+
+    return ChatModel(ScriptedBackend(default=reply))
+
+
+def _dialogue(stream: MemoryStream, turns: int = 6) -> list[int]:
+    fired = []
+
+    async def run():
+        for t in range(1, turns + 1):
+            await stream.add([f"B said: turn {t} exam worries", f"A reply: turn {t} kind words"])
+            if stream.should_reflect:
+                await stream.reflect()
+                fired.append(t)
+
+    asyncio.run(run())
+    return fired
+
+
+def test_reflection_fires_within_a_six_turn_dialogue_by_default():
+    stream = MemoryStream("B", _memory_llm(score=5), HashEmbedder())
+    fired = _dialogue(stream)
+    assert fired == [4]  # 2 memories x 0.5 per turn: 4.0 > 3.0 after turn 4
+    reflections = [r for r in stream.records if r.kind == "reflection"]
+    assert [r.text for r in reflections] == ["B is anxious about exams", "A is supportive"]
+    assert stream.reflections == 1 and stream.accumulated == pytest.approx(2 * 2 * 0.5)
+
+
+def test_original_parameters_never_reflect_in_six_turns():
+    stream = MemoryStream("B", _memory_llm(score=10), HashEmbedder(), MemoryConfig.original())
+    assert _dialogue(stream) == []
+    assert stream.accumulated == pytest.approx(12 * 10 * 0.015)  # 1.8 < 2.0 even at maximal importance
+
+
+def test_importance_scores_are_clamped_and_aligned():
+    stream = MemoryStream("B", _memory_llm(scores=[42, -3]), HashEmbedder())
+    records = asyncio.run(stream.add(["one", "two", "three"]))
+    assert [r.importance for r in records] == pytest.approx([1.0, 0.1, 0.5])  # 10, 1, and 5 for the missing one
+
+
+def test_retrieval_ranks_by_relevance_then_recency():
+    stream = MemoryStream("B", _memory_llm(), HashEmbedder(), MemoryConfig(k=2))
+    asyncio.run(stream.add(["cats are great", "the exam was hard", "cats are great"]))
+    query = HashEmbedder().embed(["cats are great"])[0]
+    first, second = stream.retrieve(query)
+    assert first.text == second.text == "cats are great" and first.created == 3  # newer first on a tie
+    assert all(r.last_access == stream.clock for r in (first, second))
+    assert MemoryStream("x", _memory_llm(), HashEmbedder()).retrieve(query) == []

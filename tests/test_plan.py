@@ -1,0 +1,81 @@
+import asyncio
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from stickerconv.agent4sc.plan import Intent, IntentAnswer, StickerTool
+from stickerconv.llm import ChatModel
+from stickerconv.llm.policy import RetryPolicy
+from stickerconv.schema import EmotionLabel
+
+from llm_fakes import ScriptedBackend
+
+FAST = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, timeout=2)
+
+
+def _tool(small_index, replies):
+    backend = ScriptedBackend(replies=replies)
+    return StickerTool(small_index, ChatModel(backend, cache="off", retry=FAST), seed=1), backend
+
+
+def _plan(tool, message="I failed my exam again"):
+    return asyncio.run(tool.plan("B", "You are B.\nYour status: student", message))
+
+
+def test_full_plan_selects_a_retrieved_sticker(small_index):
+    replies = [
+        '{"intention": "Emotional Expression"}',
+        '{"query": "emotion: Sadness, emotion describe: The sticker conveys sadness, crying and tears."}',
+        '{"idx": 2}',
+    ]
+    tool, backend = _tool(small_index, replies)
+    outcome = _plan(tool)
+    assert outcome.intent is Intent.EXPRESSION and outcome.failure is None
+    assert len(outcome.candidates) == 10 and outcome.selected is outcome.candidates[2].sticker
+    assert outcome.selected.label is EmotionLabel.SADNESS
+    query_prompt = backend.requests[1].messages[-1].text
+    assert query_prompt.count("- emotion: ") == 7  # one indexed example per label
+    assert '"Emotional Expression"' in query_prompt  # the intent string, not a dict
+    select_prompt = backend.requests[2].messages[-1].text
+    assert select_prompt.count("idx: ") == 10 and "=" * 20 in select_prompt
+    meta = outcome.to_meta()
+    assert meta["selected"] == outcome.selected.id and len(meta["candidates"]) == 10
+
+
+@pytest.mark.parametrize("intent", ["Other", "None"])
+def test_intent_gate_stops_without_a_sticker(small_index, intent):
+    tool, backend = _tool(small_index, [json.dumps({"intention": intent})])
+    outcome = _plan(tool)
+    assert outcome.intent == Intent(intent) and outcome.selected is None and outcome.failure is None
+    assert len(backend.requests) == 1
+
+
+def test_intent_matching_is_lenient_only_for_near_misses():
+    assert IntentAnswer.model_validate({"intention": "Enhancing Emoathy"}).intention is Intent.EMPATHY
+    assert IntentAnswer.model_validate({"intention": "emotional expression"}).intention is Intent.EXPRESSION
+    with pytest.raises(ValidationError):
+        IntentAnswer.model_validate({"intention": "Sarcasm"})
+
+
+def test_garbage_selection_is_a_counted_failure_not_a_crash(small_index):
+    replies = ['{"intention": "Reaction Intensity"}', '{"query": "so happy, party time"}', "idx: two", "???"]
+    tool, _ = _tool(small_index, replies)
+    outcome = _plan(tool, "We won!")
+    assert outcome.selected is None and outcome.failure.startswith("select:")
+    assert len(outcome.candidates) == 10 and outcome.query == "so happy, party time"
+
+
+def test_out_of_range_selection_is_reported(small_index):
+    tool, _ = _tool(small_index, ['{"intention": "Enhancing Empathy"}', '{"query": "a comforting hug"}', '{"idx": 7}'])
+    tool.k = 5
+    outcome = _plan(tool)
+    assert outcome.selected is None and outcome.failure == "select: index 7 out of range 0..4"
+
+
+def test_failed_intent_call_is_reported(small_index):
+    tool, _ = _tool(small_index, ["no json", "still no json"])
+    outcome = _plan(tool)
+    assert outcome.intent is None and outcome.failure.startswith("intent:")
+    with pytest.raises(ValueError, match="k must be between 1 and 10"):
+        StickerTool(small_index, ChatModel(ScriptedBackend()), k=20)

@@ -1,0 +1,103 @@
+"""The manager's rules and checks (method reference §2.8), each one small and tested on its own.
+
+Consistency review: the answer field is ``inconsistent`` and the sticker is dropped iff it is true
+(the original named it ``consistency`` while asking about inconsistency, §9 item 1). Repetition:
+all four cross-checks the original intended (§9 item 5). Sticker frequency: the rules that
+actually decided the original's outcome; its interval rule never did (§9 item 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from stickerconv.llm import ChatModel, system, user
+from stickerconv.schema import Conversation, Sticker
+
+
+class Review(BaseModel):
+    inconsistent: bool = Field(description="true if the sticker clearly contradicts the message")
+    reason: str = Field(max_length=400)
+
+
+class Closure(BaseModel):
+    decision: Literal["FINI", "CONT"]
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    max_turns: int = 6
+    closure_from_end: int = 2  # closure is judged from turn max_turns - closure_from_end on ...
+    closure_even_turns_only: bool = True  # ... on even turns: turn 4 of 6, as in the original
+    max_regenerations: int = 3  # tries to replace a repeated utterance before the dialogue ends
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def repeats(candidate: str, earlier: Sequence[str]) -> bool:
+    """An utterance repeats if it equals (ignoring case and spacing) any earlier one."""
+    key = normalise(candidate)
+    return any(key == normalise(e) for e in earlier)
+
+
+def user_repeats(message: str, past_user: Sequence[str], past_system: Sequence[str]) -> bool:
+    return repeats(message, [*past_user, *past_system])
+
+
+def system_repeats(message: str, user_message: str, past_user: Sequence[str], past_system: Sequence[str]) -> bool:
+    """The system must not echo the message it answers, nor anything said before."""
+    return repeats(message, [user_message, *past_user, *past_system])
+
+
+def user_may_attempt(prev_user_sticker: Sticker | None, prev_system_sticker: Sticker | None) -> bool:
+    """The user tries a sticker only if neither side sent one in the previous turn."""
+    return prev_user_sticker is None and prev_system_sticker is None
+
+
+def system_may_attempt(prev_system_sticker: Sticker | None) -> bool:
+    """The system tries a sticker only if it sent none in its previous turn."""
+    return prev_system_sticker is None
+
+
+def closure_due(turn: int, config: ManagerConfig) -> bool:
+    if turn < config.max_turns - config.closure_from_end or turn >= config.max_turns:
+        return False
+    return turn % 2 == 0 if config.closure_even_turns_only else True
+
+
+def keep(conversation: Conversation) -> bool:
+    """Only dialogues with at least one sticker enter the dataset; the rest go to the rejects."""
+    return bool(conversation.stickers)
+
+
+class Manager:
+    def __init__(self, model: ChatModel, config: ManagerConfig | None = None):
+        self.model, self.config = model, config or ManagerConfig()
+
+    async def review(self, message: str, sticker: Sticker) -> Review:
+        """Is there a clear inconsistency between the message and the sticker's emotion? True drops it."""
+        messages = [
+            system("You check whether a chat sticker fits the message it is sent with."),
+            user(
+                f'Message: "{message}"\nSticker emotion: {sticker.emotion}\n'
+                "Is there a CLEAR INCONSISTENCY between the message and the sticker's emotion, for example a "
+                "cheerful sticker with sad news? Answer inconsistent = true if the sticker clearly contradicts "
+                "the message (it will be dropped); inconsistent = false if it fits or is merely neutral."
+            ),
+        ]
+        return (await self.model.complete(messages, Review)).parsed
+
+    async def closure(self, history: str) -> Literal["FINI", "CONT"]:
+        messages = [
+            system("You judge whether a conversation is winding down."),
+            user(
+                f"{history}\n\nFINI if the conversation shows closure cues (farewells, thanks that wrap up, a "
+                "resolved topic, a lull); CONT if it is still active (open topics, questions, plans)."
+            ),
+        ]
+        return (await self.model.complete(messages, Closure)).parsed.decision

@@ -1,0 +1,69 @@
+import asyncio
+
+import pytest
+
+from stickerconv.agent4sc.manager import (
+    Manager,
+    ManagerConfig,
+    closure_due,
+    keep,
+    repeats,
+    system_may_attempt,
+    system_repeats,
+    user_may_attempt,
+    user_repeats,
+)
+from stickerconv.llm import ChatModel
+from stickerconv.schema import Conversation, Sticker, Turn
+
+from llm_fakes import ScriptedBackend
+
+STICKER = Sticker(image="images/noto/1f600.png", emotion="The sticker conveys joy.", label="Happiness")
+
+
+@pytest.mark.parametrize(
+    ("answer", "dropped"),
+    [('{"inconsistent": true, "reason": "happy vs sad"}', True), ('{"inconsistent": false, "reason": "fits"}', False)],
+)
+def test_review_polarity_drops_iff_inconsistent(answer, dropped):
+    backend = ScriptedBackend(replies=[answer])
+    review = asyncio.run(Manager(ChatModel(backend, cache="off")).review("My dog died today.", STICKER))
+    assert review.inconsistent is dropped
+    prompt = backend.requests[0].messages[-1].text
+    assert "CLEAR INCONSISTENCY" in prompt and "inconsistent = true" in prompt and STICKER.emotion in prompt
+    assert backend.requests[0].json_schema["properties"]["inconsistent"]["type"] == "boolean"
+
+
+def test_closure_decision():
+    backend = ScriptedBackend(replies=['{"decision": "FINI"}'])
+    assert asyncio.run(Manager(ChatModel(backend, cache="off")).closure("B: thanks, bye!\nA: take care")) == "FINI"
+
+
+def test_closure_is_due_at_turn_four_of_six_only():
+    config = ManagerConfig()
+    assert [t for t in range(1, 7) if closure_due(t, config)] == [4]
+    assert [t for t in range(1, 9) if closure_due(t, ManagerConfig(max_turns=8))] == [6]
+    assert [t for t in range(1, 7) if closure_due(t, ManagerConfig(closure_even_turns_only=False))] == [4, 5]
+
+
+def test_repetition_checks():
+    assert repeats("  Hello   THERE ", ["hello there"])
+    assert user_repeats("I'm fine", past_user=["hi"], past_system=["I'm fine"])
+    assert not user_repeats("new", past_user=["hi"], past_system=["ok"])
+    assert system_repeats("I failed", "I failed", past_user=[], past_system=[])  # echoing the user
+    assert system_repeats("so sorry", "x", past_user=["so sorry"], past_system=[])
+    assert not system_repeats("so sorry", "x", past_user=["y"], past_system=["z"])
+
+
+def test_frequency_rules():
+    assert user_may_attempt(None, None)
+    assert not user_may_attempt(STICKER, None) and not user_may_attempt(None, STICKER)
+    assert system_may_attempt(None) and not system_may_attempt(STICKER)
+
+
+def test_keep_only_dialogues_with_a_sticker():
+    turn = Turn(turn=1, user_message="hi", system_message="hello")
+    bare = Conversation(conversation=[turn], user_persona="p", user_status="s")
+    assert not keep(bare)
+    with_sticker = bare.model_copy(update={"conversation": [turn.model_copy(update={"user_sticker": STICKER})]})
+    assert keep(with_sticker)

@@ -127,6 +127,10 @@ class LLMFactory:
             self._backends[key] = (backend, RateLimiter(self.config.limits))
         return self._backends[key]
 
+    def register_backend(self, spec: str, backend: Backend, base_url: str | None = None) -> None:
+        """Serve ``spec`` with an existing backend object (an in-process server, a test double)."""
+        self._backends[(spec, base_url)] = (backend, RateLimiter(self.config.limits))
+
     def chat_model(self, role: str = "default") -> ChatModel:
         cfg = self.config
         role_cfg = cfg.roles.get(role, RoleConfig())

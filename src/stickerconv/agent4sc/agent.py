@@ -1,0 +1,93 @@
+"""One agent class for both sides of the dialogue (method reference §2.3, §2.6): a profile, a private
+memory, the sticker plan, and the action that writes the next utterance.
+
+The user agent (``B``) gets the persona and situation of a profile; the system agent (``A``) the
+fixed empathetic profile. Only profile, sampling settings and name differ.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from stickerconv.agent4sc.memory import MemoryStream
+from stickerconv.agent4sc.plan import PlanOutcome, StickerTool
+from stickerconv.llm import ChatModel, Settings, system, user
+from stickerconv.schema import Sticker
+
+SYSTEM_PERSONA = "You understand other people's emotions deeply and respond with empathy, warmth and care. 💗"
+SYSTEM_STATUS = (
+    "You infer the other person's situation from what they say, and you are ready for a casual, supportive chat. 🌟"
+)
+RULES = (
+    "Rules: mention no names; vary your style; no long explanations; do not repeat yourself or the other person; "
+    "avoid fillers such as 'hey', 'uh' or 'um'. Write one short message."
+)
+
+
+@dataclass
+class AgentProfile:
+    name: str  # "B" (user) or "A" (system)
+    persona: str
+    status: str
+
+
+def observation(name: str, sticker: Sticker | None) -> str:
+    """What the other side sees of ``name``'s action (stickers never enter the shared history)."""
+    if sticker is None:
+        return f"{name}'s action: Only speak."
+    return f"{name}'s action: Speak and use a sticker {sticker.emotion} {sticker.description}"
+
+
+def clean_utterance(text: str) -> str:
+    """First line, without a speaker prefix ("B: ", "A:") or a leading "Hey!"."""
+    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "").strip().strip('"').strip()
+    line = re.sub(r"^[\w .'-]{1,20}:\s+", "", line)
+    line = re.sub(r"^\s*hey!\s*", "", line, flags=re.IGNORECASE)
+    return line.strip().strip('"').strip()
+
+
+class Agent:
+    def __init__(
+        self, profile: AgentProfile, model: ChatModel, memory: MemoryStream, tool: StickerTool, settings: Settings
+    ):
+        self.profile, self.model, self.memory, self.tool, self.settings = profile, model, memory, tool, settings
+        self.summary = ""  # the memory-derived self-summary: line 3 of the block
+
+    def block(self) -> str:
+        p = self.profile
+        return f"You are {p.name}\nInnate traits: {p.persona}\n{self.summary}\nYour status: {p.status}"
+
+    async def speak(
+        self, history: str, other_action: str | None, turn: int, max_turns: int, settings: Settings | None = None
+    ) -> str:
+        """Turn 1 of the user opens the chat; every other utterance answers the history and the other's action."""
+        name = self.profile.name
+        if not history:
+            prompt = f"Start an organic, thoughtful, human-like multi-turn chat about your status. {RULES}\n{name}: "
+        else:
+            prompt = (
+                f"Continue this {max_turns}-round chat, responding to the history and your friend's action. {RULES}\n"
+                f"{history}\n{other_action or ''}\nCurrent Turn: [{turn}/{max_turns}]\n{name}: "
+            )
+        result = await self.model.complete([system(self.block()), user(prompt)], settings=settings or self.settings)
+        return clean_utterance(result.text)
+
+    async def plan(self, message: str) -> PlanOutcome:
+        return await self.tool.plan(self.profile.name, self.block(), message)
+
+    async def refresh_summary(self) -> None:
+        """Self-summary from the memories retrieved for "{name} said" (on even turns)."""
+        name = self.profile.name
+        query = self.memory.embedder.embed([f"{name} said"])[0]
+        memories = "\n".join(r.text for r in self.memory.retrieve(query))
+        if not memories:
+            return
+        result = await self.model.complete(
+            [
+                system(self.block()),
+                user(f"{memories}\n\nSummarise {name}'s core characteristics in one sentence, without embellishment."),
+            ],
+            settings=Settings(temperature=self.settings.temperature, max_tokens=80, seed=self.settings.seed),
+        )
+        self.summary = clean_utterance(result.text)

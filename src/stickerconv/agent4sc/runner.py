@@ -1,0 +1,151 @@
+"""Running Agent4SC over many personas: bounded concurrency, append-as-you-go, resumable.
+
+Every finished session is appended (and flushed to disk) to ``conversations.jsonl`` when it has a
+sticker, else to ``rejected.jsonl`` with its reason; both carry the persona's id under ``meta``. A
+rerun of the same command skips the ids already in either file, so a crash or Ctrl-C loses at most
+the sessions in flight and never duplicates one. With the LLM cache in the run folder, a rerun
+replays every call it already made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stickerconv.agent4sc.agent import SYSTEM_PERSONA, SYSTEM_STATUS, Agent, AgentProfile
+from stickerconv.agent4sc.manager import Manager, ManagerConfig, keep
+from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
+from stickerconv.agent4sc.plan import StickerTool
+from stickerconv.agent4sc.simulate import simulate
+from stickerconv.llm import LLMFactory, Settings
+from stickerconv.schema import Persona
+from stickerconv.stickers.index import StickerIndex
+
+CONVERSATIONS, REJECTED, SUMMARY = "conversations.jsonl", "rejected.jsonl", "summary.json"
+# Sampling per role from the method reference's table (§2.2).
+ROLE_SETTINGS = {
+    "user_agent": Settings(temperature=0.7, max_tokens=150),
+    "assistant_agent": Settings(temperature=0.5, max_tokens=150),
+    "memory": Settings(temperature=0.1, max_tokens=150),
+    "manager": Settings(temperature=0.0, max_tokens=200),
+}
+
+
+@dataclass
+class RunReport:
+    out: Path
+    kept: int = 0
+    rejected: int = 0
+    skipped_done: int = 0
+    end_reasons: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+
+def persona_id(persona: Persona, position: int) -> str:
+    return persona.id or f"p{position:06d}"
+
+
+def _done_ids(out: Path) -> set[str]:
+    done = set()
+    for name in (CONVERSATIONS, REJECTED):
+        path = out / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a torn last line from a crash: cut it, redo that session
+            with path.open("r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                done.add(json.loads(line)["meta"]["persona_id"])
+    return done
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+async def run_generation(
+    personas: Sequence[Persona],
+    index: StickerIndex,
+    factory: LLMFactory,
+    out: Path,
+    *,
+    concurrency: int = 4,
+    max_turns: int = 6,
+    limit: int | None = None,
+    seed: int = 0,
+    memory_config: MemoryConfig | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunReport:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    report = RunReport(out)
+    chosen = [(persona_id(p, i), p) for i, p in enumerate(personas)][: limit or None]
+    done = _done_ids(out)
+    todo = [(pid, p) for pid, p in chosen if pid not in done]
+    report.skipped_done = len(chosen) - len(todo)
+    models = {role: factory.chat_model(role) for role in ROLE_SETTINGS}
+    for role, model in models.items():
+        if role not in factory.config.roles:  # a config file's per-role settings win over the defaults
+            model.settings = ROLE_SETTINGS[role]
+    manager = Manager(models["manager"], ManagerConfig(max_turns=max_turns))
+    semaphore = asyncio.Semaphore(concurrency)
+    finished = report.skipped_done
+
+    async def one(pid: str, persona: Persona, number: int) -> None:
+        nonlocal finished
+        async with semaphore:
+            session_seed = seed * 1_000_003 + number
+            agents = []
+            for name, role, p_text, status in (
+                ("B", "user_agent", persona.persona, persona.situation),
+                ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
+            ):
+                memory = MemoryStream(name, models["memory"], index.embedder, memory_config or MemoryConfig())
+                settings = models[role].settings.model_copy(update={"seed": session_seed})
+                tool = StickerTool(index, models[role], seed=session_seed)
+                agents.append(Agent(AgentProfile(name, p_text, status), models[role], memory, tool, settings))
+            result = await simulate(
+                agents[0], agents[1], manager, persona=persona.persona, status=persona.situation, seed=session_seed
+            )
+            meta = result.meta | {
+                "persona_id": pid,
+                "persona_emotion": persona.emotion,
+                "models": {r: f"{m.backend.name}:{m.model}" for r, m in models.items()},
+            }
+            report.end_reasons[result.end_reason] += 1
+            if result.conversation is not None and keep(result.conversation):
+                _append(out / CONVERSATIONS, result.conversation.model_copy(update={"meta": meta}).to_published())
+                report.kept += 1
+            else:
+                reason = "no sticker" if result.conversation is not None else f"no complete turn ({result.end_reason})"
+                body = result.conversation.to_published() if result.conversation else {}
+                _append(out / REJECTED, body | {"meta": meta | {"reject_reason": reason}})
+                report.rejected += 1
+            finished += 1
+            if on_progress:
+                on_progress(finished, len(chosen))
+
+    await asyncio.gather(*(one(pid, p, i) for i, (pid, p) in enumerate(todo)))
+    report.wall_s = time.perf_counter() - start
+    ledger = [row.__dict__ for row in factory.store.ledger()]
+    summary = {
+        "kept": report.kept,
+        "rejected": report.rejected,
+        "skipped_done": report.skipped_done,
+        "end_reasons": dict(report.end_reasons),
+        "wall_s": round(report.wall_s, 2),
+        "llm": ledger,
+    }
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return report

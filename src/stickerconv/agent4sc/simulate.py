@@ -1,0 +1,135 @@
+"""One simulated dialogue: the turn loop of the method reference (§2.9) with the manager's checks.
+
+Returns the conversation in the StickerConv schema, with the manager's decisions, every plan
+outcome (intent, query, candidates, selection) and the end reason under ``meta``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from stickerconv.agent4sc.agent import Agent, observation
+from stickerconv.agent4sc.manager import (
+    Manager,
+    closure_due,
+    system_may_attempt,
+    system_repeats,
+    user_may_attempt,
+    user_repeats,
+)
+from stickerconv.agent4sc.plan import PlanOutcome
+from stickerconv.schema import Conversation, Sticker, Turn
+
+
+@dataclass
+class DialogueResult:
+    conversation: Conversation | None  # None when not even the first turn was completed
+    end_reason: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+async def _guarded(
+    agent: Agent, is_repeat, speak_args: tuple, manager: Manager, rng: random.Random, log: list[dict]
+) -> str | None:
+    """An utterance that repeats nothing said before, regenerated up to N times at a sampled temperature."""
+    text = await agent.speak(*speak_args)
+    tries = 0
+    while is_repeat(text):
+        if tries >= manager.config.max_regenerations:
+            log.append({"event": "repetition_unresolved", "speaker": agent.profile.name, "text": text})
+            return None
+        tries += 1
+        temperature = rng.choice([t / 10 for t in range(1, 11)])  # seeded, as §9 item 13 asks
+        log.append({"event": "regenerate", "speaker": agent.profile.name, "try": tries, "temperature": temperature})
+        settings = agent.settings.model_copy(update={"temperature": temperature, "seed": rng.randrange(2**31)})
+        text = await agent.speak(*speak_args, settings)
+    return text
+
+
+async def _sticker(agent: Agent, message: str, manager: Manager, decisions: list[dict]) -> tuple[Sticker | None, dict]:
+    outcome: PlanOutcome = await agent.plan(message)
+    record = outcome.to_meta() | {"speaker": agent.profile.name}
+    sticker = outcome.selected
+    if sticker is not None:
+        review = await manager.review(message, sticker)
+        record["review"] = {"inconsistent": review.inconsistent, "reason": review.reason}
+        if review.inconsistent:
+            decisions.append({"event": "sticker_dropped", "speaker": agent.profile.name, "sticker": sticker.id})
+            sticker = None
+    return sticker, record
+
+
+async def simulate(
+    user_agent: Agent, system_agent: Agent, manager: Manager, *, persona: str, status: str, seed: int = 0
+) -> DialogueResult:
+    rng = random.Random(seed)
+    max_turns = manager.config.max_turns
+    turns: list[Turn] = []
+    history: list[str] = []
+    decisions: list[dict] = []
+    plans: list[dict] = []
+    prev_u = prev_s = None
+    end = "max_turns"
+    for t in range(1, max_turns + 1):
+        past_user = [x.user_message for x in turns]
+        past_system = [x.system_message for x in turns]
+        u = await _guarded(
+            user_agent,
+            partial(user_repeats, past_user=past_user, past_system=past_system),
+            ("\n".join(history), observation("A", prev_s), t, max_turns),
+            manager,
+            rng,
+            decisions,
+        )
+        if u is None:
+            end = "repetition"
+            break
+        u_stk = None
+        if user_may_attempt(prev_u, prev_s):
+            u_stk, record = await _sticker(user_agent, u, manager, decisions)
+            plans.append(record | {"turn": t})
+        s = await _guarded(
+            system_agent,
+            partial(system_repeats, user_message=u, past_user=past_user, past_system=past_system),
+            ("\n".join([*history, f"B: {u}"]), observation("B", u_stk), t, max_turns),
+            manager,
+            rng,
+            decisions,
+        )
+        if s is None:
+            end = "repetition"
+            break
+        s_stk = None
+        if system_may_attempt(prev_s):
+            s_stk, record = await _sticker(system_agent, s, manager, decisions)
+            plans.append(record | {"turn": t})
+        turns.append(Turn(turn=t, user_message=u, system_message=s, user_sticker=u_stk, system_sticker=s_stk))
+        history += [f"B: {u}", f"A: {s}"]
+        for agent, own, other in ((user_agent, u, s), (system_agent, s, u)):
+            notes = [f"{agent.profile.name} said: {own}", f"{'A' if agent is user_agent else 'B'} said: {other}"]
+            sticker = u_stk if agent is user_agent else s_stk
+            if sticker is not None:
+                notes.append(f"{agent.profile.name} use a sticker, sticker's emotion: {sticker.emotion}")
+            await agent.memory.add(notes)
+            if agent.memory.should_reflect:
+                await agent.memory.reflect()
+                decisions.append({"event": "reflection", "speaker": agent.profile.name, "turn": t})
+            if t % 2 == 0:
+                await agent.refresh_summary()
+        if t >= max_turns:
+            break
+        if closure_due(t, manager.config):
+            verdict = await manager.closure("\n".join(history))
+            decisions.append({"event": "closure", "turn": t, "decision": verdict})
+            if verdict == "FINI":
+                end = "closure"
+                break
+        prev_u, prev_s = u_stk, s_stk
+    meta = {"end_reason": end, "seed": seed, "decisions": decisions, "plans": plans}
+    if not turns:
+        return DialogueResult(None, end, meta)
+    conversation = Conversation(conversation=turns, user_persona=persona, user_status=status, meta=meta)
+    return DialogueResult(conversation, end, meta)

@@ -1,0 +1,124 @@
+import asyncio
+import itertools
+import json
+
+from stickerconv.agent4sc.agent import clean_utterance
+from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY, run_generation
+from stickerconv.llm import LLMConfig, LLMFactory
+from stickerconv.schema import Conversation, Persona
+
+from llm_fakes import ScriptedBackend
+
+
+def scripted_world(select_idx=0, inconsistent=False, closure="CONT"):
+    counter = itertools.count(1)
+
+    def reply(request):
+        schema = (request.json_schema or {}).get("title")
+        if schema is None:
+            return f"B: message number {next(counter)} about the exam"  # the prefix must be stripped
+        n = request.messages[-1].text.count("\n")
+        return json.dumps(
+            {
+                "_Scores": {"scores": [6] * n},
+                "_Questions": {"questions": ["What happened?"]},
+                "_Insights": {"insights": ["B feels let down"]},
+                "IntentAnswer": {"intention": "Emotional Expression"},
+                "QueryAnswer": {"query": "emotion: Sadness, emotion describe: The sticker conveys sadness."},
+                "SelectAnswer": {"idx": select_idx},
+                "Review": {"inconsistent": inconsistent, "reason": "checked"},
+                "Closure": {"decision": closure},
+            }[schema]
+        )
+
+    return ScriptedBackend(default=reply, model="scripted")
+
+
+def _factory(tmp_path, backend):
+    factory = LLMFactory(LLMConfig(store=tmp_path / "llm.sqlite"))
+    factory.register_backend("local", backend)
+    return factory
+
+
+PERSONAS = [
+    Persona(emotion="Sadness", persona=f"You are student {i}.", situation=f"You failed exam {i}.") for i in range(4)
+]
+
+
+def test_clean_utterance():
+    assert clean_utterance("B: Hey! I failed again.\nSecond line") == "I failed again."
+    assert clean_utterance('  "A: That sounds hard."  ') == "That sounds hard."
+
+
+def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, small_index):
+    out = tmp_path / "run"
+    report = asyncio.run(
+        run_generation(PERSONAS[:2], small_index, _factory(tmp_path, scripted_world()), out, concurrency=2)
+    )
+    assert (report.kept, report.rejected) == (2, 0)
+    lines = (out / CONVERSATIONS).read_text().splitlines()
+    for line in lines:
+        conv = Conversation.model_validate_json(line)
+        assert 1 <= len(conv.conversation) <= 6
+        assert all(t.user_message and t.system_message for t in conv.conversation)
+        assert all("B:" not in t.user_message for t in conv.conversation)
+        assert conv.stickers and conv.meta["persona_id"] in {"p000000", "p000001"}
+        plans = conv.meta["plans"]
+        assert plans and all(p["intent"] == "Emotional Expression" and len(p["candidates"]) == 10 for p in plans)
+        assert any(d["event"] == "closure" for d in conv.meta["decisions"])
+        assert any(d["event"] == "reflection" for d in conv.meta["decisions"])  # fires within 6 turns
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["kept"] == 2 and {row["role"] for row in summary["llm"]} >= {"user_agent", "manager", "memory"}
+
+
+def test_frequency_rules_hold_in_generated_sessions(tmp_path, small_index):
+    out = tmp_path / "run"
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, scripted_world()), out))
+    conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text().splitlines()[0])
+    turns = conv.conversation
+    for prev, cur in zip(turns, turns[1:], strict=False):
+        if prev.user_sticker or prev.system_sticker:
+            assert cur.user_sticker is None
+        if prev.system_sticker:
+            assert cur.system_sticker is None
+
+
+def test_inconsistent_stickers_are_dropped_and_sessions_rejected(tmp_path, small_index):
+    out = tmp_path / "run"
+    report = asyncio.run(
+        run_generation(PERSONAS[:1], small_index, _factory(tmp_path, scripted_world(inconsistent=True)), out)
+    )
+    assert (report.kept, report.rejected) == (0, 1)
+    record = json.loads((out / REJECTED).read_text())
+    assert record["meta"]["reject_reason"] == "no sticker"
+    assert any(d["event"] == "sticker_dropped" for d in record["meta"]["decisions"])
+
+
+def test_closure_ends_the_dialogue_at_turn_four(tmp_path, small_index):
+    out = tmp_path / "run"
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, scripted_world(closure="FINI")), out))
+    conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text())
+    assert len(conv.conversation) == 4 and conv.meta["end_reason"] == "closure"
+
+
+def test_repetition_regenerates_then_ends(tmp_path, small_index):
+    backend = scripted_world()
+    default = backend.default
+    backend.default = lambda r: "I failed." if r.json_schema is None else default(r)
+    out = tmp_path / "run"
+    report = asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out))
+    record = json.loads(((out / CONVERSATIONS) if report.kept else (out / REJECTED)).read_text())
+    assert record["meta"]["end_reason"] == "repetition"
+    assert sum(d["event"] == "regenerate" for d in record["meta"]["decisions"]) == 3
+
+
+def test_rerun_resumes_without_duplicates(tmp_path, small_index):
+    out = tmp_path / "run"
+    factory = _factory(tmp_path, scripted_world())
+    asyncio.run(run_generation(PERSONAS, small_index, factory, out, limit=2))
+    with (out / CONVERSATIONS).open("a") as fh:
+        fh.write('{"conversation": [{"tu')  # a crash mid-write
+    report = asyncio.run(run_generation(PERSONAS, small_index, factory, out))
+    assert report.skipped_done == 2 and report.kept == 2
+    ids = [json.loads(line)["meta"]["persona_id"] for line in (out / CONVERSATIONS).read_text().splitlines()]
+    assert sorted(ids) == ["p000000", "p000001", "p000002", "p000003"]

@@ -3,6 +3,7 @@ import itertools
 import json
 
 from stickerconv.agent4sc.agent import clean_utterance
+from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY, run_generation
 from stickerconv.llm import LLMConfig, LLMFactory
 from stickerconv.schema import Conversation, Persona
@@ -86,7 +87,13 @@ def test_frequency_rules_hold_in_generated_sessions(tmp_path, small_index):
 def test_inconsistent_stickers_are_dropped_and_sessions_rejected(tmp_path, small_index):
     out = tmp_path / "run"
     report = asyncio.run(
-        run_generation(PERSONAS[:1], small_index, _factory(tmp_path, scripted_world(inconsistent=True)), out)
+        run_generation(
+            PERSONAS[:1],
+            small_index,
+            _factory(tmp_path, scripted_world(inconsistent=True)),
+            out,
+            manager_config=ManagerConfig(review_needs_polarity_conflict=False),  # the judge alone decides
+        )
     )
     assert (report.kept, report.rejected) == (0, 1)
     record = json.loads((out / REJECTED).read_text())

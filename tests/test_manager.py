@@ -7,6 +7,7 @@ from stickerconv.agent4sc.manager import (
     ManagerConfig,
     closure_due,
     keep,
+    polarity_conflict,
     repeats,
     system_may_attempt,
     system_repeats,
@@ -32,6 +33,19 @@ def test_review_polarity_drops_iff_inconsistent(answer, dropped):
     prompt = backend.requests[0].messages[-1].text
     assert "CLEAR INCONSISTENCY" in prompt and "inconsistent = true" in prompt and STICKER.emotion in prompt
     assert backend.requests[0].json_schema["properties"]["inconsistent"]["type"] == "boolean"
+
+
+def test_drop_needs_the_judge_and_a_polarity_conflict():
+    sad = "My dog died today and I am devastated."
+    judge = ScriptedBackend(default='{"reason": "x", "inconsistent": true}')
+    manager = Manager(ChatModel(judge, cache="off"))
+    assert polarity_conflict(sad, STICKER) and not polarity_conflict("See you at five.", STICKER)
+    assert asyncio.run(manager.drop(sad, STICKER))[0] is True
+    assert asyncio.run(manager.drop("See you at five.", STICKER))[0] is False  # the judge alone is not enough
+    original = Manager(ChatModel(judge, cache="off"), ManagerConfig(review_needs_polarity_conflict=False))
+    assert asyncio.run(original.drop("See you at five.", STICKER))[0] is True
+    consistent = Manager(ChatModel(ScriptedBackend(default='{"reason": "ok", "inconsistent": false}'), cache="off"))
+    assert asyncio.run(consistent.drop(sad, STICKER))[0] is False
 
 
 def test_closure_decision():

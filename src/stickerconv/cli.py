@@ -404,6 +404,51 @@ def personas_check(path: Annotated[Path, typer.Argument(help="Profiles, JSON or 
         raise UserError(f"{len(unknown)} raw emotion(s) do not map to the 7 labels: {', '.join(unknown)}")
 
 
+# ---------------------------------------------------------------------------- generate
+
+
+@app.command()
+def generate(
+    personas: Annotated[Path, typer.Option(help="Profiles (JSON/JSONL, the published format).")],
+    stickers: Annotated[Path, typer.Option(help="Indexed sticker library folder.")],
+    out: Annotated[Path, typer.Option(help="Run folder: conversations.jsonl, rejected.jsonl, summary.json.")],
+    llm: LLMOption = None,
+    config: ConfigOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Dialogues simulated at once.")] = 4,
+    max_turns: Annotated[int, typer.Option(min=1, max=20)] = 6,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N personas.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    cache: Annotated[str | None, typer.Option(help="use (default), replay, refresh or off.")] = None,
+) -> None:
+    """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
+    import asyncio
+
+    from stickerconv.agent4sc.personas import load_personas
+    from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
+    from stickerconv.stickers.index import StickerIndex
+
+    index = StickerIndex.load(stickers)
+    factory = _factory(llm, config, out / "llm.sqlite", cache)
+    with _progress("simulating dialogues") as update:
+        report = asyncio.run(
+            run_generation(
+                load_personas(personas),
+                index,
+                factory,
+                out,
+                concurrency=concurrency,
+                max_turns=max_turns,
+                limit=limit,
+                seed=seed,
+                on_progress=update,
+            )
+        )
+    console.print(
+        f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
+        f"{dict(report.end_reasons)}; {report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"
+    )
+
+
 # ---------------------------------------------------------------------------- demo
 
 

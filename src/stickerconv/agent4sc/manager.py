@@ -19,8 +19,9 @@ from stickerconv.schema import Conversation, Sticker
 
 
 class Review(BaseModel):
-    inconsistent: bool = Field(description="true if the sticker clearly contradicts the message")
+    # The reason comes first so that a grammar-constrained model writes its judgement before the verdict.
     reason: str = Field(max_length=400)
+    inconsistent: bool = Field(description="true if the sticker clearly contradicts the message")
 
 
 class Closure(BaseModel):
@@ -33,6 +34,11 @@ class ManagerConfig:
     closure_from_end: int = 2  # closure is judged from turn max_turns - closure_from_end on ...
     closure_even_turns_only: bool = True  # ... on even turns: turn 4 of 6, as in the original
     max_regenerations: int = 3  # tries to replace a repeated utterance before the dialogue ends
+    # Drop a sticker only when the judge says "inconsistent" AND the message's polarity (VADER)
+    # contradicts the sticker label's (a Happiness sticker on clearly negative text, or the
+    # reverse). A weak judge that calls everything inconsistent (the embedded 135M model does)
+    # then cannot empty the dataset. False restores the original: the judge alone decides.
+    review_needs_polarity_conflict: bool = True
 
 
 def normalise(text: str) -> str:
@@ -70,6 +76,18 @@ def closure_due(turn: int, config: ManagerConfig) -> bool:
     return turn % 2 == 0 if config.closure_even_turns_only else True
 
 
+_POSITIVE, _NEGATIVE = {"Happiness"}, {"Anger", "Disgust", "Fear", "Sadness"}
+
+
+def polarity_conflict(message: str, sticker: Sticker, threshold: float = 0.3) -> bool:
+    """True when a clearly positive message gets a negative sticker, or a clearly negative one a happy sticker."""
+    from stickerconv.stickers.emotion_lexicon import polarity
+
+    label = sticker.label.value if sticker.label else None
+    score = polarity(message)
+    return (score >= threshold and label in _NEGATIVE) or (score <= -threshold and label in _POSITIVE)
+
+
 def keep(conversation: Conversation) -> bool:
     """Only dialogues with at least one sticker enter the dataset; the rest go to the rejects."""
     return bool(conversation.stickers)
@@ -78,6 +96,13 @@ def keep(conversation: Conversation) -> bool:
 class Manager:
     def __init__(self, model: ChatModel, config: ManagerConfig | None = None):
         self.model, self.config = model, config or ManagerConfig()
+
+    async def drop(self, message: str, sticker: Sticker) -> tuple[bool, Review]:
+        """Whether to drop the sticker, with the judge's review (see ``review_needs_polarity_conflict``)."""
+        review = await self.review(message, sticker)
+        if not review.inconsistent:
+            return False, review
+        return (not self.config.review_needs_polarity_conflict or polarity_conflict(message, sticker)), review
 
     async def review(self, message: str, sticker: Sticker) -> Review:
         """Is there a clear inconsistency between the message and the sticker's emotion? True drops it."""

@@ -15,7 +15,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stickerconv.agent4sc.agent import SYSTEM_PERSONA, SYSTEM_STATUS, Agent, AgentProfile
@@ -85,6 +85,7 @@ async def run_generation(
     limit: int | None = None,
     seed: int = 0,
     memory_config: MemoryConfig | None = None,
+    manager_config: ManagerConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> RunReport:
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ async def run_generation(
     for role, model in models.items():
         if role not in factory.config.roles:  # a config file's per-role settings win over the defaults
             model.settings = ROLE_SETTINGS[role]
-    manager = Manager(models["manager"], ManagerConfig(max_turns=max_turns))
+    manager = Manager(models["manager"], replace(manager_config or ManagerConfig(), max_turns=max_turns))
     semaphore = asyncio.Semaphore(concurrency)
     finished = report.skipped_done
 

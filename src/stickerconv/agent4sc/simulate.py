@@ -23,6 +23,13 @@ from stickerconv.agent4sc.manager import (
 from stickerconv.agent4sc.plan import PlanOutcome
 from stickerconv.schema import Conversation, Sticker, Turn
 
+MIN_WORDS = 2
+
+
+def _is_utterance(text: str) -> bool:
+    """Not empty or a single word, and not the prompt's observation line echoed back."""
+    return len(text.split()) >= MIN_WORDS and not text.startswith("Only speak") and "'s action:" not in text
+
 
 @dataclass
 class DialogueResult:
@@ -37,7 +44,7 @@ async def _guarded(
     """An utterance that repeats nothing said before, regenerated up to N times at a sampled temperature."""
     text = await agent.speak(*speak_args)
     tries = 0
-    while is_repeat(text):
+    while is_repeat(text) or not _is_utterance(text):
         if tries >= manager.config.max_regenerations:
             log.append({"event": "repetition_unresolved", "speaker": agent.profile.name, "text": text})
             return None
@@ -54,9 +61,9 @@ async def _sticker(agent: Agent, message: str, manager: Manager, decisions: list
     record = outcome.to_meta() | {"speaker": agent.profile.name}
     sticker = outcome.selected
     if sticker is not None:
-        review = await manager.review(message, sticker)
-        record["review"] = {"inconsistent": review.inconsistent, "reason": review.reason}
-        if review.inconsistent:
+        dropped, review = await manager.drop(message, sticker)
+        record["review"] = {"inconsistent": review.inconsistent, "reason": review.reason, "dropped": dropped}
+        if dropped:
             decisions.append({"event": "sticker_dropped", "speaker": agent.profile.name, "sticker": sticker.id})
             sticker = None
     return sticker, record

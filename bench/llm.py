@@ -11,42 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import enum
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake OpenAI server lives there
 
+from stickerconv.agent4sc.manager import Review  # noqa: E402
+from stickerconv.agent4sc.plan import IntentAnswer, QueryAnswer, SelectAnswer  # noqa: E402
 from stickerconv.llm import ChatModel, Settings, system, user  # noqa: E402
 from stickerconv.llm.backends.local import LocalBackend, default_model_path  # noqa: E402
 from stickerconv.llm.policy import Limits, RateLimiter  # noqa: E402
-
-
-class Intent(enum.StrEnum):
-    EXPRESSION = "Emotional Expression"
-    EMPATHY = "Enhancing Empathy"
-    INTENSITY = "Reaction Intensity"
-    OTHER = "Other"
-    NONE = "None"
-
-
-class IntentAnswer(BaseModel):
-    intention: Intent
-    reason: str = Field(max_length=300)
-
-
-class StickerChoice(BaseModel):
-    idx: int = Field(ge=0, le=9)
-
-
-class Review(BaseModel):
-    inconsistent: bool
-    reason: str = Field(max_length=300)
-
 
 PROMPT = "Message: I failed my exam again and I feel terrible. Answer in JSON for the schema {name}."
 LONG_PROMPT = "Summarise the following conversation in two sentences.\n" + "\n".join(
@@ -89,7 +65,7 @@ def bench_local(runs: int) -> None:
     print(f"prompt processing: median {statistics.median(prompt_rates):.0f} tokens/s ({n_prompt}-token prompt)")
     print(f"generation (incl. a short prompt): median {statistics.median(gen_rates):.0f} tokens/s")
     model = ChatModel(backend, cache="off")
-    for schema in (IntentAnswer, StickerChoice, Review):
+    for schema in (IntentAnswer, QueryAnswer, SelectAnswer, Review):  # the agents' own answer schemas
         latencies = []
         for i in range(runs):
             messages = [

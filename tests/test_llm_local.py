@@ -1,42 +1,21 @@
 """The embedded model (SmolLM2-135M-Instruct on llama.cpp) through the ChatModel layer.
 
 These check structure, never eloquence: a 135M model writes poor prose, but its grammar-constrained
-answers must validate for the schemas the agents use.
+answers must validate for the schemas the agents use: an enum (intent), a short string (query), an
+integer choice (sticker index) and a boolean with a reason (review).
 """
 
 import asyncio
-import enum
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, Field
 
+from stickerconv.agent4sc.manager import Review
+from stickerconv.agent4sc.plan import IntentAnswer, QueryAnswer, SelectAnswer
 from stickerconv.llm import LLMFactory, Settings, system, user
-
-
-class Intent(enum.StrEnum):
-    EXPRESSION = "Emotional Expression"
-    EMPATHY = "Enhancing Empathy"
-    INTENSITY = "Reaction Intensity"
-    OTHER = "Other"
-    NONE = "None"
-
-
-class IntentAnswer(BaseModel):  # an enum + a short string
-    intention: Intent
-    reason: str = Field(max_length=300)
-
-
-class StickerChoice(BaseModel):  # an integer choice
-    idx: int = Field(ge=0, le=9)
-
-
-class Review(BaseModel):  # a boolean with a reason
-    inconsistent: bool
-    reason: str = Field(max_length=300)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +25,7 @@ def local_model():
     asyncio.run(factory.aclose())
 
 
-@pytest.mark.parametrize("schema", [IntentAnswer, StickerChoice, Review])
+@pytest.mark.parametrize("schema", [IntentAnswer, QueryAnswer, SelectAnswer, Review])  # the agents' own schemas
 @pytest.mark.parametrize(
     "message",
     [
@@ -75,7 +54,7 @@ def test_plain_chat_answers_and_is_deterministic_with_a_seed(local_model):
 
 def test_cli_chat_with_json_schema(tmp_path):
     schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps(StickerChoice.model_json_schema()))
+    schema.write_text(json.dumps(SelectAnswer.model_json_schema()))
     script = Path(sys.executable).parent / "stickerconv"
     store = tmp_path / "llm.sqlite"
     args = [

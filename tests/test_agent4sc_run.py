@@ -1,5 +1,5 @@
 import asyncio
-import itertools
+import hashlib
 import json
 
 from stickerconv.agent4sc.agent import clean_utterance
@@ -12,12 +12,11 @@ from llm_fakes import ScriptedBackend
 
 
 def scripted_world(select_idx=0, inconsistent=False, closure="CONT"):
-    counter = itertools.count(1)
-
     def reply(request):
         schema = (request.json_schema or {}).get("title")
-        if schema is None:
-            return f"B: message number {next(counter)} about the exam"  # the prefix must be stripped
+        if schema is None:  # a pure function of the prompt, so runs are reproducible in any call order
+            digest = hashlib.sha256(request.key().encode()).hexdigest()[:8]
+            return f"B: message {digest} about the exam"  # the prefix must be stripped
         n = request.messages[-1].text.count("\n")
         return json.dumps(
             {
@@ -129,3 +128,17 @@ def test_rerun_resumes_without_duplicates(tmp_path, small_index):
     assert report.skipped_done == 2 and report.kept == 2
     ids = [json.loads(line)["meta"]["persona_id"] for line in (out / CONVERSATIONS).read_text().splitlines()]
     assert sorted(ids) == ["p000000", "p000001", "p000002", "p000003"]
+
+
+def _sessions(out):
+    lines = (out / CONVERSATIONS).read_text().splitlines()
+    return sorted(lines, key=lambda line: json.loads(line)["meta"]["persona_id"])
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, small_index):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    asyncio.run(run_generation(PERSONAS, small_index, _factory(tmp_path / "a", scripted_world()), whole, concurrency=3))
+    factory = _factory(tmp_path / "b", scripted_world())
+    asyncio.run(run_generation(PERSONAS, small_index, factory, parts, limit=1))
+    asyncio.run(run_generation(PERSONAS, small_index, factory, parts, concurrency=2))
+    assert _sessions(whole) == _sessions(parts) and len(_sessions(whole)) == 4

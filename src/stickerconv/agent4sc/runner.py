@@ -93,7 +93,7 @@ async def run_generation(
     report = RunReport(out)
     chosen = [(persona_id(p, i), p) for i, p in enumerate(personas)][: limit or None]
     done = _done_ids(out)
-    todo = [(pid, p) for pid, p in chosen if pid not in done]
+    todo = [(pos, pid, p) for pos, (pid, p) in enumerate(chosen) if pid not in done]
     report.skipped_done = len(chosen) - len(todo)
     models = {role: factory.chat_model(role) for role in ROLE_SETTINGS}
     for role, model in models.items():
@@ -103,10 +103,10 @@ async def run_generation(
     semaphore = asyncio.Semaphore(concurrency)
     finished = report.skipped_done
 
-    async def one(pid: str, persona: Persona, number: int) -> None:
+    async def one(position: int, pid: str, persona: Persona) -> None:
         nonlocal finished
         async with semaphore:
-            session_seed = seed * 1_000_003 + number
+            session_seed = seed * 1_000_003 + position  # by position in the persona list: a resumed run reuses it
             agents = []
             for name, role, p_text, status in (
                 ("B", "user_agent", persona.persona, persona.situation),
@@ -137,7 +137,7 @@ async def run_generation(
             if on_progress:
                 on_progress(finished, len(chosen))
 
-    await asyncio.gather(*(one(pid, p, i) for i, (pid, p) in enumerate(todo)))
+    await asyncio.gather(*(one(pos, pid, p) for pos, pid, p in todo))
     report.wall_s = time.perf_counter() - start
     ledger = [row.__dict__ for row in factory.store.ledger()]
     summary = {

@@ -1,6 +1,6 @@
 import pytest
 
-from stickerconv.jsonl import RecordError, read_jsonl, write_jsonl_atomic
+from stickerconv.jsonl import RecordError, drop_torn_tail, read_jsonl, write_jsonl_atomic
 from stickerconv.schema import Sticker
 
 
@@ -44,3 +44,11 @@ def test_failed_write_leaves_old_file(tmp_path):
         write_jsonl_atomic(path, broken())
     assert [s.image for s in read_jsonl(path, Sticker)] == ["a.png"]
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_drop_torn_tail(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"image": "a.png"}\n{"ima')
+    assert drop_torn_tail(path) is True
+    assert path.read_text() == '{"image": "a.png"}\n'
+    assert drop_torn_tail(path) is False and drop_torn_tail(tmp_path / "missing.jsonl") is False

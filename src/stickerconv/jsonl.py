@@ -7,6 +7,7 @@ same way and a crash while writing never leaves a half-written file behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class RecordError(ValueError):
@@ -56,6 +58,24 @@ def iter_jsonl(path: Path | str, model: type[M]) -> Iterator[tuple[int, M]]:
 
 def read_jsonl(path: Path | str, model: type[M]) -> list[M]:
     return [record for _, record in iter_jsonl(path, model)]
+
+
+def drop_torn_tail(path: Path | str) -> bool:
+    """Cut a last line that a crash left without its newline, so an append-only file loads again.
+
+    Returns whether anything was cut. Files written by appending whole lines (resumable runs) only
+    ever lose the record that was being written when the process died.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    log.warning("%s: dropping an incomplete last line left by an interrupted run", path)
+    with path.open("r+b") as fh:
+        fh.truncate(data.rfind(b"\n") + 1)
+    return True
 
 
 def write_jsonl_atomic(path: Path | str, records: Iterable[BaseModel]) -> int:

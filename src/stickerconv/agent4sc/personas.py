@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stickerconv.jsonl import RecordError, iter_jsonl
+from stickerconv.jsonl import RecordError, drop_torn_tail, iter_jsonl
 from stickerconv.llm import ChatModel, LLMError, system, user
 from stickerconv.schema import EmotionLabel, Persona
 
@@ -141,18 +141,6 @@ class GenerationReport:
     emotions: Counter[str] = field(default_factory=Counter)
 
 
-def _drop_partial_last_line(path: Path) -> None:
-    """A crash mid-write can leave a last line without its newline: cut it so the file loads again."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        log.warning("%s: dropping an incomplete last line left by an interrupted run", path)
-        with path.open("r+b") as fh:
-            fh.truncate(keep)
-
-
 class PersonaGenerator:
     def __init__(
         self,
@@ -190,7 +178,7 @@ class PersonaGenerator:
         out = Path(out)
         log_path = out.with_suffix(".candidates.jsonl")
         for path in (out, log_path):
-            _drop_partial_last_line(path)
+            drop_torn_tail(path)
         machine = load_personas(out) if out.is_file() and out.stat().st_size else []
         report = GenerationReport(out, n, accepted=len(machine))
         index = RougeLIndex()

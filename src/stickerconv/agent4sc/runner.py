@@ -23,6 +23,7 @@ from stickerconv.agent4sc.manager import Manager, ManagerConfig, keep
 from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
 from stickerconv.agent4sc.plan import StickerTool
 from stickerconv.agent4sc.simulate import simulate
+from stickerconv.jsonl import drop_torn_tail
 from stickerconv.llm import LLMFactory, Settings
 from stickerconv.schema import Persona
 from stickerconv.stickers.index import StickerIndex
@@ -55,12 +56,9 @@ def _done_ids(out: Path) -> set[str]:
     done = set()
     for name in (CONVERSATIONS, REJECTED):
         path = out / name
+        drop_torn_tail(path)  # a session torn by a crash is simply run again
         if not path.is_file():
             continue
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a torn last line from a crash: cut it, redo that session
-            with path.open("r+b") as fh:
-                fh.truncate(data.rfind(b"\n") + 1)
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 done.add(json.loads(line)["meta"]["persona_id"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything StickerConv needs on a fresh Debian/Ubuntu machine, into ./.venv:
-# system packages (emoji font, cairo), the npm emoji assets, CPU torch, the package itself.
+# system packages (emoji font, cairo, WordNet), the npm emoji assets, CPU torch, the package itself.
 # Usage: scripts/install.sh [--dev]     (--dev adds the test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ py=${PYTHON:-python3}
 need=()
 [[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]] || need+=(fonts-noto-color-emoji)
 ldconfig -p 2>/dev/null | grep -q 'libcairo.so.2' || need+=(libcairo2)
+# WordNet for METEOR (NLTK cannot download it offline; stickerconv copies it into its own NLTK data dir).
+[[ -f /usr/share/wordnet/data.noun ]] || need+=(wordnet-base wordnet-sense-index)
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
   echo "installing system packages: ${need[*]}"

@@ -9,24 +9,15 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from stickerconv.cli_common import UserError, console, err, progress_bar
+from stickerconv.cli_data import data_app
 from stickerconv.schema import EMOTION_LABELS
 from stickerconv.stickers.embed import DEFAULT_EMBEDDER
 from stickerconv.stickers.emoji_pack import DEFAULT_STYLES
@@ -44,9 +35,7 @@ llm_app = typer.Typer(help="Talk to the configured LLMs and inspect the call led
 app.add_typer(llm_app, name="llm")
 personas_app = typer.Typer(help="Check and generate user personas.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
-
-console = Console(emoji=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False)
+app.add_typer(data_app, name="data")
 
 DEFAULT_LIBRARY = Path("runs/default-pack")
 DEMO_QUERIES = (
@@ -58,29 +47,6 @@ DEMO_QUERIES = (
     "Someone scratched my car and drove off",
     "Just having a quiet evening at home",
 )
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (on stderr) driven by the library's ``on_progress(done, total)`` callbacks."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 def _labels_option(labels: list[str] | None) -> list[str] | None:
@@ -115,7 +81,7 @@ def build_default(
 
     style_list = [s.strip() for s in styles.split(",") if s.strip()]
     start = time.perf_counter()
-    with _progress("rendering stickers") as update:
+    with progress_bar("rendering stickers") as update:
         report = build_default_pack(out_dir, style_list, assets=assets, limit=limit, on_progress=update)
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
@@ -143,7 +109,7 @@ def ingest(
     """Turn a folder of sticker images into a library; bad files are reported and skipped."""
     from stickerconv.stickers.ingest import ingest_folder
 
-    with _progress("checking images") as update:
+    with progress_bar("checking images") as update:
         report = ingest_folder(src_dir, out_dir, labels, on_progress=update)
     if as_json:
         console.print_json(
@@ -190,7 +156,7 @@ def index(
     start = time.perf_counter()
     library = StickerLibrary.load(lib_dir)
     model = load_embedder(embedder)
-    with _progress(f"embedding with {model.name}") as update:
+    with progress_bar(f"embedding with {model.name}") as update:
         built, skipped = StickerIndex.build(library, model, kind=kind, template=template, on_progress=update)
     folder = built.save()
     console.print(
@@ -366,7 +332,7 @@ def personas_generate(
     generator = PersonaGenerator(
         factory.chat_model("persona_generator"), load_personas(seeds) if seeds else None, threshold=threshold, seed=seed
     )
-    with _progress("generating personas") as update:
+    with progress_bar("generating personas") as update:
         report = asyncio.run(generator.generate(n, out, on_progress=update))
     console.print(
         f"{report.accepted}/{n} profiles in {out} ({report.new} new; {report.rejected_similar} rejected as too "
@@ -429,7 +395,7 @@ def generate(
 
     index = StickerIndex.load(stickers)
     factory = _factory(llm, config, out / "llm.sqlite", cache)
-    with _progress("simulating dialogues") as update:
+    with progress_bar("simulating dialogues") as update:
         report = asyncio.run(
             run_generation(
                 load_personas(personas),

@@ -57,6 +57,7 @@ def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, smal
     )
     assert (report.kept, report.rejected) == (2, 0)
     lines = (out / CONVERSATIONS).read_text().splitlines()
+    assert json.loads(lines[0])["meta"]["persona_label"] == "Sadness"
     for line in lines:
         conv = Conversation.model_validate_json(line)
         assert len(conv.conversation) in range(1, 7)
@@ -142,3 +143,16 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, small_index):
     asyncio.run(run_generation(PERSONAS, small_index, factory, parts, limit=1))
     asyncio.run(run_generation(PERSONAS, small_index, factory, parts, concurrency=2))
     assert _sessions(whole) == _sessions(parts) and len(_sessions(whole)) == 4
+
+
+def test_long_history_folds_into_a_summary_the_agents_see(tmp_path, small_index):
+    backend = scripted_world()
+    out = tmp_path / "run"
+    config = ManagerConfig(summary_token_limit=30)
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out, manager_config=config))
+    conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text())
+    folds = [d for d in conv.meta["decisions"] if d["event"] == "summary_fold"]
+    assert folds and all(d["summary"] for d in folds)
+    speak_prompts = [r.messages[-1].text for r in backend.requests if r.json_schema is None]
+    assert any("Summary of the earlier conversation: " in p for p in speak_prompts)
+    assert any("Progressively summarise" in p for p in speak_prompts)  # the manager's folding call

@@ -39,6 +39,7 @@ class ManagerConfig:
     # reverse). A weak judge that calls everything inconsistent (the embedded 135M model does)
     # then cannot empty the dataset. False restores the original: the judge alone decides.
     review_needs_polarity_conflict: bool = True
+    summary_token_limit: int = 2000  # the shared history's buffer; older lines fold into a running summary
 
 
 def normalise(text: str) -> str:

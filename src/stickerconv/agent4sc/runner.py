@@ -119,7 +119,8 @@ async def run_generation(
             )
             meta = result.meta | {
                 "persona_id": pid,
-                "persona_emotion": persona.emotion,
+                "persona_emotion": persona.emotion,  # as written in the profile file
+                "persona_label": persona.label.value,  # normalised to the 7 classes
                 "models": {r: f"{m.backend.name}:{m.model}" for r, m in models.items()},
             }
             report.end_reasons[result.end_reason] += 1

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from stickerconv.agent4sc.agent import Agent, observation
+from stickerconv.agent4sc.dialogue import DialogueMemory
 from stickerconv.agent4sc.manager import (
     Manager,
     closure_due,
@@ -75,7 +76,7 @@ async def simulate(
     rng = random.Random(seed)
     max_turns = manager.config.max_turns
     turns: list[Turn] = []
-    history: list[str] = []
+    dialogue = DialogueMemory(manager.model, manager.config.summary_token_limit)
     decisions: list[dict] = []
     plans: list[dict] = []
     prev_u = prev_s = None
@@ -86,7 +87,7 @@ async def simulate(
         u = await _guarded(
             user_agent,
             partial(user_repeats, past_user=past_user, past_system=past_system),
-            ("\n".join(history), observation("A", prev_s), t, max_turns),
+            (dialogue.render(), observation("A", prev_s), t, max_turns),
             manager,
             rng,
             decisions,
@@ -101,7 +102,7 @@ async def simulate(
         s = await _guarded(
             system_agent,
             partial(system_repeats, user_message=u, past_user=past_user, past_system=past_system),
-            ("\n".join([*history, f"B: {u}"]), observation("B", u_stk), t, max_turns),
+            (dialogue.render([f"B: {u}"]), observation("B", u_stk), t, max_turns),
             manager,
             rng,
             decisions,
@@ -114,7 +115,10 @@ async def simulate(
             s_stk, record = await _sticker(system_agent, s, manager, decisions)
             plans.append(record | {"turn": t})
         turns.append(Turn(turn=t, user_message=u, system_message=s, user_sticker=u_stk, system_sticker=s_stk))
-        history += [f"B: {u}", f"A: {s}"]
+        folds = dialogue.folds
+        await dialogue.add(f"B: {u}", f"A: {s}")
+        if dialogue.folds > folds:
+            decisions.append({"event": "summary_fold", "turn": t, "summary": dialogue.summary})
         for agent, own, other in ((user_agent, u, s), (system_agent, s, u)):
             notes = [f"{agent.profile.name} said: {own}", f"{'A' if agent is user_agent else 'B'} said: {other}"]
             sticker = u_stk if agent is user_agent else s_stk
@@ -129,7 +133,7 @@ async def simulate(
         if t >= max_turns:
             break
         if closure_due(t, manager.config):
-            verdict = await manager.closure("\n".join(history))
+            verdict = await manager.closure(dialogue.render())
             decisions.append({"event": "closure", "turn": t, "decision": verdict})
             if verdict == "FINI":
                 end = "closure"

@@ -215,15 +215,20 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", help="LLM config 
 StoreOption = Annotated[Path | None, typer.Option("--store", help="SQLite file of the response cache and the ledger.")]
 
 
-def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None):
-    from stickerconv.llm import LLMConfig, LLMFactory
+def _llm_config(
+    llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None
+):
+    from stickerconv.llm import LLMConfig
 
     cfg = LLMConfig.load(config) if config else LLMConfig()
-    if store is not None:
-        cfg = cfg.model_copy(update={"store": store})
-    if base_url is not None:
-        cfg = cfg.model_copy(update={"base_url": base_url})
-    return LLMFactory(cfg, llm=llm, cache=cache)
+    overrides = {"llm": llm, "store": store, "cache": cache, "base_url": base_url}
+    return LLMConfig.model_validate(cfg.model_dump() | {k: v for k, v in overrides.items() if v is not None})
+
+
+def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None):
+    from stickerconv.llm import LLMFactory
+
+    return LLMFactory(_llm_config(llm, config, store, cache, base_url))
 
 
 @llm_app.command("chat")
@@ -385,30 +390,60 @@ def generate(
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N personas.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     cache: Annotated[str | None, typer.Option(help="use (default), replay, refresh or off.")] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (asyncio in this process) or ray (shards over a Ray cluster).")
+    ] = ("local"),
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).")
+    ] = None,
+    shards: Annotated[int | None, typer.Option(min=1, help="Ray shards (default: the cluster's CPUs).")] = None,
 ) -> None:
     """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
     import asyncio
 
     from stickerconv.agent4sc.personas import load_personas
     from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
+    from stickerconv.llm import LLMFactory
     from stickerconv.stickers.index import StickerIndex
 
-    index = StickerIndex.load(stickers)
-    factory = _factory(llm, config, out / "llm.sqlite", cache)
-    with progress_bar("simulating dialogues") as update:
-        report = asyncio.run(
-            run_generation(
-                load_personas(personas),
-                index,
-                factory,
+    if executor not in ("local", "ray"):
+        raise UserError(f"unknown executor {executor!r}; choose local or ray")
+    index = StickerIndex.load(stickers)  # also checks the library before any shard starts
+    llm_config = _llm_config(llm, config, out / "llm.sqlite", cache)
+    people = load_personas(personas)
+    with progress_bar(f"simulating dialogues ({executor})") as update:
+        if executor == "ray":
+            try:
+                from stickerconv.agent4sc.ray_executor import run_generation_ray
+            except ImportError as exc:
+                raise UserError(f"--executor ray needs Ray: pip install 'stickerconv[ray]' ({exc})") from None
+            report = run_generation_ray(
+                people,
+                stickers,
+                llm_config,
                 out,
+                address=ray_address,
+                shards=shards,
                 concurrency=concurrency,
                 max_turns=max_turns,
                 limit=limit,
                 seed=seed,
                 on_progress=update,
             )
-        )
+        else:
+            report = asyncio.run(
+                run_generation(
+                    people,
+                    index,
+                    LLMFactory(llm_config),
+                    out,
+                    concurrency=concurrency,
+                    max_turns=max_turns,
+                    limit=limit,
+                    seed=seed,
+                    on_progress=update,
+                )
+            )
     console.print(
         f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
         f"{dict(report.end_reasons)}; {report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"

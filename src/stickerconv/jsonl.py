@@ -78,8 +78,9 @@ def drop_torn_tail(path: Path | str) -> bool:
     return True
 
 
-def write_jsonl_atomic(path: Path | str, records: Iterable[BaseModel]) -> int:
-    """Write all records to a temporary file and rename it into place; return the count."""
+def write_jsonl_atomic(path: Path | str, records: Iterable[BaseModel | dict]) -> int:
+    """Write all records (models, or plain dicts as ``json.dumps`` writes them) to a temporary file and
+    rename it into place; return the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -87,7 +88,12 @@ def write_jsonl_atomic(path: Path | str, records: Iterable[BaseModel]) -> int:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             for record in records:
-                fh.write(record.model_dump_json() + "\n")
+                line = (
+                    record.model_dump_json()
+                    if isinstance(record, BaseModel)
+                    else json.dumps(record, ensure_ascii=False)
+                )
+                fh.write(line + "\n")
                 count += 1
         os.replace(tmp, path)
     except BaseException:

@@ -85,13 +85,19 @@ async def run_generation(
     memory_config: MemoryConfig | None = None,
     manager_config: ManagerConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> RunReport:
+    """Simulate one dialogue per persona into ``out``. ``positions`` are the personas' places in the
+    whole persona list (a shard passes its own), which fix their default ids and session seeds."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = RunReport(out)
-    chosen = [(persona_id(p, i), p) for i, p in enumerate(personas)][: limit or None]
+    positions = list(range(len(personas))) if positions is None else list(positions)
+    if len(positions) != len(personas):
+        raise ValueError(f"{len(positions)} positions for {len(personas)} personas")
+    chosen = [(pos, persona_id(p, pos), p) for pos, p in zip(positions, personas, strict=True)][: limit or None]
     done = _done_ids(out)
-    todo = [(pos, pid, p) for pos, (pid, p) in enumerate(chosen) if pid not in done]
+    todo = [(pos, pid, p) for pos, pid, p in chosen if pid not in done]
     report.skipped_done = len(chosen) - len(todo)
     models = {role: factory.chat_model(role) for role in ROLE_SETTINGS}
     for role, model in models.items():
@@ -138,14 +144,42 @@ async def run_generation(
 
     await asyncio.gather(*(one(pos, pid, p) for pos, pid, p in todo))
     report.wall_s = time.perf_counter() - start
-    ledger = [row.__dict__ for row in factory.store.ledger()]
+    write_summary(out, report, [row.__dict__ for row in factory.store.ledger()])
+    return report
+
+
+def session_stats(out: Path) -> dict:
+    """Counts over every kept session in the run folder (this invocation's and earlier ones')."""
+    sessions = turns = user_stickers = system_stickers = 0
+    path = out / CONVERSATIONS
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            conversation = json.loads(line)["conversation"]
+            sessions += 1
+            turns += len(conversation)
+            user_stickers += sum(t["user_sticker"] is not None for t in conversation)
+            system_stickers += sum(t["system_sticker"] is not None for t in conversation)
+    return {
+        "sessions": sessions,
+        "turns_per_session": round(turns / sessions, 3) if sessions else 0.0,
+        "stickers": user_stickers + system_stickers,
+        "stickers_per_session": round((user_stickers + system_stickers) / sessions, 3) if sessions else 0.0,
+        "user_stickers": user_stickers,
+        "system_stickers": system_stickers,
+    }
+
+
+def write_summary(out: Path, report: RunReport, ledger: list[dict], **extra) -> None:
+    """``summary.json``: this invocation's counts, the whole folder's session statistics and the LLM
+    ledger (calls, tokens and cost per model and role, over every call the run's store recorded)."""
     summary = {
         "kept": report.kept,
         "rejected": report.rejected,
         "skipped_done": report.skipped_done,
         "end_reasons": dict(report.end_reasons),
         "wall_s": round(report.wall_s, 2),
+        "dataset": session_stats(out),
         "llm": ledger,
+        **extra,
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return report

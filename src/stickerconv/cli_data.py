@@ -1,7 +1,242 @@
-"""``stickerconv data ...``: load, validate, describe, split and convert StickerConv datasets."""
+"""``stickerconv data ...``: load, validate, describe, split and convert StickerConv datasets.
+
+Commands parse options, call :mod:`stickerconv.data` and print; the data modules are imported inside
+the commands so that ``stickerconv --help`` stays instant.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from stickerconv.cli_common import UserError, console, err, progress_bar
 
 data_app = typer.Typer(help="Load, validate, describe, split and convert StickerConv datasets.", no_args_is_help=True)
+
+FileArg = Annotated[
+    Path, typer.Argument(help="Conversations: .jsonl/.json/.parquet, a run folder or a folder of files.")
+]
+StickersOption = Annotated[
+    Path | None, typer.Option("--stickers", help="Sticker library folder to resolve sticker references against.")
+]
+
+
+def _resolver(stickers: Path | None):
+    if stickers is None:
+        return None
+    from stickerconv.data.resolve import StickerResolver
+    from stickerconv.stickers.library import StickerLibrary
+
+    return StickerResolver(StickerLibrary.load(stickers))
+
+
+@data_app.command("pull")
+def pull(
+    hub_id: Annotated[str, typer.Argument(help="Hugging Face dataset id.")] = "NEUDM/StickerConv",
+    out: Annotated[Path, typer.Option(help="Folder for <split>.jsonl in the published format.")] = Path(
+        "data/stickerconv"
+    ),
+    from_file: Annotated[
+        list[Path] | None,
+        typer.Option("--from-file", help="Load these hand-downloaded files instead (repeatable; split = file name)."),
+    ] = None,
+) -> None:
+    """Download the published dataset from the Hugging Face Hub (or load downloaded files) as JSONL."""
+    from stickerconv.data.hub import HubUnavailable
+    from stickerconv.data.hub import pull as pull_dataset
+
+    try:
+        report = pull_dataset(hub_id, out, from_files=from_file or [])
+    except HubUnavailable as exc:
+        raise UserError(str(exc)) from None
+    for split, count in report.sessions.items():
+        console.print(f"{split}: {count:,} sessions -> {out / (split + '.jsonl')}")
+
+
+@data_app.command("validate")
+def validate(
+    file: FileArg,
+    stickers: StickersOption = None,
+    fix_out: Annotated[
+        Path | None, typer.Option("--fix-out", help="Write the valid conversations (first copies of duplicates) here.")
+    ] = None,
+    require_images: Annotated[
+        bool, typer.Option("--require-images", help="Count library stickers without an image file as problems.")
+    ] = False,
+    max_shown: Annotated[int, typer.Option(min=0, help="Problems to print (0: all).")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (every problem).")] = False,
+) -> None:
+    """Check schema and semantics; print every problem as file:line: field: message; exit 1 if any."""
+    from dataclasses import asdict
+
+    from stickerconv.data.validate import validate as run_validate
+
+    resolver = _resolver(stickers)
+    with progress_bar("validating") as update:
+        report = run_validate(
+            file, resolver=resolver, require_images=require_images, fix_out=fix_out, on_progress=update
+        )
+    if as_json:
+        console.print_json(json.dumps(asdict(report) | {"ok": report.ok}))
+    else:
+        shown = report.problems if max_shown == 0 else report.problems[:max_shown]
+        for problem in shown:
+            console.print(escape(str(problem)), highlight=False, soft_wrap=True)
+        if len(shown) < len(report.problems):
+            console.print(f"... and {len(report.problems) - len(shown):,} more (--max-shown 0 prints all)")
+        if report.missing_images:
+            err.print(
+                f"warning: {len(report.missing_images):,} sticker(s) are in the library but their image file is "
+                f"missing (first: {escape(str(report.missing_images[0]))}); --require-images makes this an error",
+                highlight=False,
+            )
+        checked = f", {report.stickers_checked:,} stickers" if report.kind == "conversations" else ""
+        verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.problems):,} problem(s)[/]"
+        console.print(f"{report.records:,} records ({report.kind}){checked}: {report.valid:,} valid; {verdict}")
+        if fix_out is not None:
+            console.print(f"wrote {report.written:,} valid records to {fix_out}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("stats")
+def stats(
+    file: FileArg,
+    out: Annotated[Path | None, typer.Option(help="Folder for stats.json, PNG plots and report.md.")] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(help="Profiles (published format) to read persona emotions from, joined on persona+situation."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """The paper's dataset statistics; with --out also plots and a Markdown report."""
+    from stickerconv.data.stats import compute_stats, profile_emotions
+
+    emotions = None
+    if profiles is not None:
+        from stickerconv.agent4sc.personas import load_personas
+
+        emotions = profile_emotions(p.model_dump() for p in load_personas(profiles))
+    with progress_bar("reading") as update:
+        result = compute_stats(file, emotions, on_progress=update)
+    if result["sessions"] == 0:
+        raise UserError(f"{file}: no countable sessions ({result['skipped_records']} malformed record(s))")
+    if out is not None:
+        from stickerconv.data.plots import write_plots
+        from stickerconv.data.report import write_report
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "stats.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        report = write_report(result, write_plots(result, out), out)
+    if as_json:
+        console.print_json(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_stats(result)
+    if result["skipped_records"]:
+        err.print(f"warning: {result['skipped_records']} malformed record(s) skipped; run `stickerconv data validate`")
+    if out is not None:
+        console.print(f"wrote {out / 'stats.json'}, the plots and {report}")
+
+
+def _print_stats(result: dict) -> None:
+    table = Table(title=f"StickerConv statistics: {escape(result['source'])}", show_header=False)
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    stickers, words = result["stickers"], result["words_per_utterance"]
+    rows = [
+        ("sessions", f"{result['sessions']:,}"),
+        ("unique personas / scenarios", f"{result['unique_personas']:,} / {result['unique_scenarios']:,}"),
+        ("turns per session (mean / max)", f"{result['turns']['mean']:.2f} / {result['turns']['max']}"),
+        ("words per utterance user / assistant", f"{words['user']['mean']:.1f} / {words['system']['mean']:.1f}"),
+        ("stickers total / unique", f"{stickers['total']:,} / {stickers['unique']:,}"),
+        ("stickers per session (mean)", f"{stickers['per_session']['mean']:.2f}"),
+    ]
+    for role, name in (("user", "user"), ("system", "assistant")):
+        use = stickers["by_role"][role]
+        rows.append((f"{name} stickers (share of turns)", f"{use['stickers']:,} ({use['share_of_turns']:.1%})"))
+        top = max(result["sticker_emotions"][role].items(), key=lambda kv: kv[1])
+        rows.append((f"{name} sticker emotion, most common", f"{top[0]} ({top[1]:,})"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@data_app.command("split")
+def split(
+    file: FileArg,
+    out: Annotated[Path, typer.Option(help="Folder for train/validation/test.jsonl and split.json.")],
+    ratios: Annotated[str, typer.Option(help="train,validation,test shares summing to 1.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Shuffle seed; the same seed gives the same split.")] = 0,
+) -> None:
+    """Split by persona: no persona appears in two splits."""
+    from stickerconv.data.split import split_file
+
+    try:
+        shares = [float(r) for r in ratios.split(",")]
+    except ValueError:
+        raise UserError(f"--ratios must be numbers like 0.8,0.1,0.1, got {ratios!r}") from None
+    with progress_bar("reading") as update:
+        report = split_file(file, out, ratios=shares, seed=seed, on_progress=update)
+    for name, count in report.sessions.items():
+        console.print(f"{name}: {count:,} sessions, {report.groups[name]:,} personas -> {out / (name + '.jsonl')}")
+
+
+@data_app.command("convert")
+def convert(
+    file: FileArg,
+    to: Annotated[str, typer.Option("--to", help="samples (paper §4.4, JSON array), chat (JSONL) or hf (folder).")],
+    out: Annotated[Path, typer.Option(help="Output file (samples, chat) or folder (hf).")],
+    style: Annotated[str, typer.Option(help="Prompt style of samples: v1.5 (USER:/ASSISTANT:) or v0 (### Human:).")] = (
+        "v1.5"
+    ),
+    stickers: StickersOption = None,
+    image_root: Annotated[
+        str | None, typer.Option(help="Path prefix that image paths are made relative to (default: SER30K Images/).")
+    ] = None,
+    image_dir: Annotated[
+        Path | None, typer.Option(help="hf: folder holding the images under their relative paths (e.g. SER30K Images).")
+    ] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="chat: system message ('' for none).")] = None,
+    require_images: Annotated[
+        bool, typer.Option("--require-images", help="hf: fail (write nothing) when a sticker image is not found.")
+    ] = False,
+) -> None:
+    """Turn conversations into training data: per-turn samples, chat messages or an HF dataset."""
+    from stickerconv.data.chat import DEFAULT_SYSTEM_PROMPT
+    from stickerconv.data.convert import TARGETS, ImageLocator
+    from stickerconv.data.convert import convert as run_convert
+    from stickerconv.data.samples import STYLES
+
+    if to not in TARGETS:
+        raise UserError(f"--to {to!r}: choose from {', '.join(TARGETS)}")
+    if style not in STYLES:
+        raise UserError(f"--style {style!r}: choose from {', '.join(STYLES)}")
+    if image_dir is not None and not image_dir.is_dir():
+        raise UserError(f"--image-dir {image_dir} is not a folder")
+    locator = ImageLocator(_resolver(stickers), image_root, image_dir)
+    prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt or None
+    with progress_bar("reading") as update:
+        report = run_convert(
+            file,
+            to,
+            out,
+            style=style,
+            locator=locator,
+            system_prompt=prompt,
+            require_images=require_images,
+            on_progress=update,
+        )
+    what = {"samples": "samples", "chat": "chat examples", "hf": "dataset rows"}[to]
+    console.print(
+        f"{report.sessions:,} sessions, {report.turns:,} turns, {report.stickers:,} stickers -> "
+        f"{report.written:,} {what} in {out}"
+    )
+    if report.unknown_stickers:
+        err.print(f"warning: {report.unknown_stickers:,} sticker(s) are not in {stickers}; kept their own paths")
+    if report.images is not None:
+        console.print(f"images embedded: {report.images:,}; not found: {report.unresolved_images:,}")

@@ -96,3 +96,14 @@ def test_strict_loading_stops_at_the_first_bad_record_with_its_location(tmp_path
         load_conversations(path)
     assert (info.value.line, info.value.field) == (4, "conversation[1].user_message")
     assert str(info.value).startswith(f"{path}:4: field 'conversation[1].user_message': Input should be a valid string")
+
+
+def test_json_array_missing_comma_is_located(tmp_path):
+    a, b = (json.dumps(r) for r in published_sessions()[:2])
+    path = tmp_path / "x.json"
+    path.write_text(f"[\n{a}\n{b}\n]\n", encoding="utf-8")
+    raw = list(iter_raw(path))
+    assert [(r.line, r.error) for r in raw] == [
+        (2, None),
+        (3, "not valid JSON (expected ',' or ']' after the element that starts on line 2)"),
+    ]

@@ -37,10 +37,8 @@ def _resolver(stickers: Path | None):
 
 @data_app.command("pull")
 def pull(
+    out: Annotated[Path, typer.Option(help="Folder for <split>.jsonl in the published format.")],
     hub_id: Annotated[str, typer.Argument(help="Hugging Face dataset id.")] = "NEUDM/StickerConv",
-    out: Annotated[Path, typer.Option(help="Folder for <split>.jsonl in the published format.")] = Path(
-        "data/stickerconv"
-    ),
     from_file: Annotated[
         list[Path] | None,
         typer.Option("--from-file", help="Load these hand-downloaded files instead (repeatable; split = file name)."),

@@ -129,33 +129,40 @@ def _json_error(exc: ValueError, *, torn: bool) -> str:
 
 
 def _iter_array(file: Path) -> Iterator[tuple[RawRecord, int]]:
-    """Elements of one JSON array, each located by the line its text starts on."""
+    """Elements of one JSON array, each located by the line its text starts on.
+
+    A syntax error ends the file (there is no next line to resume at); progress counts characters.
+    """
     text = file.read_bytes().decode("utf-8-sig")
+    closed = text.rstrip().endswith("]")
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, text.index("[") + 1)
     line, counted = 1, 0
+
+    def line_at(position: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, position)
+        counted = position
+        return line
+
     while pos < len(text) and text[pos] != "]":
-        line += text.count("\n", counted, pos)
-        counted = pos
+        start = line_at(pos)
         try:
             data, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            yield RawRecord(file, exc.lineno, None, _json_error(exc, torn=exc.pos >= len(text.rstrip()))), len(text)
+            yield RawRecord(file, exc.lineno, None, _json_error(exc, torn=not closed)), len(text)
             return
-        yield RawRecord(file, line, data), end
+        yield RawRecord(file, start, data), end
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
         elif pos < len(text) and text[pos] != "]":
-            line += text.count("\n", counted, pos)
-            yield (
-                RawRecord(file, line, None, f"not valid JSON (expected ',' or ']' after the element on line {line})"),
-                pos,
-            )
+            message = f"not valid JSON (expected ',' or ']' after the element that starts on line {start})"
+            yield RawRecord(file, line_at(pos), None, message), pos
             return
     if pos >= len(text):
-        line += text.count("\n", counted, pos)
-        yield RawRecord(file, line, None, "not valid JSON (the array is never closed; truncated file?)"), len(text)
+        message = "not valid JSON (the array is never closed; truncated file?)"
+        yield RawRecord(file, line_at(pos), None, message), len(text)
 
 
 def _skip_ws(text: str, pos: int) -> int:

@@ -15,10 +15,12 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import StrMethodFormatter
 
 from stickerconv.schema import EMOTION_LABELS
 
 DPI = 120
+THOUSANDS = StrMethodFormatter("{x:,.0f}")
 ROLE_COLORS = {"user": "#4C72B0", "system": "#DD8452"}
 ROLE_NAMES = {"user": "user", "system": "assistant"}
 LABEL_COLORS = {
@@ -41,6 +43,11 @@ def _figure(width: float = 7.0, height: float = 4.2) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    for ax in fig.axes:  # counts as 12,500, not 12500 or 1.25e4
+        if ax.get_xlabel() == "occurrences":
+            ax.xaxis.set_major_formatter(THOUSANDS)
+        elif ax.get_ylabel() in ("sessions", "utterances"):
+            ax.yaxis.set_major_formatter(THOUSANDS)
     fig.savefig(path)
     return path
 
@@ -162,10 +169,12 @@ def persona_emotions(stats: dict[str, Any], path: Path) -> Path:
     counts = stats["persona_emotions"]
     labels = list(counts)
     bars = ax.bar(labels, [counts[k] for k in labels], color=[LABEL_COLORS.get(k, "#999999") for k in labels])
-    ax.bar_label(bars, fontsize=8, padding=2)
+    ax.bar_label(bars, fmt="{:,.0f}", fontsize=8, padding=2)
     ax.set_ylim(0, max(counts.values(), default=1) * 1.15 or 1)
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax.set(title="Persona emotion (normalised to the 7 classes)", ylabel="sessions")
+    if "unknown" in counts:
+        ax.set_xlabel("unknown: no meta.persona_emotion and no match in --profiles", fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
 

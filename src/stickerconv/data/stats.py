@@ -76,7 +76,7 @@ class StatsAccumulator:
         self.turns: Counter[int] = Counter()
         self.stickers_per_session: Counter[int] = Counter()
         self.roles = {role: _RoleCounts() for role in ROLES}
-        self.unique_stickers: set[str] = set()
+        self.images: set[str] = set()  # unique by portable id at the end: few distinct paths, many uses
         self.personas: set[str] = set()
         self.scenarios: set[str] = set()
         self.persona_labels: Counter[str] = Counter()
@@ -103,7 +103,7 @@ class StatsAccumulator:
         self.scenarios.add(status)
         self.persona_labels[self._persona_label(record, persona, status)] += 1
         self.stickers_per_session[len(stickers)] += 1
-        self.unique_stickers.update(sticker_id_from_path(image) for image in stickers)
+        self.images.update(stickers)
         used = dict.fromkeys(ROLES, False)
         for user_text, system_text, user_sticker, system_sticker in texts:
             for role, text, sticker in (("user", user_text, user_sticker), ("system", system_text, system_sticker)):
@@ -147,7 +147,7 @@ class StatsAccumulator:
             | {"all": _summary(self.roles["user"].words + self.roles["system"].words)},
             "stickers": {
                 "total": total_stickers,
-                "unique": len(self.unique_stickers),
+                "unique": len({sticker_id_from_path(image) for image in self.images}),
                 "per_session": {**_summary(self.stickers_per_session), "histogram": _hist(self.stickers_per_session)},
                 "sessions_without_sticker": self.stickers_per_session.get(0, 0),
                 "by_role": {

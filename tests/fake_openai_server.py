@@ -186,8 +186,10 @@ class FakeOpenAIServer:
         model: str = "fake-model",
         reply: Callable[[dict[str, Any]], str] | None = None,
         json_schema_supported: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.model = model
+        self.latency = latency  # seconds every valid chat request waits before it is answered (benchmarks)
         self.reply = reply
         self.json_schema_supported = json_schema_supported
         self.requests: list[dict[str, Any]] = []
@@ -259,6 +261,8 @@ class FakeOpenAIServer:
             msg = "response_format of type 'json_schema' is not supported by this server"
             return _error(400, msg, "response_format", "unsupported_parameter")
         schema = self._schema_for(body)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         with self._lock:  # one draw per valid request, in arrival order (handlers run on one event loop)
             plan, hit = self.faults, self.faults.rate > 0 and self._rng.random() < self.faults.rate
             fault = self._rng.choice(plan.kinds) if hit else None

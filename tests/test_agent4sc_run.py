@@ -1,22 +1,33 @@
 import asyncio
 import hashlib
 import json
+from collections import Counter
 
 from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.agent4sc.manager import ManagerConfig
+from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY, run_generation
 from stickerconv.llm import LLMConfig, LLMFactory
+from stickerconv.llm.policy import RetryPolicy
 from stickerconv.schema import Conversation, Persona
 
 from llm_fakes import ScriptedBackend
 
 
-def scripted_world(select_idx=0, inconsistent=False, closure="CONT"):
+def _utterance(request):
+    """A pure function of the prompt, so runs are reproducible in any call order."""
+    digest = hashlib.sha256(request.key().encode()).hexdigest()[:8]
+    return f"B: message {digest} about the exam"  # the prefix must be stripped
+
+
+def scripted_world(select_idx=0, inconsistent=False, closure="CONT", utterance=_utterance):
     def reply(request):
         schema = (request.json_schema or {}).get("title")
-        if schema is None:  # a pure function of the prompt, so runs are reproducible in any call order
-            digest = hashlib.sha256(request.key().encode()).hexdigest()[:8]
-            return f"B: message {digest} about the exam"  # the prefix must be stripped
+        if schema is None:
+            return utterance(request)
+        if schema == "DraftedMessage":
+            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
+            return json.dumps({"message": utterance(request), "intention": "Emotional Expression", "query": query})
         n = request.messages[-1].text.count("\n")
         return json.dumps(
             {
@@ -57,7 +68,9 @@ def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, smal
     )
     assert (report.kept, report.rejected) == (2, 0)
     lines = (out / CONVERSATIONS).read_text().splitlines()
-    assert json.loads(lines[0])["meta"]["persona_label"] == "Sadness"
+    meta = json.loads(lines[0])["meta"]
+    assert meta["persona_label"] == "Sadness" and meta["prompts"].startswith("sha256:")
+    assert meta["call_pattern"] == {"fuse_plan": True, "batch_importance": True, "compact_prompts": True}
     for line in lines:
         conv = Conversation.model_validate_json(line)
         assert len(conv.conversation) in range(1, 7)
@@ -109,9 +122,7 @@ def test_closure_ends_the_dialogue_at_turn_four(tmp_path, small_index):
 
 
 def test_repetition_regenerates_then_ends(tmp_path, small_index):
-    backend = scripted_world()
-    default = backend.default
-    backend.default = lambda r: "I failed." if r.json_schema is None else default(r)
+    backend = scripted_world(utterance=lambda request: "I failed.")
     out = tmp_path / "run"
     report = asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out))
     record = json.loads(((out / CONVERSATIONS) if report.kept else (out / REJECTED)).read_text())
@@ -156,3 +167,50 @@ def test_long_history_folds_into_a_summary_the_agents_see(tmp_path, small_index)
     speak_prompts = [r.messages[-1].text for r in backend.requests if r.json_schema is None]
     assert any("Summary of the earlier conversation: " in p for p in speak_prompts)
     assert any("Progressively summarise" in p for p in speak_prompts)  # the manager's folding call
+
+
+def _titles(backend):
+    return Counter((r.json_schema or {}).get("title", "utterance") for r in backend.requests)
+
+
+def test_lean_pattern_keeps_every_step_in_fewer_calls_than_the_original(tmp_path, small_index):
+    lean_backend, original_backend = scripted_world(), scripted_world()
+    asyncio.run(run_generation(PERSONAS[:2], small_index, _factory(tmp_path / "l", lean_backend), tmp_path / "lean"))
+    asyncio.run(
+        run_generation(
+            PERSONAS[:2],
+            small_index,
+            _factory(tmp_path / "o", original_backend),
+            tmp_path / "orig",
+            call_pattern=CallPattern.original(),
+        )
+    )
+    lean, original = _titles(lean_backend), _titles(original_backend)
+    assert original["IntentAnswer"] == original["QueryAnswer"] > 0 and original["DraftedMessage"] == 0
+    assert lean["DraftedMessage"] > 0 and lean["IntentAnswer"] == lean["QueryAnswer"] == 0
+    assert lean["SelectAnswer"] > 0 and lean["Review"] > 0 and lean["_Scores"] > 0  # every step still runs
+    assert original["_Scores"] > 2 * lean["_Scores"]  # one call per memory against one per turn
+    assert sum(lean.values()) < 0.75 * sum(original.values())
+    for out in (tmp_path / "lean", tmp_path / "orig"):
+        for line in (out / CONVERSATIONS).read_text().splitlines():
+            conv = Conversation.model_validate_json(line)
+            assert conv.stickers and all(p["query"] for p in conv.meta["plans"] if p["selected"])
+
+
+def test_an_unparsable_drafted_message_falls_back_to_a_plain_utterance(tmp_path, small_index):
+    backend = scripted_world()
+    world = backend.default
+
+    def reply(request):
+        if (request.json_schema or {}).get("title") == "DraftedMessage":
+            return "Sure! Here is my message without any JSON."
+        return world(request)
+
+    backend.default = reply
+    out = tmp_path / "run"
+    factory = LLMFactory(LLMConfig(store=tmp_path / "llm.sqlite", retry=RetryPolicy(max_attempts=2, base_delay=0)))
+    factory.register_backend("local", backend)
+    report = asyncio.run(run_generation(PERSONAS[:1], small_index, factory, out))
+    assert report.kept == 1
+    titles = _titles(backend)
+    assert titles["DraftedMessage"] > 0 and titles["IntentAnswer"] > 0 and titles["utterance"] > 0

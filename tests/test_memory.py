@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
+from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream, remember_turn
 from stickerconv.llm import ChatModel
 
 from llm_fakes import ScriptedBackend
@@ -80,3 +80,39 @@ def test_retrieval_ranks_by_relevance_then_recency():
     assert first.text == second.text == "cats are great" and first.created == 3  # newer first on a tie
     assert all(r.last_access == stream.clock for r in (first, second))
     assert MemoryStream("x", _memory_llm(), HashEmbedder()).retrieve(query) == []
+
+
+def test_original_pattern_rates_each_memory_in_its_own_call():
+    model = _memory_llm(score=4)
+    stream = MemoryStream("B", model, HashEmbedder(), MemoryConfig.original())
+    asyncio.run(stream.add(["one", "two", "three"]))
+    assert len(model.backend.requests) == 3
+    lean = MemoryStream("B", _memory_llm(score=4), HashEmbedder())
+    asyncio.run(lean.add(["one", "two", "three"]))
+    assert len(lean.model.backend.requests) == 1
+
+
+def test_a_turn_is_rated_once_for_both_agents():
+    model = _memory_llm(scores=[2, 9, 7])
+    user_mem, system_mem = MemoryStream("B", model, HashEmbedder()), MemoryStream("A", model, HashEmbedder())
+    entries = [
+        (user_mem, ["B said: hi", "A said: hello", "B use a sticker"]),
+        (system_mem, ["A said: hello", "B said: hi"]),
+    ]
+    asyncio.run(remember_turn(entries))
+    (request,) = model.backend.requests  # one call for the three distinct texts
+    assert "memories of B and A" in request.messages[0].text and "Give exactly 3 scores" in request.messages[-1].text
+    assert [r.importance for r in user_mem.records] == pytest.approx([0.2, 0.9, 0.7])
+    assert [(r.text, r.importance) for r in system_mem.records] == [("A said: hello", 0.9), ("B said: hi", 0.2)]
+
+
+def test_streams_with_their_own_models_or_the_original_pattern_rate_separately():
+    a, b = _memory_llm(), _memory_llm()
+    asyncio.run(
+        remember_turn([(MemoryStream("B", a, HashEmbedder()), ["x"]), (MemoryStream("A", b, HashEmbedder()), ["x"])])
+    )
+    assert len(a.backend.requests) == len(b.backend.requests) == 1
+    shared = _memory_llm()
+    originals = [MemoryStream(n, shared, HashEmbedder(), MemoryConfig.original()) for n in "BA"]
+    asyncio.run(remember_turn([(originals[0], ["x", "y"]), (originals[1], ["x"])]))
+    assert len(shared.backend.requests) == 3

@@ -79,3 +79,43 @@ def test_failed_intent_call_is_reported(small_index):
     assert outcome.intent is None and outcome.failure.startswith("intent:")
     with pytest.raises(ValueError, match="k must be between 1 and 10"):
         StickerTool(small_index, ChatModel(ScriptedBackend()), k=20)
+
+
+def test_a_drafted_intent_and_query_skip_their_calls(small_index):
+    tool, backend = _tool(small_index, ['{"idx": 1}'])
+    draft = (Intent.EMPATHY, "emotion: Sadness, emotion describe: The sticker conveys sadness and comfort.")
+    outcome = asyncio.run(tool.plan("A", "You are A.", "That sounds so hard.", draft))
+    assert len(backend.requests) == 1 and backend.requests[0].json_schema["title"] == "SelectAnswer"
+    assert outcome.query == draft[1] and outcome.selected is outcome.candidates[1].sticker
+
+
+def test_a_draft_without_a_query_asks_for_one_and_a_none_draft_stops(small_index):
+    tool, backend = _tool(small_index, ['{"query": "a sad crying face"}', '{"idx": 0}'])
+    outcome = asyncio.run(tool.plan("B", "You are B.", "I failed.", (Intent.EXPRESSION, "  ")))
+    assert [r.json_schema["title"] for r in backend.requests] == ["QueryAnswer", "SelectAnswer"]
+    assert outcome.query == "a sad crying face" and outcome.selected is not None
+    tool, backend = _tool(small_index, [])
+    outcome = asyncio.run(tool.plan("B", "You are B.", "ok.", (Intent.NONE, "")))
+    assert backend.requests == [] and outcome.selected is None and outcome.failure is None
+
+
+def test_compact_prompts_shorten_examples_and_candidates(small_index):
+    backend = ScriptedBackend(replies=['{"intention": "Emotional Expression"}', '{"query": "sad face"}', '{"idx": 0}'])
+    tool = StickerTool(small_index, ChatModel(backend, cache="off", retry=FAST), seed=1, compact=True)
+    outcome = _plan(tool)
+    examples = tool.examples().splitlines()
+    assert len(examples) == 7 and all(len(e.split()) <= 1 + 14 + 1 for e in examples)
+    select = backend.requests[2]
+    assert "recommendation:" not in select.messages[-1].text and "You are B" not in select.messages[0].text
+    first = select.messages[-1].text.split("\n0. ")[1].splitlines()[0]
+    assert first.startswith(f"[{outcome.candidates[0].sticker.label.value}] The sticker")
+
+
+def test_an_over_long_query_is_clipped_not_failed():
+    from stickerconv.agent4sc.plan import MAX_QUERY_CHARS, DraftedMessage, QueryAnswer
+
+    assert len(QueryAnswer.model_validate({"query": "x" * 2000}).query) == MAX_QUERY_CHARS
+    drafted = DraftedMessage.model_validate(
+        {"message": "hi there", "intention": "enhancing empathy", "query": "y" * 900}
+    )
+    assert drafted.draft == (Intent.EMPATHY, "y" * MAX_QUERY_CHARS)

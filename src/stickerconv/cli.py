@@ -397,10 +397,14 @@ def generate(
         str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).")
     ] = None,
     shards: Annotated[int | None, typer.Option(min=1, help="Ray shards (default: the cluster's CPUs).")] = None,
+    call_pattern: Annotated[
+        str, typer.Option(help="lean (fewer calls and tokens, every step kept) or original (the paper's calls).")
+    ] = "lean",
 ) -> None:
     """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
     import asyncio
 
+    from stickerconv.agent4sc.pattern import CALL_PATTERNS
     from stickerconv.agent4sc.personas import load_personas
     from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
     from stickerconv.llm import LLMFactory
@@ -408,6 +412,9 @@ def generate(
 
     if executor not in ("local", "ray"):
         raise UserError(f"unknown executor {executor!r}; choose local or ray")
+    if call_pattern not in CALL_PATTERNS:
+        raise UserError(f"unknown call pattern {call_pattern!r}; choose {' or '.join(CALL_PATTERNS)}")
+    pattern = CALL_PATTERNS[call_pattern]
     index = StickerIndex.load(stickers)  # also checks the library before any shard starts
     llm_config = _llm_config(llm, config, out / "llm.sqlite", cache)
     people = load_personas(personas)
@@ -429,6 +436,7 @@ def generate(
                 limit=limit,
                 seed=seed,
                 on_progress=update,
+                call_pattern=pattern,
             )
         else:
             report = asyncio.run(
@@ -442,6 +450,7 @@ def generate(
                     limit=limit,
                     seed=seed,
                     on_progress=update,
+                    call_pattern=pattern,
                 )
             )
     console.print(

@@ -13,7 +13,8 @@ i.e. around turn 3 of 6. ``MemoryConfig.original()`` restores the original param
 
 Time is simulated: every write advances the clock one step, so recency (``decay ** steps since
 last access``) separates the start of a dialogue from its end, which wall-clock hours would not.
-Importance is rated for all of a turn's memories in one call rather than one call each.
+Importance is rated for all of a turn's memories in one call rather than one call each (the
+original's one-call-per-memory remains a setting).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ class MemoryConfig(BaseModel):
     importance_weight: float = Field(0.0, ge=0)  # the original ranked by recency + relevance only
     k: int = Field(4, ge=1)  # memories retrieved per query
     max_insights: int = Field(3, ge=1)
+    batch_importance: bool = True  # one rating call per turn's memories; False: one call per memory (original)
 
     @classmethod
     def original(cls) -> MemoryConfig:
         """The authors' parameters, for faithful reproduction (reflection then rarely fires)."""
-        return cls(importance_scale=0.015, reflection_threshold=2.0)
+        return cls(importance_scale=0.015, reflection_threshold=2.0, batch_importance=False)
 
 
 @dataclass
@@ -76,11 +78,16 @@ class MemoryStream:
     accumulated: float = 0.0
     reflections: int = 0
 
-    async def add(self, texts: Sequence[str]) -> list[MemoryRecord]:
-        """Store a turn's observations; their importance is rated in one call."""
+    async def add(self, texts: Sequence[str], scores: Sequence[int] | None = None) -> list[MemoryRecord]:
+        """Store a turn's observations; their importance is rated in one call unless ``scores`` (1..10,
+        one per text) come from a joint rating (``remember_turn``)."""
         if not texts:
             return []
-        scores = await self._rate(texts)
+        if scores is None:
+            if self.config.batch_importance:
+                scores = await rate_importance(self.model, self.owner, texts)
+            else:
+                scores = [s for text in texts for s in await rate_importance(self.model, self.owner, [text])]
         vectors = self.embedder.embed(list(texts))  # (n, d)
         added = []
         for text, score, vector in zip(texts, scores, vectors, strict=True):
@@ -90,22 +97,6 @@ class MemoryStream:
             self.accumulated += record.importance
             added.append(record)
         return added
-
-    async def _rate(self, texts: Sequence[str]) -> list[int]:
-        listing = "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
-        messages = [
-            system(
-                f"You rate memories of {self.owner}. On a scale of 1 to 10, where 1 is purely mundane (greeting "
-                "someone, small talk) and 10 is extremely poignant (a break-up, a death, a big success), rate "
-                "the likely poignancy of each memory."
-            ),
-            user(f"Memories:\n{listing}\nGive exactly {len(texts)} scores, in order."),
-        ]
-        result = await self.model.complete(messages, _Scores)
-        scores = [min(10, max(1, s)) for s in result.parsed.scores]
-        if len(scores) != len(texts):  # a short or long list: keep what lines up, neutral 5 for the rest
-            scores = (scores + [5] * len(texts))[: len(texts)]
-        return scores
 
     def retrieve(self, query_vector: np.ndarray, k: int | None = None) -> list[MemoryRecord]:
         """The k memories with the highest recency + relevance (+ importance) scores; marks them accessed."""
@@ -164,3 +155,39 @@ class MemoryStream:
         self.accumulated = 0.0
         self.reflections += 1
         return added
+
+
+async def rate_importance(model: ChatModel, owner: str, texts: Sequence[str]) -> list[int]:
+    """Poignancy scores 1..10, one per memory text, in one call."""
+    listing = "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
+    messages = [
+        system(
+            f"You rate memories of {owner}. On a scale of 1 to 10, where 1 is purely mundane (greeting "
+            "someone, small talk) and 10 is extremely poignant (a break-up, a death, a big success), rate "
+            "the likely poignancy of each memory."
+        ),
+        user(f"Memories:\n{listing}\nGive exactly {len(texts)} scores, in order."),
+    ]
+    result = await model.complete(messages, _Scores)
+    scores = [min(10, max(1, s)) for s in result.parsed.scores]
+    if len(scores) != len(texts):  # a short or long list: keep what lines up, neutral 5 for the rest
+        scores = (scores + [5] * len(texts))[: len(texts)]
+    return scores
+
+
+async def remember_turn(entries: Sequence[tuple[MemoryStream, Sequence[str]]]) -> None:
+    """Store a turn's memories for several agents. When every stream batches importance and they share
+    one model, each distinct text is rated once, in a single call for the whole turn (both agents
+    remember "B said: ..." and "A said: ..."); otherwise each stream rates its own."""
+    streams = [stream for stream, _ in entries]
+    if not (all(s.config.batch_importance for s in streams) and len({id(s.model) for s in streams}) == 1):
+        for stream, texts in entries:
+            await stream.add(texts)
+        return
+    distinct = list(dict.fromkeys(t for _, texts in entries for t in texts))
+    if not distinct:
+        return
+    owners = " and ".join(dict.fromkeys(s.owner for s in streams))
+    rated = dict(zip(distinct, await rate_importance(streams[0].model, owners, distinct), strict=True))
+    for stream, texts in entries:
+        await stream.add(texts, [rated[t] for t in texts])

@@ -30,24 +30,65 @@ class Intent(StrEnum):
 
 
 STICKER_INTENTS = frozenset({Intent.EXPRESSION, Intent.EMPATHY, Intent.INTENSITY})
+INTENT_GUIDE = (
+    "Emotional Expression: show one's own feeling; Enhancing Empathy: reinforce understanding of the "
+    "other's feeling; Reaction Intensity: make a reaction stronger; None: the text says it all."
+)
+QUERY_GUIDE = (
+    "Stickers are organised by 7 emotions (Anger, Disgust, Fear, Happiness, Neutral, Sadness, Surprise) and by "
+    "themes such as celebration, motivation and humour. Write a search query that describes the ideal sticker for "
+    "the message, the intention and its emotional tone, in the same form as these indexed stickers (do not copy "
+    "them):"
+)
+
+
+def _lenient_intent(value: Any) -> Any:
+    """Accept case slips and typos ("enhancing emoathy") of a known intent, nothing further off."""
+    if not isinstance(value, str) or value in {i.value for i in Intent}:
+        return value
+    by_lower = {i.value.lower(): i.value for i in Intent}
+    match = difflib.get_close_matches(value.strip().lower(), list(by_lower), n=1, cutoff=0.8)
+    return by_lower[match[0]] if match else value
 
 
 class IntentAnswer(BaseModel):
     intention: Intent
 
-    @field_validator("intention", mode="before")
-    @classmethod
-    def _lenient(cls, value: Any) -> Any:
-        """Accept case slips and typos ("enhancing emoathy") of a known intent, nothing further off."""
-        if not isinstance(value, str) or value in {i.value for i in Intent}:
-            return value
-        by_lower = {i.value.lower(): i.value for i in Intent}
-        match = difflib.get_close_matches(value.strip().lower(), list(by_lower), n=1, cutoff=0.8)
-        return by_lower[match[0]] if match else value
+    _lenient = field_validator("intention", mode="before")(_lenient_intent)
+
+
+MAX_QUERY_CHARS = 600
+COMPACT_DESCRIPTION_WORDS = 24  # a candidate's description in the compact selection list
+COMPACT_EXAMPLE_WORDS = 14  # a few-shot query example in the compact prompts
+
+
+def _clip_query(value: Any) -> Any:
+    """An over-long query still retrieves: keep its start rather than fail the call."""
+    return value[:MAX_QUERY_CHARS] if isinstance(value, str) else value
 
 
 class QueryAnswer(BaseModel):
-    query: str = Field(min_length=3, max_length=600)
+    query: str = Field(min_length=3, max_length=MAX_QUERY_CHARS)
+
+    _clip = field_validator("query", mode="before")(_clip_query)
+
+
+class DraftedMessage(BaseModel):
+    """The lean call pattern's utterance: the message with the plan's first two steps drafted in the
+    same call (the message comes first, so the sticker decision is made about what was written)."""
+
+    message: str = Field(min_length=1, max_length=1000)
+    intention: Intent
+    query: str = Field(
+        "", max_length=MAX_QUERY_CHARS, description="a sticker search query; empty when no sticker is wanted"
+    )
+
+    _lenient = field_validator("intention", mode="before")(_lenient_intent)
+    _clip = field_validator("query", mode="before")(_clip_query)
+
+    @property
+    def draft(self) -> tuple[Intent, str]:
+        return self.intention, self.query
 
 
 class SelectAnswer(BaseModel):
@@ -75,10 +116,14 @@ class PlanOutcome:
 
 
 class StickerTool:
-    def __init__(self, index: StickerIndex, model: ChatModel, *, k: int = 10, seed: int = 0):
+    """``compact`` (the lean call pattern) shows shortened few-shot examples and lists candidates by
+    label and the start of their description; the original showed full indexed texts and every
+    metadata field."""
+
+    def __init__(self, index: StickerIndex, model: ChatModel, *, k: int = 10, seed: int = 0, compact: bool = False):
         if not 1 <= k <= 10:
             raise ValueError(f"k must be between 1 and 10 (the selection answers an index 0..9), got {k}")
-        self.index, self.model, self.k = index, model, k
+        self.index, self.model, self.k, self.compact = index, model, k, compact
         self._rng = random.Random(seed)
         template = TEXT_TEMPLATES["paper"]
         self._examples: dict[EmotionLabel, list[str]] = {}
@@ -86,23 +131,33 @@ class StickerTool:
             if sticker.label is not None:
                 self._examples.setdefault(sticker.label, []).append(template(sticker))
 
-    async def plan(self, name: str, block: str, message: str) -> PlanOutcome:
-        """Decide whether ``name`` sends a sticker with ``message``, and which one."""
+    async def plan(self, name: str, block: str, message: str, draft: tuple[Intent, str] | None = None) -> PlanOutcome:
+        """Decide whether ``name`` sends a sticker with ``message``, and which one. A ``draft`` (intent,
+        query) written together with the message replaces the intent call, and the query call too
+        unless its query is empty."""
         outcome = PlanOutcome()
-        try:
-            asked = await self.model.complete(self._intent_prompt(name, block, message), IntentAnswer)
-        except LLMError as exc:
-            outcome.failure = f"intent: {exc}"
-            return outcome
-        outcome.intent = asked.parsed.intention
+        if draft is not None:
+            outcome.intent, drafted_query = draft
+        else:
+            drafted_query = ""
+            try:
+                asked = await self.model.complete(self._intent_prompt(name, block, message), IntentAnswer)
+            except LLMError as exc:
+                outcome.failure = f"intent: {exc}"
+                return outcome
+            outcome.intent = asked.parsed.intention
         if outcome.intent not in STICKER_INTENTS:
             return outcome
-        try:
-            query = await self.model.complete(self._query_prompt(name, block, message, outcome.intent), QueryAnswer)
-        except LLMError as exc:
-            outcome.failure = f"query: {exc}"
-            return outcome
-        outcome.query = query.parsed.query
+        if len(drafted_query.strip()) >= 3:
+            outcome.query = drafted_query.strip()
+        else:
+            try:
+                prompt = self._query_prompt(name, block, message, outcome.intent)
+                query = await self.model.complete(prompt, QueryAnswer)
+            except LLMError as exc:
+                outcome.failure = f"query: {exc}"
+                return outcome
+            outcome.query = query.parsed.query
         outcome.candidates = self.index.search(outcome.query, self.k)
         try:
             chosen = await self.model.complete(self._select_prompt(name, block, message, outcome), SelectAnswer)
@@ -123,27 +178,40 @@ class StickerTool:
             system(block),
             user(
                 f'{name} is about to send this message: "{message}"\n'
-                f"Does {name} have one of these intentions for adding a sticker: {options}? "
-                "Emotional Expression: show one's own feeling; Enhancing Empathy: reinforce understanding of the "
-                "other's feeling; Reaction Intensity: make a reaction stronger; None: the text says it all."
+                f"Does {name} have one of these intentions for adding a sticker: {options}? {INTENT_GUIDE}"
             ),
         ]
 
-    def _query_prompt(self, name: str, block: str, message: str, intent: Intent):
+    def examples(self) -> str:
+        """One indexed text per label as few-shot examples (drawn afresh each time, seeded)."""
         examples = [self._rng.choice(texts) for _, texts in sorted(self._examples.items())]
-        shown = "\n".join(f"- {e}" for e in examples)
+        if self.compact:  # the form without the bulk: "emotion: X, emotion describe: <first words> ..."
+            examples = [" ".join(e.split()[:COMPACT_EXAMPLE_WORDS]) + " ..." for e in examples]
+        return "\n".join(f"- {e}" for e in examples)
+
+    def _query_prompt(self, name: str, block: str, message: str, intent: Intent):
         return [
             system(block),
             user(
                 f'{name} wants a sticker for "{intent.value}" to go with the message: "{message}"\n'
-                "Stickers are organised by 7 emotions (Anger, Disgust, Fear, Happiness, Neutral, Sadness, "
-                "Surprise) and by themes such as celebration, motivation and humour. Write a search query that "
-                "describes the ideal sticker for the message, the intention and its emotional tone, in the same "
-                f"form as these indexed stickers (do not copy them):\n{shown}"
+                f"{QUERY_GUIDE}\n{self.examples()}"
             ),
         ]
 
     def _select_prompt(self, name: str, block: str, message: str, outcome: PlanOutcome):
+        if self.compact:
+            listing = "\n".join(
+                f"{i}. [{h.sticker.label.value if h.sticker.label else 'Unlabelled'}] "
+                + " ".join(h.sticker.description.split()[:COMPACT_DESCRIPTION_WORDS])
+                for i, h in enumerate(outcome.candidates)
+            )
+            return [
+                system(f"You pick the sticker {name} sends with a message."),
+                user(
+                    f'{name} sends: "{message}" with the intention "{outcome.intent.value}".\n'
+                    f"Choose the sticker that fits best; answer with its idx.\n{listing}"
+                ),
+            ]
         rule = "=" * 20
         blocks = "\n".join(
             f"{rule}\nidx: {i}\ndescription: {h.sticker.description}\nemotion: {h.sticker.emotion}\n"

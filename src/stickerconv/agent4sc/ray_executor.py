@@ -27,6 +27,7 @@ from pathlib import Path
 
 from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.memory import MemoryConfig
+from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.runner import (
     CONVERSATIONS,
     REJECTED,
@@ -92,6 +93,7 @@ def _run_shard(
             seed=options["seed"],
             memory_config=MemoryConfig.model_validate(options["memory"]) if options["memory"] else None,
             manager_config=ManagerConfig(**options["manager"]) if options["manager"] else None,
+            call_pattern=CallPattern(**options["pattern"]),
         )
     )
     return {"kept": report.kept, "rejected": report.rejected, "end_reasons": dict(report.end_reasons)}
@@ -164,6 +166,7 @@ def run_generation_ray(
     memory_config: MemoryConfig | None = None,
     manager_config: ManagerConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    call_pattern: CallPattern | None = None,
 ) -> RunReport:
     """Run the personas as Ray tasks (one per shard) and merge. ``address`` None starts a local Ray
     instance (or joins the one ``RAY_ADDRESS`` names); ``shards`` defaults to the cluster's CPUs
@@ -195,6 +198,7 @@ def run_generation_ray(
             "seed": seed,
             "memory": memory_config.model_dump() if memory_config else None,
             "manager": asdict(manager_config) if manager_config else None,
+            "pattern": asdict(call_pattern or CallPattern()),
         }
         pending = []
         for i, window in enumerate(windows):

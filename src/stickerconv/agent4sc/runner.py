@@ -10,17 +10,19 @@ replays every call it already made.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from stickerconv.agent4sc.agent import SYSTEM_PERSONA, SYSTEM_STATUS, Agent, AgentProfile
 from stickerconv.agent4sc.manager import Manager, ManagerConfig, keep
 from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
+from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.plan import StickerTool
 from stickerconv.agent4sc.simulate import simulate
 from stickerconv.jsonl import drop_torn_tail
@@ -46,6 +48,20 @@ class RunReport:
     skipped_done: int = 0
     end_reasons: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+
+
+def _prompts_hash() -> str:
+    """A version of the prompts: the hash of the modules that write them, so sessions made with
+    different prompt texts can be told apart in a merged dataset."""
+    from stickerconv.agent4sc import agent, dialogue, manager, memory, plan
+
+    digest = hashlib.sha256()
+    for module in (agent, dialogue, manager, memory, plan):
+        digest.update(Path(module.__file__).read_bytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+PROMPTS_HASH = _prompts_hash()
 
 
 def persona_id(persona: Persona, position: int) -> str:
@@ -86,6 +102,7 @@ async def run_generation(
     manager_config: ManagerConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     positions: Sequence[int] | None = None,
+    call_pattern: CallPattern | None = None,
 ) -> RunReport:
     """Simulate one dialogue per persona into ``out``. ``positions`` are the personas' places in the
     whole persona list (a shard passes its own), which fix their default ids and session seeds."""
@@ -104,6 +121,8 @@ async def run_generation(
         if role not in factory.config.roles:  # a config file's per-role settings win over the defaults
             model.settings = ROLE_SETTINGS[role]
     manager = Manager(models["manager"], replace(manager_config or ManagerConfig(), max_turns=max_turns))
+    pattern = call_pattern or CallPattern()
+    memory_config = (memory_config or MemoryConfig()).model_copy(update={"batch_importance": pattern.batch_importance})
     semaphore = asyncio.Semaphore(concurrency)
     finished = report.skipped_done
 
@@ -116,10 +135,11 @@ async def run_generation(
                 ("B", "user_agent", persona.persona, persona.situation),
                 ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
             ):
-                memory = MemoryStream(name, models["memory"], index.embedder, memory_config or MemoryConfig())
+                memory = MemoryStream(name, models["memory"], index.embedder, memory_config)
                 settings = models[role].settings.model_copy(update={"seed": session_seed})
-                tool = StickerTool(index, models[role], seed=session_seed)
-                agents.append(Agent(AgentProfile(name, p_text, status), models[role], memory, tool, settings))
+                tool = StickerTool(index, models[role], seed=session_seed, compact=pattern.compact_prompts)
+                profile = AgentProfile(name, p_text, status)
+                agents.append(Agent(profile, models[role], memory, tool, settings, pattern=pattern))
             result = await simulate(
                 agents[0], agents[1], manager, persona=persona.persona, status=persona.situation, seed=session_seed
             )
@@ -128,6 +148,8 @@ async def run_generation(
                 "persona_emotion": persona.emotion,  # as written in the profile file
                 "persona_label": persona.label.value,  # normalised to the 7 classes
                 "models": {r: f"{m.backend.name}:{m.model}" for r, m in models.items()},
+                "call_pattern": asdict(pattern),
+                "prompts": PROMPTS_HASH,
             }
             report.end_reasons[result.end_reason] += 1
             if result.conversation is not None and keep(result.conversation):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from stickerconv.agent4sc.agent import Agent, observation
+from stickerconv.agent4sc.agent import Agent, Utterance, observation
 from stickerconv.agent4sc.dialogue import DialogueMemory
 from stickerconv.agent4sc.manager import (
     Manager,
@@ -21,6 +21,7 @@ from stickerconv.agent4sc.manager import (
     user_may_attempt,
     user_repeats,
 )
+from stickerconv.agent4sc.memory import remember_turn
 from stickerconv.agent4sc.plan import PlanOutcome
 from stickerconv.schema import Conversation, Sticker, Turn
 
@@ -40,25 +41,34 @@ class DialogueResult:
 
 
 async def _guarded(
-    agent: Agent, is_repeat, speak_args: tuple, manager: Manager, rng: random.Random, log: list[dict]
-) -> str | None:
+    agent: Agent,
+    is_repeat,
+    speak_args: tuple,
+    sticker_allowed: bool,
+    manager: Manager,
+    rng: random.Random,
+    log: list[dict],
+) -> Utterance | None:
     """An utterance that repeats nothing said before, regenerated up to N times at a sampled temperature."""
-    text = await agent.speak(*speak_args)
+    said = await agent.speak(*speak_args, sticker_allowed=sticker_allowed)
     tries = 0
-    while is_repeat(text) or not _is_utterance(text):
+    while is_repeat(said.text) or not _is_utterance(said.text):
         if tries >= manager.config.max_regenerations:
-            log.append({"event": "repetition_unresolved", "speaker": agent.profile.name, "text": text})
+            log.append({"event": "repetition_unresolved", "speaker": agent.profile.name, "text": said.text})
             return None
         tries += 1
         temperature = rng.choice([t / 10 for t in range(1, 11)])  # seeded, as §9 item 13 asks
         log.append({"event": "regenerate", "speaker": agent.profile.name, "try": tries, "temperature": temperature})
         settings = agent.settings.model_copy(update={"temperature": temperature, "seed": rng.randrange(2**31)})
-        text = await agent.speak(*speak_args, settings)
-    return text
+        said = await agent.speak(*speak_args, settings, sticker_allowed=sticker_allowed)
+    return said
 
 
-async def _sticker(agent: Agent, message: str, manager: Manager, decisions: list[dict]) -> tuple[Sticker | None, dict]:
-    outcome: PlanOutcome = await agent.plan(message)
+async def _sticker(
+    agent: Agent, said: Utterance, manager: Manager, decisions: list[dict]
+) -> tuple[Sticker | None, dict]:
+    message = said.text
+    outcome: PlanOutcome = await agent.plan(message, said.draft)
     record = outcome.to_meta() | {"speaker": agent.profile.name}
     sticker = outcome.selected
     if sticker is not None:
@@ -84,47 +94,54 @@ async def simulate(
     for t in range(1, max_turns + 1):
         past_user = [x.user_message for x in turns]
         past_system = [x.system_message for x in turns]
-        u = await _guarded(
+        user_allowed = user_may_attempt(prev_u, prev_s)
+        said_u = await _guarded(
             user_agent,
             partial(user_repeats, past_user=past_user, past_system=past_system),
             (dialogue.render(), observation("A", prev_s), t, max_turns),
+            user_allowed,
             manager,
             rng,
             decisions,
         )
-        if u is None:
+        if said_u is None:
             end = "repetition"
             break
-        u_stk = None
-        if user_may_attempt(prev_u, prev_s):
-            u_stk, record = await _sticker(user_agent, u, manager, decisions)
+        u, u_stk = said_u.text, None
+        if user_allowed:
+            u_stk, record = await _sticker(user_agent, said_u, manager, decisions)
             plans.append(record | {"turn": t})
-        s = await _guarded(
+        system_allowed = system_may_attempt(prev_s)
+        said_s = await _guarded(
             system_agent,
             partial(system_repeats, user_message=u, past_user=past_user, past_system=past_system),
             (dialogue.render([f"B: {u}"]), observation("B", u_stk), t, max_turns),
+            system_allowed,
             manager,
             rng,
             decisions,
         )
-        if s is None:
+        if said_s is None:
             end = "repetition"
             break
-        s_stk = None
-        if system_may_attempt(prev_s):
-            s_stk, record = await _sticker(system_agent, s, manager, decisions)
+        s, s_stk = said_s.text, None
+        if system_allowed:
+            s_stk, record = await _sticker(system_agent, said_s, manager, decisions)
             plans.append(record | {"turn": t})
         turns.append(Turn(turn=t, user_message=u, system_message=s, user_sticker=u_stk, system_sticker=s_stk))
         folds = dialogue.folds
         await dialogue.add(f"B: {u}", f"A: {s}")
         if dialogue.folds > folds:
             decisions.append({"event": "summary_fold", "turn": t, "summary": dialogue.summary})
-        for agent, own, other in ((user_agent, u, s), (system_agent, s, u)):
-            notes = [f"{agent.profile.name} said: {own}", f"{'A' if agent is user_agent else 'B'} said: {other}"]
-            sticker = u_stk if agent is user_agent else s_stk
+        entries = []
+        for agent, own, other, sticker in ((user_agent, u, s, u_stk), (system_agent, s, u, s_stk)):
+            name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
+            notes = [f"{name} said: {own}", f"{other_name} said: {other}"]
             if sticker is not None:
-                notes.append(f"{agent.profile.name} use a sticker, sticker's emotion: {sticker.emotion}")
-            await agent.memory.add(notes)
+                notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
+            entries.append((agent.memory, notes))
+        await remember_turn(entries)
+        for agent in (user_agent, system_agent):
             if agent.memory.should_reflect:
                 await agent.memory.reflect()
                 decisions.append({"event": "reflection", "speaker": agent.profile.name, "turn": t})

@@ -1,0 +1,256 @@
+"""Agent4SC figures, run by hand:  .venv/bin/python bench/agent4sc.py [tokens] [embedded] [scaling]
+
+1. tokens: LLM calls and tokens per session of the lean call pattern (the default) against the
+   original's call pattern, run on the same personas, sticker pack and a deterministic model whose
+   replies are real text (profile sentences, the authors' emotion descriptions). Both patterns use
+   the same prompt wording, so the ratio measures the call pattern. Tokens are counted with the
+   embedded model's tokenizer (SmolLM2) over the messages' text.
+2. embedded: sessions per hour with the embedded model (SmolLM2-135M on llama.cpp) on this machine.
+3. scaling: sessions per minute at concurrency 1, 8 and 32 against a local OpenAI-compatible server
+   that answers every call after a fixed 200 ms, as ratios to concurrency 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake OpenAI server lives there
+
+from stickerconv.agent4sc.pattern import CALL_PATTERNS  # noqa: E402
+from stickerconv.agent4sc.personas import load_personas  # noqa: E402
+from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, run_generation  # noqa: E402
+from stickerconv.llm import LLMConfig, LLMFactory  # noqa: E402
+from stickerconv.llm.backends import Backend  # noqa: E402
+from stickerconv.llm.types import Completion, Usage  # noqa: E402
+from stickerconv.stickers.index import StickerIndex  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+INTENTS = ["Emotional Expression", "Enhancing Empathy", "Reaction Intensity", "Other", "None"]
+INTENT_WEIGHTS = [0.35, 0.3, 0.1, 0.15, 0.1]
+
+
+class RealisticReplies:
+    """Deterministic answers of realistic length: a pure function of the prompt, so a rerun is
+    identical and both call patterns meet the same kind of text."""
+
+    def __init__(self) -> None:
+        profiles = [json.loads(x) for x in (SHARED / "profiles" / "train_profile.jsonl").read_text().splitlines()]
+        self.sentences = [s.strip() + "." for p in profiles for s in p["situation"].split(". ") if len(s.split()) > 8]
+        lines = (SHARED / "emotion_descriptions" / "emotion_descriptions.jsonl").read_text().splitlines()
+        self.descriptions = [json.loads(x)["text"] for x in lines[::50]]
+
+    def __call__(self, prompt: str, title: str | None) -> str:
+        rng = random.Random(hashlib.sha256(prompt.encode()).digest())
+        message = " ".join(rng.sample(self.sentences, 2)).replace("You ", "I ").replace("your ", "my ")
+        intent = rng.choices(INTENTS, INTENT_WEIGHTS)[0]
+        query = rng.choice(self.descriptions) if INTENTS.index(intent) < 3 else ""
+        if title is None:
+            if "core characteristics" in prompt:
+                return "B is a thoughtful person who worries about what others expect and wants to do well."
+            if "Progressively summarise" in prompt:
+                return "B told A about a hard week; A listened and encouraged B to take one step at a time."
+            return message
+        n_memories = prompt.count("\n") if title == "_Scores" else 0
+        answers = {
+            "DraftedMessage": {"message": message, "intention": intent, "query": query},
+            "IntentAnswer": {"intention": intent},
+            "QueryAnswer": {"query": rng.choice(self.descriptions)},
+            "SelectAnswer": {"idx": rng.randrange(10)},
+            "Review": {"reason": "The sticker's emotion matches the message.", "inconsistent": False},
+            "Closure": {"decision": rng.choice(["CONT", "CONT", "FINI"])},
+            "_Scores": {"scores": [rng.randint(3, 7) for _ in range(max(1, n_memories))]},
+            "_Questions": {"questions": ["What is B worried about?", "How does A support B?"]},
+            "_Insights": {"insights": ["B fears disappointing others", "A offers steady encouragement"]},
+        }
+        return json.dumps(answers[title])
+
+
+def step_of(prompt: str, title: str | None) -> str:
+    if title is not None:
+        return {"_Scores": "importance", "_Questions": "reflection", "_Insights": "reflection"}.get(title, title)
+    if "core characteristics" in prompt:
+        return "self-summary"
+    return "summary fold" if "Progressively summarise" in prompt else "utterance"
+
+
+class CountingBackend(Backend):
+    """The realistic replies, with usage counted by the embedded model's tokenizer, tallied per step."""
+
+    name, model = "counting", "realistic-replies"
+
+    def __init__(self, replies: RealisticReplies, tokenize) -> None:
+        self.replies, self.tokenize = replies, tokenize
+        self.steps: Counter = Counter()
+        self.tokens: Counter = Counter()
+
+    async def generate(self, request, timeout):
+        prompt = "\n".join(m.text for m in request.messages)
+        title = (request.json_schema or {}).get("title")
+        text = self.replies(prompt, title)
+        usage = Usage(prompt_tokens=len(self.tokenize(prompt)), completion_tokens=len(self.tokenize(text)))
+        step = step_of(prompt, title)
+        self.steps[step] += 1
+        self.tokens[step] += usage.prompt_tokens + usage.completion_tokens
+        return Completion(text=text, usage=usage)
+
+
+def _index(path: Path | None) -> StickerIndex:
+    if path is not None:
+        return StickerIndex.load(path)
+    pack = Path("runs/default-pack")
+    if not (pack / "index").exists():
+        sys.exit("no sticker index: run `stickerconv demo` first (builds runs/default-pack), or pass --stickers")
+    return StickerIndex.load(pack)
+
+
+def _sessions(out: Path) -> int:
+    return sum(len((out / n).read_text().splitlines()) for n in (CONVERSATIONS, REJECTED) if (out / n).is_file())
+
+
+def bench_tokens(index: StickerIndex, n: int) -> dict:
+    from llama_cpp import Llama
+
+    from stickerconv.llm.backends.local import default_model_path
+
+    vocab = Llama(str(default_model_path()), vocab_only=True, verbose=False)
+
+    def tokenize(text: str) -> list[int]:
+        return vocab.tokenize(text.encode(), add_bos=False)
+
+    personas = load_personas(SHARED / "profiles" / "train_profile.jsonl")[:n]
+    replies = RealisticReplies()
+    print(f"== calls and tokens per session: {n} personas, {len(index)} stickers ==")
+    results = {}
+    for name in ("original", "lean"):
+        backend = CountingBackend(replies, tokenize)
+        with tempfile.TemporaryDirectory() as tmp:
+            factory = LLMFactory(LLMConfig(llm="local", cache="off"))
+            factory.register_backend("local", backend)
+            out = Path(tmp)
+            report = asyncio.run(
+                run_generation(personas, index, factory, out, concurrency=4, call_pattern=CALL_PATTERNS[name])
+            )
+            turns = stickers = 0
+            for line in (out / CONVERSATIONS).read_text().splitlines() if (out / CONVERSATIONS).is_file() else []:
+                conversation = json.loads(line)["conversation"]
+                turns += len(conversation)
+                stickers += sum(
+                    (t["user_sticker"] is not None) + (t["system_sticker"] is not None) for t in conversation
+                )
+        sessions = report.kept + report.rejected
+        results[name] = {
+            "calls": sum(backend.steps.values()) / sessions,
+            "tokens": sum(backend.tokens.values()) / sessions,
+            "steps": {k: v / sessions for k, v in backend.steps.items()},
+            "step_tokens": {k: v / sessions for k, v in backend.tokens.items()},
+            "kept": report.kept,
+            "turns_per_kept": turns / max(1, report.kept),
+            "stickers_per_kept": stickers / max(1, report.kept),
+        }
+    o, lean = results["original"], results["lean"]
+    print(f"{'step':<16}{'orig calls':>11}{'orig tok':>10}{'lean calls':>11}{'lean tok':>10}")
+    for step in sorted(set(o["steps"]) | set(lean["steps"]), key=lambda s: -o["step_tokens"].get(s, 0)):
+        print(
+            f"{step:<16}{o['steps'].get(step, 0):>11.1f}{o['step_tokens'].get(step, 0):>10.0f}"
+            f"{lean['steps'].get(step, 0):>11.1f}{lean['step_tokens'].get(step, 0):>10.0f}"
+        )
+    print(f"{'per session':<16}{o['calls']:>11.1f}{o['tokens']:>10.0f}{lean['calls']:>11.1f}{lean['tokens']:>10.0f}")
+    for name, r in results.items():
+        per_kept = f"{r['turns_per_kept']:.2f} turns and {r['stickers_per_kept']:.2f} stickers per kept session"
+        print(f"{name}: {r['kept']}/{n} kept, {per_kept}")
+    print(
+        f"lean / original: calls {lean['calls'] / o['calls']:.3f}, tokens {lean['tokens'] / o['tokens']:.3f} "
+        f"(target <= 0.333)"
+    )
+    return results
+
+
+def bench_embedded(index: StickerIndex, n: int) -> dict:
+    personas = load_personas(SHARED / "profiles" / "profile_sample.jsonl")
+    personas = (personas * (n // len(personas) + 1))[:n]
+    print(f"== embedded model: {n} sessions, lean pattern, {os.cpu_count()} CPU cores ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        factory = LLMFactory(LLMConfig(llm="local", cache="off"))
+        start = time.perf_counter()
+        report = asyncio.run(run_generation(personas, index, factory, Path(tmp), concurrency=1))
+        wall = time.perf_counter() - start
+        calls = sum(row.calls for row in factory.store.ledger())
+        tokens = sum(row.prompt_tokens + row.completion_tokens for row in factory.store.ledger())
+    sessions = report.kept + report.rejected
+    print(
+        f"{sessions} sessions in {wall:.0f} s: {3600 * sessions / wall:.1f} sessions/hour "
+        f"({report.kept} kept; {calls / sessions:.1f} calls and {tokens / sessions:.0f} tokens per session; "
+        f"{wall / calls:.2f} s per call)"
+    )
+    return {"sessions_per_hour": 3600 * sessions / wall, "kept": report.kept, "sessions": sessions}
+
+
+def bench_scaling(index: StickerIndex, levels: list[int], latency: float) -> dict:
+    from fake_openai_server import FakeOpenAIServer
+
+    replies = RealisticReplies()
+
+    def reply(body: dict) -> str:
+        prompt = "\n".join(m["content"] if isinstance(m["content"], str) else "" for m in body["messages"])
+        fmt = body.get("response_format") or {}
+        title = fmt.get("json_schema", {}).get("schema", {}).get("title") if fmt.get("type") == "json_schema" else None
+        return replies(prompt, title)
+
+    all_personas = load_personas(SHARED / "profiles" / "train_profile.jsonl")
+    print(f"== throughput against a local server with {latency * 1000:.0f} ms per call ==")
+    rates = {}
+    with FakeOpenAIServer(reply=reply, latency=latency) as server:
+        for c in levels:
+            n = max(8, 2 * c)
+            with tempfile.TemporaryDirectory() as tmp:
+                config = LLMConfig(llm="openai:fake-model", base_url=server.base_url, cache="off")
+                os.environ.setdefault("OPENAI_API_KEY", "bench")
+                factory = LLMFactory(config)
+                start = time.perf_counter()
+                asyncio.run(run_generation(all_personas[:n], index, factory, Path(tmp), concurrency=c))
+                wall = time.perf_counter() - start
+                done = _sessions(Path(tmp))
+            rates[c] = 60 * done / wall
+            print(
+                f"concurrency {c:>3}: {done} sessions in {wall:5.1f} s = {rates[c]:6.1f} sessions/min "
+                f"({rates[c] / rates[levels[0]]:.2f}x concurrency {levels[0]})"
+            )
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", default=["tokens", "embedded", "scaling"])
+    parser.add_argument("--stickers", type=Path, help="indexed sticker library (default runs/default-pack)")
+    parser.add_argument("--sessions", type=int, default=40, help="personas for the token count")
+    parser.add_argument("--embedded-sessions", type=int, default=3)
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    index = _index(args.stickers)
+    load = os.getloadavg()[0]
+    print(f"load average {load:.2f} on {os.cpu_count()} cores")
+    results = {}
+    if "tokens" in args.parts:
+        results["tokens"] = bench_tokens(index, args.sessions)
+    if "embedded" in args.parts:
+        results["embedded"] = bench_embedded(index, args.embedded_sessions)
+    if "scaling" in args.parts:
+        results["scaling"] = bench_scaling(index, [int(x) for x in args.levels.split(",")], args.latency)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

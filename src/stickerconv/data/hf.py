@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stickerconv.data.io import Progress
 from stickerconv.data.samples import Style, render_samples
 from stickerconv.schema import Conversation, Sticker
 
@@ -68,7 +67,6 @@ def export_hf(
     image_path: Callable[[Sticker], str],
     image_file: Callable[[Sticker], Path | None],
     require_images: bool = False,
-    on_progress: Progress = None,
 ) -> HfReport:
     """Build the dataset and ``save_to_disk(out)``; ``image_file`` finds a sticker's image or None.
 
@@ -98,8 +96,6 @@ def export_hf(
                 row[column] = {"bytes": payloads[found], "path": found.name} if found is not None else None
                 report.images += found is not None
             rows.append(row)
-        if on_progress is not None:
-            on_progress(session + 1, len(conversations))
     report.rows, report.sessions = len(rows), len(conversations)
     if require_images and report.unresolved:
         raise ValueError(f"{report.unresolved} sticker image(s) not found; nothing written to {out}")

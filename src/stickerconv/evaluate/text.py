@@ -115,51 +115,39 @@ class TextScorer:
 
         ``bootstrap`` is the number of resamples behind each 95% interval (0: none); ``seed`` fixes them.
         """
+        resampler = Bootstrap(bootstrap, seed)
+        return with_intervals(self.estimates(hypotheses, references, metrics), len(hypotheses), resampler)
+
+    def estimates(
+        self, hypotheses: Sequence[str], references: Sequence[str], metrics: Sequence[str] | None = None
+    ) -> list[Estimate]:
+        """The scores before their intervals, in registry order (``score`` = this + ``with_intervals``)."""
         _check_texts(hypotheses, references)
         names = resolve_metrics(metrics)
-        resampler = Bootstrap(bootstrap, seed)
         hyps, refs = [tokens.clean(t) for t in hypotheses], [tokens.clean(t) for t in references]
-        estimates = [e for e in self._estimates(set(names), hyps, refs) if e.name in names]
-        statistics = [e.statistic for e in estimates if e.statistic is not None]
-        bootstrapped = iter(resampler.intervals(len(hyps), statistics))
-        results = {}
-        for estimate in estimates:
-            if estimate.statistic is not None:
-                interval, interval_fields = next(bootstrapped), bootstrap_fields(bootstrap, seed)
-            elif bootstrap:
-                interval, interval_fields = estimate.interval, {"ci": estimate.interval_method}
-            else:
-                interval, interval_fields = None, {}
-            per_item = None if estimate.per_item is None else [float(v) for v in estimate.per_item]
-            results[estimate.name] = MetricResult(
-                name=estimate.name,
-                score=estimate.score,
-                n_items=len(hyps),
-                ci=interval,
-                per_item=per_item,
-                signature=estimate.fields | interval_fields | {"version": version_field(*estimate.libraries)},
-            )
-        return {name: results[name] for name in names}
+        by_name = {e.name: e for e in self._estimates(set(names), hyps, refs)}
+        return [by_name[name] for name in names]
 
     def _estimates(self, names: set[str], hyps: list[str], refs: list[str]) -> list[Estimate]:
         wanted = {group for group, members in GROUPS.items() if names & set(members)}
         out: list[Estimate] = []
-        treebank = None
-        if wanted & {"bleu", "meteor"}:
-            treebank = [tokens.treebank_words(t) for t in hyps], [tokens.treebank_words(t) for t in refs]
+        hyp_words: list[list[str]] = []
+        ref_words: list[list[str]] = []
+        if wanted & {"bleu", "meteor"}:  # Treebank tokenising is slow: once for both
+            hyp_words, ref_words = [tokens.treebank_words(t) for t in hyps], [tokens.treebank_words(t) for t in refs]
         for group in GROUPS:
             if group not in wanted:
                 continue
             started = time.perf_counter()
             if group == "bleu":
-                out += bleu.nltk_bleu(treebank[1], treebank[0], self.config.paper_bleu3)
+                out += bleu.nltk_bleu(ref_words, hyp_words, self.config.paper_bleu3)
             elif group == "sacrebleu":
                 out += bleu.sacrebleu_bleu(refs, hyps, self.config.sacrebleu_tokenize, self.config.sacrebleu_smooth)
             elif group == "rouge":
                 out += rouge(refs, hyps, [t for t in ROUGE_TYPES if t in names])
             elif group == "meteor":
-                self._meteor = self._meteor or Meteor(self.config.nltk_data)
-                out.append(self._meteor.estimate(treebank[1], treebank[0]))
+                self._meteor = self._meteor or Meteor(nltk_data=self.config.nltk_data)
+                out.append(self._meteor.estimate(ref_words, hyp_words))
             elif group == "cider":
                 out.append(_cider(refs, hyps))
             elif group == "bertscore":
@@ -169,6 +157,30 @@ class TextScorer:
                 out += _distinct(hyps)
             log.info("%s: %.2f s for %d samples", group, time.perf_counter() - started, len(hyps))
         return out
+
+
+def with_intervals(estimates: Sequence[Estimate], n_items: int, resampler: Bootstrap) -> dict[str, MetricResult]:
+    """Results with 95% intervals: the bootstrap's (one set of resamples for all) or the metric's own."""
+    statistics = [e.statistic for e in estimates if e.statistic is not None]
+    bootstrapped = iter(resampler.intervals(n_items, statistics))
+    results = {}
+    for estimate in estimates:
+        if estimate.statistic is not None:
+            interval, interval_fields = next(bootstrapped), bootstrap_fields(resampler.resamples, resampler.seed)
+        elif resampler.resamples:
+            interval, interval_fields = estimate.interval, {"ci": estimate.interval_method}
+        else:
+            interval, interval_fields = None, {}
+        per_item = None if estimate.per_item is None else [float(v) for v in estimate.per_item]
+        results[estimate.name] = MetricResult(
+            name=estimate.name,
+            score=estimate.score,
+            n_items=n_items,
+            ci=interval,
+            per_item=per_item,
+            signature=estimate.fields | interval_fields | {"version": version_field(*estimate.libraries)},
+        )
+    return results
 
 
 def _cider(refs: list[str], hyps: list[str]) -> Estimate:

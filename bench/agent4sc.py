@@ -31,6 +31,7 @@ from stickerconv.agent4sc.personas import load_personas  # noqa: E402
 from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, run_generation  # noqa: E402
 from stickerconv.llm import LLMConfig, LLMFactory  # noqa: E402
 from stickerconv.llm.backends import Backend  # noqa: E402
+from stickerconv.llm.policy import Limits  # noqa: E402
 from stickerconv.llm.types import Completion, Usage  # noqa: E402
 from stickerconv.stickers.index import StickerIndex  # noqa: E402
 
@@ -213,7 +214,8 @@ def bench_scaling(index: StickerIndex, levels: list[int], latency: float) -> dic
         for c in levels:
             n = max(8, 2 * c)
             with tempfile.TemporaryDirectory() as tmp:
-                config = LLMConfig(llm="openai:fake-model", base_url=server.base_url, cache="off")
+                limits = Limits(concurrency=c)  # as `generate --concurrency` sets it
+                config = LLMConfig(llm="openai:fake-model", base_url=server.base_url, cache="off", limits=limits)
                 os.environ.setdefault("OPENAI_API_KEY", "bench")
                 factory = LLMFactory(config)
                 start = time.perf_counter()

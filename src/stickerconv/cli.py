@@ -222,7 +222,9 @@ def _llm_config(
 
     cfg = LLMConfig.load(config) if config else LLMConfig()
     overrides = {"llm": llm, "store": store, "cache": cache, "base_url": base_url}
-    return LLMConfig.model_validate(cfg.model_dump() | {k: v for k, v in overrides.items() if v is not None})
+    return LLMConfig.model_validate(
+        cfg.model_dump(exclude_unset=True) | {k: v for k, v in overrides.items() if v is not None}
+    )
 
 
 def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None):
@@ -417,6 +419,8 @@ def generate(
     pattern = CALL_PATTERNS[call_pattern]
     index = StickerIndex.load(stickers)  # also checks the library before any shard starts
     llm_config = _llm_config(llm, config, out / "llm.sqlite", cache)
+    if "concurrency" not in llm_config.limits.model_fields_set:  # else the default of 4 calls would cap the sessions
+        llm_config.limits.concurrency = max(llm_config.limits.concurrency, concurrency)
     people = load_personas(personas)
     with progress_bar(f"simulating dialogues ({executor})") as update:
         if executor == "ray":

@@ -164,7 +164,11 @@ async def run_generation(
             if on_progress:
                 on_progress(finished, len(chosen))
 
-    await asyncio.gather(*(one(pos, pid, p) for pos, pid, p in todo))
+    try:
+        await asyncio.gather(*(one(pos, pid, p) for pos, pid, p in todo))
+    finally:
+        for backend in {id(m.backend): m.backend for m in models.values()}.values():
+            await backend.release_loop()
     report.wall_s = time.perf_counter() - start
     write_summary(out, report, [row.__dict__ for row in factory.store.ledger()])
     return report

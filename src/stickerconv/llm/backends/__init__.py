@@ -27,3 +27,7 @@ class Backend(ABC):
 
     async def aclose(self) -> None:
         """Release connections or model memory."""
+
+    async def release_loop(self) -> None:
+        """Drop what is bound to the running event loop (HTTP connections) before that loop ends; the
+        backend stays usable from a later loop. ``asyncio.run`` callers call it on the way out."""

@@ -134,6 +134,9 @@ class OpenAICompatBackend(Backend):
         return f"openai:{self.model} at {self.base_url}"
 
     async def aclose(self) -> None:
+        await self.release_loop()
+
+    async def release_loop(self) -> None:
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
             await self._client.close()
         self._client = None

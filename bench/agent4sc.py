@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -176,24 +177,64 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
     return results
 
 
-def bench_embedded(index: StickerIndex, n: int) -> dict:
+def _step_times(store_path: Path) -> dict[str, tuple[int, float, float]]:
+    """Per step: calls, median latency (s), median completion tokens, from the run's call ledger."""
+    import sqlite3
+
+    db = sqlite3.connect(store_path)
+    rows = db.execute(
+        "SELECT c.latency_s, c.completion_tokens, r.request FROM calls c JOIN responses r ON r.key = c.key "
+        "WHERE c.cached = 0 AND c.error IS NULL"
+    ).fetchall()
+    db.close()
+    by_step: dict[str, list[tuple[float, int]]] = {}
+    for latency, completion, request in rows:
+        request = json.loads(request)
+        prompt = "\n".join(
+            part["text"] if isinstance(part, dict) else str(part)
+            for m in request["messages"]
+            for part in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}])
+        )
+        step = step_of(prompt, (request.get("json_schema") or {}).get("title"))
+        by_step.setdefault(step, []).append((latency, completion))
+    return {
+        step: (len(v), statistics.median(x for x, _ in v), statistics.median(c for _, c in v))
+        for step, v in sorted(by_step.items(), key=lambda kv: -sum(x for x, _ in kv[1]))
+    }
+
+
+def bench_embedded(index: StickerIndex, n: int, patterns: list[str]) -> dict:
     personas = load_personas(SHARED / "profiles" / "profile_sample.jsonl")
     personas = (personas * (n // len(personas) + 1))[:n]
-    print(f"== embedded model: {n} sessions, lean pattern, {os.cpu_count()} CPU cores ==")
-    with tempfile.TemporaryDirectory() as tmp:
-        factory = LLMFactory(LLMConfig(llm="local", cache="off"))
-        start = time.perf_counter()
-        report = asyncio.run(run_generation(personas, index, factory, Path(tmp), concurrency=1))
-        wall = time.perf_counter() - start
-        calls = sum(row.calls for row in factory.store.ledger())
-        tokens = sum(row.prompt_tokens + row.completion_tokens for row in factory.store.ledger())
-    sessions = report.kept + report.rejected
-    print(
-        f"{sessions} sessions in {wall:.0f} s: {3600 * sessions / wall:.1f} sessions/hour "
-        f"({report.kept} kept; {calls / sessions:.1f} calls and {tokens / sessions:.0f} tokens per session; "
-        f"{wall / calls:.2f} s per call)"
-    )
-    return {"sessions_per_hour": 3600 * sessions / wall, "kept": report.kept, "sessions": sessions}
+    results = {}
+    for name in patterns:
+        print(f"== embedded model: {n} sessions, {name} pattern, {os.cpu_count()} CPU cores ==")
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Path(tmp) / "llm.sqlite"
+            factory = LLMFactory(LLMConfig(llm="local", cache="off", store=store))
+            start = time.perf_counter()
+            report = asyncio.run(
+                run_generation(
+                    personas, index, factory, Path(tmp) / "run", concurrency=1, call_pattern=CALL_PATTERNS[name]
+                )
+            )
+            wall = time.perf_counter() - start
+            ledger = factory.store.ledger()
+            steps = _step_times(store)
+        calls = sum(row.calls for row in ledger)
+        tokens = sum(row.prompt_tokens + row.completion_tokens for row in ledger)
+        sessions = report.kept + report.rejected
+        print(
+            f"{sessions} sessions in {wall:.0f} s: {3600 * sessions / wall:.1f} sessions/hour "
+            f"({report.kept} kept; {calls / sessions:.1f} calls and {tokens / sessions:.0f} tokens per session)"
+        )
+        for step, (count, latency, completion) in steps.items():
+            print(f"  {step:<16}{count:>5} calls  p50 {latency:5.2f} s  p50 {completion:4.0f} completion tokens")
+        results[name] = {"sessions_per_hour": 3600 * sessions / wall, "kept": report.kept, "sessions": sessions}
+    if len(results) == 2:
+        lean, original = results["lean"], results["original"]
+        print(f"lean / original sessions per hour: {lean['sessions_per_hour'] / original['sessions_per_hour']:.2f}x")
+    return results
 
 
 def bench_scaling(index: StickerIndex, levels: list[int], latency: float) -> dict:
@@ -236,6 +277,9 @@ def main() -> None:
     parser.add_argument("--stickers", type=Path, help="indexed sticker library (default runs/default-pack)")
     parser.add_argument("--sessions", type=int, default=40, help="personas for the token count")
     parser.add_argument("--embedded-sessions", type=int, default=3)
+    parser.add_argument(
+        "--embedded-patterns", default="lean,original", help="call patterns to time on the embedded model"
+    )
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--json-out", type=Path)
@@ -247,7 +291,7 @@ def main() -> None:
     if "tokens" in args.parts:
         results["tokens"] = bench_tokens(index, args.sessions)
     if "embedded" in args.parts:
-        results["embedded"] = bench_embedded(index, args.embedded_sessions)
+        results["embedded"] = bench_embedded(index, args.embedded_sessions, args.embedded_patterns.split(","))
     if "scaling" in args.parts:
         results["scaling"] = bench_scaling(index, [int(x) for x in args.levels.split(",")], args.latency)
     if args.json_out:

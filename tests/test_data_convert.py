@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data_fixtures import make_library, published_sessions, published_stickers, write_jsonl
 
 from stickerconv.data.convert import ImageLocator, convert
 from stickerconv.data.resolve import StickerResolver, sample_image_path
@@ -14,6 +13,8 @@ from stickerconv.data.samples import IMG, render_samples
 from stickerconv.data.validate import validate
 from stickerconv.schema import Conversation
 from stickerconv.stickers.library import StickerLibrary
+
+from test_data_fixtures import make_library, published_sessions, published_stickers, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 U1, S1 = "I failed my driving test again.", "I'm sorry, that must be so frustrating."

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data_fixtures import published_sessions, write_jsonl
 
 from stickerconv.data.hub import HubUnavailable, pull
+
+from test_data_fixtures import published_sessions, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

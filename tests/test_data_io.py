@@ -5,7 +5,6 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_data_fixtures import published_sessions, write_jsonl
 
 from stickerconv.data.io import (
     DataInputError,
@@ -15,6 +14,8 @@ from stickerconv.data.io import (
     write_conversations,
 )
 from stickerconv.jsonl import RecordError
+
+from test_data_fixtures import published_sessions, write_jsonl
 
 
 def test_published_jsonl_load_save_is_lossless(tmp_path):

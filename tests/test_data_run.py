@@ -3,9 +3,6 @@
 import asyncio
 import json
 
-from test_agent4sc_run import _factory, scripted_world
-from test_data_fixtures import profiles
-
 from stickerconv.agent4sc.runner import run_generation
 from stickerconv.data.convert import ImageLocator, convert
 from stickerconv.data.io import load_conversations
@@ -14,6 +11,9 @@ from stickerconv.data.stats import compute_stats
 from stickerconv.data.validate import validate
 from stickerconv.schema import Persona
 from stickerconv.stickers.library import StickerLibrary
+
+from test_agent4sc_run import _factory, scripted_world
+from test_data_fixtures import profiles
 
 
 def test_a_simulator_run_validates_resolves_describes_and_converts(tmp_path, small_pack, small_index):

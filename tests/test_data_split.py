@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data_fixtures import published_sessions, write_jsonl
 
 from stickerconv.data.io import load_conversations
 from stickerconv.data.split import SPLITS, assign, split_file
 
 from conftest import shared_data
+from test_data_fixtures import published_sessions, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

@@ -7,13 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from test_data_fixtures import LABELS, published_sessions, published_stickers, write_jsonl
-
 from stickerconv.data.plots import PLOTS, write_plots
 from stickerconv.data.report import render_report
 from stickerconv.data.stats import compute_stats, profile_emotions
 
 from conftest import shared_data
+from test_data_fixtures import LABELS, published_sessions, published_stickers, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

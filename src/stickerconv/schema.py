@@ -157,7 +157,7 @@ class Conversation(_Model):
             "user_persona": self.user_persona,
             "user_status": self.user_status,
         }
-        if self.meta:
+        if self.meta is not None:  # an empty meta survives a round trip too
             record["meta"] = self.meta
         return record
 

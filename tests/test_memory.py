@@ -116,3 +116,10 @@ def test_streams_with_their_own_models_or_the_original_pattern_rate_separately()
     originals = [MemoryStream(n, shared, HashEmbedder(), MemoryConfig.original()) for n in "BA"]
     asyncio.run(remember_turn([(originals[0], ["x", "y"]), (originals[1], ["x"])]))
     assert len(shared.backend.requests) == 3
+
+
+def test_a_rater_that_scores_everything_low_still_lets_reflection_fire():
+    stream = MemoryStream("B", _memory_llm(score=1), HashEmbedder())
+    assert _dialogue(stream) == [4]  # 8 memories by turn 4; their importance (0.8) alone would never reach 3.0
+    assert stream.since_reflection == 4 and stream.accumulated == pytest.approx(0.4)
+    assert _dialogue(MemoryStream("B", _memory_llm(score=1), HashEmbedder(), MemoryConfig(reflect_every=None))) == []

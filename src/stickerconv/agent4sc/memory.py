@@ -9,7 +9,9 @@ Why the defaults differ from the original: it scaled importance by 0.15/10 and r
 2.0, which needs 14 maximally important memories, while a 6-turn dialogue gives an agent about 9;
 reflection practically never fired (§9 item 10). Here importance is scored 1..10 and scaled to
 0.1..1.0, and reflection fires above 3.0: with typical scores of 4-7 that is after 5-7 memories,
-i.e. around turn 3 of 6. ``MemoryConfig.original()`` restores the original parameters.
+i.e. around turn 3 of 6. Because a weak rater may score everything low, reflection also fires after
+``reflect_every`` (8) new memories, around turn 4. ``MemoryConfig.original()`` restores the
+original parameters.
 
 Time is simulated: every write advances the clock one step, so recency (``decay ** steps since
 last access``) separates the start of a dialogue from its end, which wall-clock hours would not.
@@ -38,11 +40,14 @@ class MemoryConfig(BaseModel):
     k: int = Field(4, ge=1)  # memories retrieved per query
     max_insights: int = Field(3, ge=1)
     batch_importance: bool = True  # one rating call per turn's memories; False: one call per memory (original)
+    # Also reflect after this many new memories whatever their importance: a rater that scores
+    # everything low (the embedded 135M model gives 1-3) would otherwise never let reflection fire.
+    reflect_every: int | None = Field(8, ge=1)
 
     @classmethod
     def original(cls) -> MemoryConfig:
         """The authors' parameters, for faithful reproduction (reflection then rarely fires)."""
-        return cls(importance_scale=0.015, reflection_threshold=2.0, batch_importance=False)
+        return cls(importance_scale=0.015, reflection_threshold=2.0, batch_importance=False, reflect_every=None)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class MemoryStream:
     records: list[MemoryRecord] = field(default_factory=list)
     clock: int = 0
     accumulated: float = 0.0
+    since_reflection: int = 0  # observations stored since the last reflection
     reflections: int = 0
 
     async def add(self, texts: Sequence[str], scores: Sequence[int] | None = None) -> list[MemoryRecord]:
@@ -95,6 +101,7 @@ class MemoryStream:
             record = MemoryRecord(text, score * self.config.importance_scale, self.clock, self.clock, vector)
             self.records.append(record)
             self.accumulated += record.importance
+            self.since_reflection += 1
             added.append(record)
         return added
 
@@ -115,7 +122,10 @@ class MemoryStream:
 
     @property
     def should_reflect(self) -> bool:
-        return self.accumulated > self.config.reflection_threshold
+        every = self.config.reflect_every
+        return self.accumulated > self.config.reflection_threshold or (
+            every is not None and self.since_reflection >= every
+        )
 
     async def reflect(self) -> list[MemoryRecord]:
         """Ask for salient questions about recent memories, retrieve evidence, store the insights."""
@@ -153,6 +163,7 @@ class MemoryStream:
             self.records.append(record)
             added.append(record)
         self.accumulated = 0.0
+        self.since_reflection = 0
         self.reflections += 1
         return added
 

@@ -180,3 +180,14 @@ class Reply(_Model):
 
     text: str
     sticker: Sticker | None = None
+
+
+class DialogueContext(_Model):
+    """What a responder sees before it answers: the earlier turns, then the user's new message and
+    sticker. Persona and situation are known to simulators and test sets, never required."""
+
+    history: list[Turn] = []
+    user_message: str
+    user_sticker: Sticker | None = None
+    user_persona: str | None = None
+    user_status: str | None = None

@@ -1,0 +1,29 @@
+"""Baseline 1 (method reference §7): an LLM with an empathetic system prompt and no stickers."""
+
+from __future__ import annotations
+
+from stickerconv.agent4sc.agent import clean_utterance
+from stickerconv.llm import ChatModel, Settings, system
+from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
+from stickerconv.schema import DialogueContext, Reply
+
+# The paper's decoding for its text baselines: temperature 0.5, at most 200 new tokens.
+BASELINE_SETTINGS = Settings(temperature=0.5, max_tokens=200)
+
+
+class TextOnlyResponder(Responder):
+    name = "text"
+
+    def __init__(
+        self, model: ChatModel, system_prompt: str = EMPATHETIC_SYSTEM_PROMPT, settings: Settings | None = None
+    ):
+        self.model, self.system_prompt = model, system_prompt
+        self.settings = settings or BASELINE_SETTINGS
+
+    async def respond(self, context: DialogueContext) -> Reply:
+        messages = [system(self.system_prompt), *chat_messages(context, show_stickers=False)]
+        result = await self.model.complete(messages, settings=self.settings)
+        return Reply(text=clean_utterance(result.text) or result.text.strip())
+
+    def describe(self) -> dict[str, str]:
+        return {"responder": self.name, "model": f"{self.model.backend.name}:{self.model.model}"}

@@ -1,0 +1,63 @@
+"""Baseline 2 (method reference §7): an LLM that writes its reply and, when a sticker would help,
+a ``send_sticker`` call with a query; the sticker index resolves the query to its top-1 sticker.
+
+The paper fine-tuned its tool baselines on an unpublished call format; here the call is requested
+as structured output (``{"text", "tool", "query"}``) from any chat model, with the query written
+in the indexed-text form the index was built from.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from stickerconv.agent4sc.agent import clean_utterance
+from stickerconv.llm import ChatModel, Settings, system
+from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
+from stickerconv.responders.text_only import BASELINE_SETTINGS
+from stickerconv.schema import DialogueContext, Reply
+from stickerconv.stickers.index import StickerIndex
+
+TOOL_GUIDE = (
+    "You may add one sticker to your reply with the send_sticker tool when it makes the reply warmer or "
+    "clearer; most replies need none. Answer with your reply text, tool = send_sticker or none, and for "
+    "send_sticker a query describing the sticker, like: emotion: Happiness, emotion describe: The sticker "
+    "conveys warm encouragement and support."
+)
+
+
+class ToolAnswer(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+    tool: Literal["send_sticker", "none"]
+    query: str = Field("", max_length=600)
+
+
+class StickerToolResponder(Responder):
+    name = "tool"
+
+    def __init__(
+        self,
+        model: ChatModel,
+        index: StickerIndex,
+        system_prompt: str = EMPATHETIC_SYSTEM_PROMPT,
+        settings: Settings | None = None,
+    ):
+        self.model, self.index, self.system_prompt = model, index, system_prompt
+        self.settings = settings or BASELINE_SETTINGS
+
+    async def respond(self, context: DialogueContext) -> Reply:
+        messages = [system(f"{self.system_prompt}\n{TOOL_GUIDE}"), *chat_messages(context, show_stickers=True)]
+        answer: ToolAnswer = (await self.model.complete(messages, ToolAnswer, settings=self.settings)).parsed
+        text = clean_utterance(answer.text) or answer.text.strip()
+        if answer.tool != "send_sticker" or len(answer.query.strip()) < 3:
+            return Reply(text=text)
+        hits = self.index.search(answer.query, k=1)
+        return Reply(text=text, sticker=hits[0].sticker if hits else None)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "responder": self.name,
+            "model": f"{self.model.backend.name}:{self.model.model}",
+            "index": f"{self.index.embedder.name}, {len(self.index)} stickers",
+        }

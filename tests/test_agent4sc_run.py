@@ -2,6 +2,7 @@ import asyncio
 import hashlib
 import json
 from collections import Counter
+from dataclasses import asdict
 
 from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.agent4sc.manager import ManagerConfig
@@ -70,7 +71,7 @@ def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, smal
     lines = (out / CONVERSATIONS).read_text().splitlines()
     meta = json.loads(lines[0])["meta"]
     assert meta["persona_label"] == "Sadness" and meta["prompts"].startswith("sha256:")
-    assert meta["call_pattern"] == {"fuse_plan": True, "batch_importance": True, "compact_prompts": True}
+    assert meta["call_pattern"] == asdict(CallPattern())
     for line in lines:
         conv = Conversation.model_validate_json(line)
         assert len(conv.conversation) in range(1, 7)
@@ -214,3 +215,16 @@ def test_an_unparsable_drafted_message_falls_back_to_a_plain_utterance(tmp_path,
     assert report.kept == 1
     titles = _titles(backend)
     assert titles["DraftedMessage"] > 0 and titles["IntentAnswer"] > 0 and titles["utterance"] > 0
+
+
+def test_lean_pattern_skips_memory_work_after_the_last_turn(tmp_path, small_index):
+    lean, original = scripted_world(closure="FINI"), scripted_world(closure="FINI")
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "l", lean), tmp_path / "lean"))
+    pattern = CallPattern.original()
+    asyncio.run(
+        run_generation(
+            PERSONAS[:1], small_index, _factory(tmp_path / "o", original), tmp_path / "o", call_pattern=pattern
+        )
+    )
+    assert _titles(lean)["_Scores"] == 3  # one rating per turn for turns 1-3; turn 4 ended the dialogue
+    assert _titles(original)["_Scores"] >= 4 * 4  # two memories per agent per turn, each rated, turn 4 included

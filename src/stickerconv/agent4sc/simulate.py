@@ -80,6 +80,33 @@ async def _sticker(
     return sticker, record
 
 
+async def _update_memories(
+    user_agent: Agent,
+    system_agent: Agent,
+    t: int,
+    u: str,
+    s: str,
+    u_stk: Sticker | None,
+    s_stk: Sticker | None,
+    decisions: list[dict],
+) -> None:
+    """What both agents remember of turn t, then reflection when due and the even-turn self-summary."""
+    entries = []
+    for agent, own, other, sticker in ((user_agent, u, s, u_stk), (system_agent, s, u, s_stk)):
+        name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
+        notes = [f"{name} said: {own}", f"{other_name} said: {other}"]
+        if sticker is not None:
+            notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
+        entries.append((agent.memory, notes))
+    await remember_turn(entries)
+    for agent in (user_agent, system_agent):
+        if agent.memory.should_reflect:
+            await agent.memory.reflect()
+            decisions.append({"event": "reflection", "speaker": agent.profile.name, "turn": t})
+        if t % 2 == 0:
+            await agent.refresh_summary()
+
+
 async def simulate(
     user_agent: Agent, system_agent: Agent, manager: Manager, *, persona: str, status: str, seed: int = 0
 ) -> DialogueResult:
@@ -133,28 +160,16 @@ async def simulate(
         await dialogue.add(f"B: {u}", f"A: {s}")
         if dialogue.folds > folds:
             decisions.append({"event": "summary_fold", "turn": t, "summary": dialogue.summary})
-        entries = []
-        for agent, own, other, sticker in ((user_agent, u, s, u_stk), (system_agent, s, u, s_stk)):
-            name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
-            notes = [f"{name} said: {own}", f"{other_name} said: {other}"]
-            if sticker is not None:
-                notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
-            entries.append((agent.memory, notes))
-        await remember_turn(entries)
-        for agent in (user_agent, system_agent):
-            if agent.memory.should_reflect:
-                await agent.memory.reflect()
-                decisions.append({"event": "reflection", "speaker": agent.profile.name, "turn": t})
-            if t % 2 == 0:
-                await agent.refresh_summary()
-        if t >= max_turns:
-            break
-        if closure_due(t, manager.config):
+        ending = t >= max_turns
+        if not ending and closure_due(t, manager.config):
             verdict = await manager.closure(dialogue.render())
             decisions.append({"event": "closure", "turn": t, "decision": verdict})
             if verdict == "FINI":
-                end = "closure"
-                break
+                end, ending = "closure", True
+        if not (ending and user_agent.pattern.skip_final_memory):
+            await _update_memories(user_agent, system_agent, t, u, s, u_stk, s_stk, decisions)
+        if ending:
+            break
         prev_u, prev_s = u_stk, s_stk
     meta = {"end_reason": end, "seed": seed, "decisions": decisions, "plans": plans}
     if not turns:

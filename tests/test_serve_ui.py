@@ -1,0 +1,118 @@
+"""The web chat page in headless Chromium (Selenium + the system chromedriver): type a message, pick a
+sticker from the library search, send, and see the reply's sticker; then upload an image. Needs the
+Debian packages ``chromium`` and ``chromium-driver``; without them the test fails and says so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stickerconv.llm import LLMConfig, LLMFactory
+from stickerconv.responders import build_responder
+from stickerconv.serve import ServerThread, ServeSettings, create_app
+
+from llm_fakes import ScriptedBackend
+
+KEY = "ui-key"
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMEDRIVER = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+INSTALL_HINT = "the browser test needs headless Chromium: apt-get install chromium chromium-driver"
+
+
+def _first(paths: tuple[str, ...], name: str) -> str:
+    found = next((p for p in paths if Path(p).is_file()), None) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found ({', '.join(paths)}); {INSTALL_HINT}")
+    return found
+
+
+@pytest.fixture
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("the browser test needs Selenium: pip install 'selenium>=4.20'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = _first(CHROMIUM, "chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1000,800"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=_first(CHROMEDRIVER, "chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+def tool_answer(request) -> str:
+    return json.dumps(
+        {
+            "text": "That sounds so frustrating, I'm here.",
+            "tool": "send_sticker",
+            "query": "emotion: Sadness, sad tears",
+        }
+    )
+
+
+def test_chat_page_with_stickers(browser, small_index, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    backend = ScriptedBackend(default=tool_answer)
+    factory = LLMFactory(LLMConfig(llm="local", cache="off"))
+    factory.register_backend("local", backend)
+    app = create_app(build_responder("tool", factory, small_index), small_index, ServeSettings(api_key=KEY))
+    wait = WebDriverWait(browser, 20)
+    with ServerThread(app) as server:
+        browser.get(server.url + "/")
+        browser.execute_script("localStorage.setItem('stickerconv-api-key', arguments[0])", KEY)
+        browser.refresh()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "model"), "stickerconv-tool"))
+
+        browser.find_element(By.ID, "message").send_keys("I failed my exam again")
+        browser.find_element(By.ID, "sticker-button").click()
+        browser.find_element(By.ID, "sticker-search").send_keys("crying")
+        wait.until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, ".picker-item")
+                and "cry" in d.find_element(By.CSS_SELECTOR, ".picker-item").get_attribute("title")
+            )
+        )
+        picked = browser.find_element(By.CSS_SELECTOR, ".picker-item")
+        picked_id = picked.get_attribute("data-sticker-id")
+        picked.click()
+        assert browser.find_element(By.ID, "attachment").is_displayed()
+        browser.find_element(By.ID, "send").click()
+
+        reply = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".msg.assistant img.sticker")))
+        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", reply))
+        user_sticker = browser.find_element(By.CSS_SELECTOR, ".msg.user img.sticker")
+        assert user_sticker.get_attribute("src").endswith(f"/stickers/{picked_id}")
+        assert browser.execute_script("return arguments[0].naturalWidth", user_sticker) > 0
+        assert "frustrating" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant p").text
+        # the responder saw the picked sticker with the typed text
+        picked_sticker = small_index.library.by_id()[picked_id]
+        assert picked_sticker.description in backend.requests[-1].messages[-1].text
+        assert "I failed my exam again" in backend.requests[-1].messages[-1].text
+
+        # an uploaded image goes as a data URI; the history (with the reply's sticker call) goes back
+        browser.find_element(By.ID, "upload").send_keys(str(small_index.library.image_path(small_index.stickers[0])))
+        wait.until(lambda d: d.find_element(By.ID, "attachment").is_displayed())
+        browser.find_element(By.ID, "message").send_keys("and this one")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant img.sticker")) == 2)
+        seen = backend.requests[-1].messages
+        assert [m.role for m in seen[1:]] == ["user", "assistant", "user"]
+        assert small_index.stickers[0].description in seen[-1].text  # the upload matched its library image
+        assert "[sends a sticker" in seen[2].text  # the reply's sticker came back in the history
+        assert browser.find_element(By.ID, "status").text == ""
+
+        shot = tmp_path / "ui-screenshot.png"
+        assert browser.save_screenshot(str(shot))
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copyfile(shot, artifacts / "ui-screenshot.png")
+    print(f"\nweb chat screenshot: {shot} (copied to {artifacts / 'ui-screenshot.png'})")

@@ -1,0 +1,290 @@
+"""Multimodal metrics of responses with stickers (method reference §6.6), from per-turn samples.
+
+A system's reply is a text and at most one sticker; so is the gold reply. The paper scores the pair
+with CLIP: ``sim(a, b) = 100 · cos(a, b)`` of projected, L2-normalised embeddings, no clipping.
+For hypothesis H = (t̂, v̂?) and reference R = (t, v?), ``tt = sim(t̂, t)``, ``vv = sim(v̂, v)``
+when both stickers exist (else 0) and ``S = tt + vv``:
+
+* **MM-Relevance** (MMDialog's, elements paired by modality): per sample ``P = S / |H|``,
+  ``R = S / |R|`` (|X| = 2 with a sticker, else 1) and ``F = 2PR / (P + R)`` (0 when S = 0), each
+  averaged over samples. Hence: both stickers P = R = F = S/2; neither, all equal tt; exactly one,
+  F = 2·tt/3. F is what the paper calls **f-MMr** (§6.6 decision).
+* **Optimised MM-Relevance**: ``(tt + vv + sim(t̂, v) + sim(v̂, t)) / k``, k = 4 with both stickers,
+  2 with one, 1 with none; missing terms are 0.
+* **CLIP score** ``sim(v̂, t̂)``, averaged only over samples whose prediction has a sticker (§9
+  item 41, reproduced); ``clip_score_gt`` is the same for the gold pairs. Neither is reported when
+  no sample has the sticker it needs (a text-only system has no CLIP score).
+* **Sticker frequency**: the share of samples with a predicted sticker, and the gold share.
+
+Encoders come from :mod:`stickerconv.evaluate.encoders`; with the offline proxy every metric name
+ends in ``_proxy`` and its signature says what the proxy is. Intervals are the shared percentile
+bootstrap (:mod:`stickerconv.evaluate.bootstrap`) over the samples each metric averages.
+
+Samples are the §4.4 dicts with predictions: ``pred_text_response`` (the misspelled
+``pred_text_reponse`` is read too), ``pred_image`` (0 or 1 path) and optionally
+``pred_image_metadata``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stickerconv.evaluate.bootstrap import Bootstrap, mean_statistic
+from stickerconv.evaluate.encoders import PROXY_SUFFIX, ImageTextEncoder, StickerImage
+from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
+from stickerconv.evaluate.tokens import clean
+
+log = logging.getLogger(__name__)
+
+PRED_TEXT_KEYS = ("pred_text_response", "pred_text_reponse")  # the correct key first (§9 item 22)
+SIM_SCALE = 100.0  # sim = 100 · cos (§6.6)
+
+
+class SampleRecordError(ValueError):
+    """A sample record that lacks or mangles a field the metrics need, located by sample index."""
+
+    def __init__(self, index: int, key: str, message: str):
+        self.index, self.key = index, key
+        super().__init__(f"sample {index}: field '{key}': {message}")
+
+
+# ---------------------------------------------------------------------------------------- records
+def read_samples(path: Path | str) -> list[dict[str, Any]]:
+    """Sample records from a JSON array (the §4.4 file form) or a JSON Lines file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+    else:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: sample {bad} is a {type(records[bad]).__name__}, not a JSON object")
+    return records
+
+
+def pred_text(record: Mapping[str, Any], index: int) -> str:
+    """The predicted system text, under the correct key or the original misspelled one."""
+    for key in PRED_TEXT_KEYS:
+        value = record.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise SampleRecordError(index, key, f"expected a string, got {type(value).__name__}")
+            return value
+    raise SampleRecordError(index, PRED_TEXT_KEYS[0], "missing; add the system's predicted reply to every sample")
+
+
+def _sticker(record: Mapping[str, Any], index: int, key: str, metadata_key: str) -> StickerImage | None:
+    paths = record.get(key) or []
+    if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
+        raise SampleRecordError(index, key, "expected a list of image paths")
+    if len(paths) > 1:
+        raise SampleRecordError(index, key, f"{len(paths)} images; a reply has at most one sticker")
+    if not paths:
+        return None
+    metadata = record.get(metadata_key) or {}
+    if not isinstance(metadata, Mapping):
+        raise SampleRecordError(index, metadata_key, "expected a sticker dict or null")
+    return StickerImage(paths[0], str(metadata.get("description") or ""), str(metadata.get("emotion") or ""))
+
+
+def pred_sticker(record: Mapping[str, Any], index: int) -> StickerImage | None:
+    """The predicted sticker (``pred_image`` with ``pred_image_metadata``), or None."""
+    return _sticker(record, index, "pred_image", "pred_image_metadata")
+
+
+def gold_sticker(record: Mapping[str, Any], index: int) -> StickerImage | None:
+    """The gold system sticker (``response_image`` with ``response_image_metadata``), or None."""
+    return _sticker(record, index, "response_image", "response_image_metadata")
+
+
+def gold_text(record: Mapping[str, Any], index: int) -> str:
+    value = record.get("response_text")
+    if not isinstance(value, str):
+        raise SampleRecordError(index, "response_text", "missing or not a string")
+    return value
+
+
+# ---------------------------------------------------------------------------------------- terms
+@dataclass(frozen=True)
+class MultimodalTerms:
+    """The per-sample similarities behind every metric, each ``(N,)``; a term whose sticker is
+    missing is 0 (a missing sticker is encoded as the zero vector)."""
+
+    tt: np.ndarray  # sim(t̂, t)
+    vv: np.ndarray  # sim(v̂, v)
+    pred_text_gold_image: np.ndarray  # sim(t̂, v)
+    pred_image_gold_text: np.ndarray  # sim(v̂, t)
+    clip: np.ndarray  # sim(v̂, t̂)
+    clip_gt: np.ndarray  # sim(v, t)
+    has_pred: np.ndarray  # bool: the prediction has a sticker
+    has_gold: np.ndarray  # bool: the gold reply has a sticker
+
+
+def _image_vectors(
+    encoder: ImageTextEncoder,
+    stickers: Sequence[StickerImage | None],
+    cache: dict[StickerImage, np.ndarray],
+    dim: int,
+) -> np.ndarray:
+    """``(N, D)`` image vectors, zero rows where there is no sticker; each distinct image encoded once."""
+    new = list(dict.fromkeys(s for s in stickers if s is not None and s not in cache))
+    if new:
+        cache.update(zip(new, encoder.encode_images(new), strict=True))
+    out = np.zeros((len(stickers), dim), dtype=np.float32)
+    for row, sticker in enumerate(stickers):
+        if sticker is not None:
+            out[row] = cache[sticker]
+    return out
+
+
+def compute_terms(records: Sequence[Mapping[str, Any]], encoder: ImageTextEncoder) -> MultimodalTerms:
+    """Encode every sample's texts and stickers once and take the §6.6 similarities."""
+    if not records:
+        raise ValueError("nothing to score: no samples")
+    hyp_texts = [clean(pred_text(r, i)) for i, r in enumerate(records)]
+    ref_texts = [clean(gold_text(r, i)) for i, r in enumerate(records)]
+    hyp_stickers = [pred_sticker(r, i) for i, r in enumerate(records)]
+    ref_stickers = [gold_sticker(r, i) for i, r in enumerate(records)]
+    unique = list(dict.fromkeys(hyp_texts + ref_texts))
+    by_text = dict(zip(unique, encoder.encode_texts(unique), strict=True))
+    hyp_t = np.stack([by_text[t] for t in hyp_texts])  # (N, D)
+    ref_t = np.stack([by_text[t] for t in ref_texts])  # (N, D)
+    cache: dict[StickerImage, np.ndarray] = {}
+    hyp_v = _image_vectors(encoder, hyp_stickers, cache, hyp_t.shape[1])  # (N, D)
+    ref_v = _image_vectors(encoder, ref_stickers, cache, hyp_t.shape[1])  # (N, D)
+
+    def sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return SIM_SCALE * np.einsum("nd,nd->n", a, b).astype(np.float64)  # (N,)
+
+    return MultimodalTerms(
+        tt=sim(hyp_t, ref_t),
+        vv=sim(hyp_v, ref_v),
+        pred_text_gold_image=sim(hyp_t, ref_v),
+        pred_image_gold_text=sim(hyp_v, ref_t),
+        clip=sim(hyp_v, hyp_t),
+        clip_gt=sim(ref_v, ref_t),
+        has_pred=np.array([s is not None for s in hyp_stickers]),
+        has_gold=np.array([s is not None for s in ref_stickers]),
+    )
+
+
+def mm_relevance(terms: MultimodalTerms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample MM-Relevance P, R and F (each ``(N,)``), elements paired by modality."""
+    total = terms.tt + terms.vv  # S
+    hyp_size = 1.0 + terms.has_pred  # |H|
+    ref_size = 1.0 + terms.has_gold  # |R|
+    precision, recall = total / hyp_size, total / ref_size
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(total), where=denominator != 0)
+    return precision, recall, f1
+
+
+def optimised_mm_relevance(terms: MultimodalTerms) -> np.ndarray:
+    """Per-sample ``(tt + vv + sim(t̂, v) + sim(v̂, t)) / k``, k = 4 / 2 / 1 for two / one / no stickers."""
+    k = np.where(terms.has_pred & terms.has_gold, 4.0, np.where(terms.has_pred | terms.has_gold, 2.0, 1.0))
+    return (terms.tt + terms.vv + terms.pred_text_gold_image + terms.pred_image_gold_text) / k
+
+
+# ---------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class MultimodalConfig:
+    """Conventions that change the numbers; each shows in the signatures."""
+
+    original_clip_filter: bool = False  # CLIP scores: also drop values <= 0, as the original script did
+
+
+@dataclass(frozen=True)
+class _Metric:
+    name: str
+    values: np.ndarray  # (N,) per-sample values
+    mask: np.ndarray  # (N,) bool: the samples the mean runs over
+    fields: dict[str, str]
+
+
+def _results(metrics: Sequence[_Metric], resampler: Bootstrap, libraries: tuple[str, ...]) -> dict[str, MetricResult]:
+    """Means over each metric's samples with bootstrap intervals that resample those samples.
+
+    Metrics over all samples share one set of resamples (paired, as the text metrics); a CLIP score
+    resamples the samples it averages over, so no resample is left without a sticker.
+    """
+    extra = bootstrap_fields(resampler.resamples, resampler.seed) | {"version": version_field(*libraries)}
+    out = {}
+    for m in metrics:
+        scored = m.values[m.mask]  # (n_scored,)
+        (interval,) = resampler.intervals(len(scored), [mean_statistic(scored)])
+        out[m.name] = MetricResult(
+            name=m.name,
+            score=float(scored.mean()),
+            n_items=len(scored),
+            ci=interval,
+            per_item=[float(v) if keep else None for v, keep in zip(m.values, m.mask, strict=True)],
+            signature=m.fields | extra,
+        )
+    return out
+
+
+def sticker_frequency(
+    records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, seed: int = 0
+) -> dict[str, MetricResult]:
+    """The share of samples whose predicted (``sticker_frequency``) and gold (``_gt``) reply has a sticker."""
+    if not records:
+        raise ValueError("nothing to score: no samples")
+    pred = np.array([pred_sticker(r, i) is not None for i, r in enumerate(records)], dtype=np.float64)
+    gold = np.array([gold_sticker(r, i) is not None for i, r in enumerate(records)], dtype=np.float64)
+    every = np.ones(len(records), dtype=bool)
+    fields = {"of": "samples", "stat": "share-with-sticker", "samples": str(len(records))}
+    metrics = [
+        _Metric("sticker_frequency", pred, every, fields | {"side": "pred"}),
+        _Metric("sticker_frequency_gt", gold, every, fields | {"side": "gold"}),
+    ]
+    return _results(metrics, Bootstrap(bootstrap, seed), ())
+
+
+def score_multimodal(
+    records: Sequence[Mapping[str, Any]],
+    encoder: ImageTextEncoder,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    config: MultimodalConfig | None = None,
+) -> dict[str, MetricResult]:
+    """Every §6.6 metric of the samples' predictions, plus the sticker frequencies.
+
+    Names carry ``_proxy`` when ``encoder`` is a proxy. ``clip_score`` / ``clip_score_gt`` are left
+    out when no sample has a predicted / gold sticker. ``bootstrap`` resamples (0: no intervals)
+    with ``seed`` give the 95% intervals.
+    """
+    config = config or MultimodalConfig()
+    terms = compute_terms(records, encoder)
+    n = len(records)
+    every = np.ones(n, dtype=bool)
+    suffix = PROXY_SUFFIX if encoder.proxy else ""
+    base = encoder.signature_fields() | {"sim": "100cos", "clip": "none", "text": "img-stripped", "samples": str(n)}
+    precision, recall, f1 = mm_relevance(terms)
+    pair = {"pair": "by-modality", "stat": "mean"}
+    metrics = [
+        _Metric("mm_relevance_p", precision, every, base | pair),
+        _Metric("mm_relevance_r", recall, every, base | pair),
+        _Metric("mm_relevance_f", f1, every, base | pair | {"alias": "f-MMr"}),
+        _Metric("mm_relevance_opt", optimised_mm_relevance(terms), every, base | {"pair": "all", "stat": "mean"}),
+    ]
+    kept = "has-sticker,>0" if config.original_clip_filter else "has-sticker"
+    for name, values, has, side in (
+        ("clip_score", terms.clip, terms.has_pred, "pred"),
+        ("clip_score_gt", terms.clip_gt, terms.has_gold, "gold"),
+    ):
+        mask = has & (values > 0) if config.original_clip_filter else has
+        if not mask.any():
+            log.info("%s left out: no sample has a %s sticker to score", name + suffix, side)
+            continue
+        metrics.append(_Metric(name, values, mask, base | {"pair": f"{side}-image-text", "stat": "mean", "of": kept}))
+    metrics = [_Metric(m.name + suffix, m.values, m.mask, m.fields) for m in metrics]
+    scores = _results(metrics, Bootstrap(bootstrap, seed), encoder.libraries)
+    return scores | sticker_frequency(records, bootstrap, seed)

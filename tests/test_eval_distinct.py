@@ -41,7 +41,9 @@ def test_empty_responses_are_skipped_by_the_intra_form() -> None:
     statistic, per_item = intra_statistic([[], ["x", "y"], ["x", "x"]], 1)
     assert np.isnan(per_item[0]) and list(per_item[1:]) == [1.0, 0.5]
     assert point(statistic, 3) == pytest.approx(0.75)
-    assert _dist(["", "x y", "x x"])["dist1_corpus"] == pytest.approx(2 / 4)
+    result = score_texts(["", "x y", "x x"], ["-"] * 3, ["dist1_intra", "dist1_corpus"], bootstrap=0)
+    assert result["dist1_intra"].per_item == [None, 1.0, 0.5]  # JSON-safe: no NaN
+    assert result["dist1_corpus"].score == pytest.approx(2 / 4)
 
 
 def _persona_corpus(pool: list[str], size: int, rng: random.Random) -> list[list[str]]:

@@ -202,6 +202,8 @@ def test_signatures_name_how_each_number_was_computed(results) -> None:
     assert results["cider"].signature["variant"] == "cider-d(coco-caption)"
     assert results["dist2_corpus"].signature["ci"] == "jackknife"
     assert results["dist2_intra"].signature["form"] == "mean-per-response"
+    for result in results.values():
+        assert type(result).model_validate_json(result.model_dump_json()) == result
     dumped = results["bleu4"].model_dump(mode="json")
     assert dumped["signature_text"] == bleu4 and dumped["ci"] == list(results["bleu4"].ci)
     assert str(results["bleu4"]).startswith("bleu4 = ")

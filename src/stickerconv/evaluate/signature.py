@@ -23,7 +23,7 @@ class MetricResult(BaseModel):
     score: float
     n_items: int  # the samples scored
     ci: tuple[float, float] | None = None  # 95% percentile bootstrap interval over resampled items
-    per_item: list[float] | None = None  # for metrics that are means of per-sample scores
+    per_item: list[float | None] | None = None  # for means of per-sample scores; None: a skipped sample
     signature: dict[str, str]  # ordered fields; see signature_text
 
     @computed_field  # type: ignore[prop-decorator]

@@ -10,6 +10,7 @@ parts (WordNet, the BERTScore model) for repeated calls; ``score_texts`` is the 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -171,7 +172,9 @@ def with_intervals(estimates: Sequence[Estimate], n_items: int, resampler: Boots
             interval, interval_fields = estimate.interval, {"ci": estimate.interval_method}
         else:
             interval, interval_fields = None, {}
-        per_item = None if estimate.per_item is None else [float(v) for v in estimate.per_item]
+        per_item = None
+        if estimate.per_item is not None:  # NaN marks a skipped sample; JSON has no NaN
+            per_item = [None if math.isnan(v) else float(v) for v in estimate.per_item]
         results[estimate.name] = MetricResult(
             name=estimate.name,
             score=estimate.score,

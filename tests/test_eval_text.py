@@ -162,6 +162,21 @@ def test_meteor_reproduces_nltk_documented_value(scorer) -> None:
     hyp = "It is a guide to action which ensures that the military always obeys the commands of the party"
     ref = "It is a guide to action that ensures that the military will forever heed Party commands"
     assert round(scorer.score([hyp], [ref], ["meteor"], bootstrap=0)["meteor"].score, 4) == 0.6944
+    # the pair behind offline-assets.md's "a test pair scored 0.8067"
+    assert (
+        round(scorer.score(["the cat sat on the mat"], ["the cat is on the mat"], ["meteor"])["meteor"].score, 4)
+        == 0.8067
+    )
+
+
+def test_meteor_matches_synonyms_through_wordnet(scorer) -> None:
+    from stickerconv.evaluate.pairwise import Meteor
+
+    hyp, ref = "the quick brown fox jumps over the lazy dog", "the fast brown fox leaps over the lazy dog"
+    with_wordnet = scorer.score([hyp], [ref], ["meteor"], bootstrap=0)["meteor"].score
+    no_synonyms = type("NoSynonyms", (), {"synsets": staticmethod(lambda word: [])})()
+    without = Meteor(wordnet=no_synonyms).scores([treebank_words(ref)], [treebank_words(hyp)])[0]
+    assert with_wordnet > 0.99 and without < 0.9  # quick~fast and jumps~leaps only match as WordNet synonyms
 
 
 def test_every_interval_contains_its_point_and_is_deterministic(scorer, results, pairs) -> None:

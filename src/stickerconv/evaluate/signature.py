@@ -22,7 +22,7 @@ class MetricResult(BaseModel):
     name: str
     score: float
     n_items: int  # the samples scored
-    ci: tuple[float, float] | None = None  # 95% percentile bootstrap interval over resampled items
+    ci: tuple[float, float] | None = None  # 95% interval: bootstrap over items, or the signature's "ci" method
     per_item: list[float | None] | None = None  # for means of per-sample scores; None: a skipped sample
     signature: dict[str, str]  # ordered fields; see signature_text
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from stickerconv.cli_common import UserError, console, err, progress_bar
 from stickerconv.cli_data import data_app
 from stickerconv.cli_eval import eval_app
+from stickerconv.cli_serve import serve as serve_command
 from stickerconv.schema import EMOTION_LABELS
 from stickerconv.stickers.embed import DEFAULT_EMBEDDER
 from stickerconv.stickers.emoji_pack import DEFAULT_STYLES
@@ -38,6 +39,7 @@ personas_app = typer.Typer(help="Check and generate user personas.", no_args_is_
 app.add_typer(personas_app, name="personas")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+app.command("serve")(serve_command)
 
 DEFAULT_LIBRARY = Path("runs/default-pack")
 DEMO_QUERIES = (

@@ -140,11 +140,25 @@ def test_wrong_types_and_shapes_are_400(client, body):
     assert_error(client.post("/v1/chat/completions", json=body, headers=AUTH), 400)
 
 
-def test_the_error_names_the_field(client):
-    error = assert_error(
-        client.post("/v1/chat/completions", json=chat({"role": "user", "content": 5}), headers=AUTH), 400
-    )
-    assert error["param"].startswith("messages[0]") and error["type"] == "invalid_request_error"
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (chat({"role": "user", "content": 5}), "messages[0].content"),
+        (
+            chat({"role": "user", "content": [{"type": "image_url", "image_url": {}}]}),
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            chat(HELLO, {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "x"}}]}, HELLO),
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+        ({**chat(HELLO), "n": 2}, "n"),
+    ],
+)
+def test_the_error_names_the_field(client, body, param):
+    error = assert_error(client.post("/v1/chat/completions", json=body, headers=AUTH), 400)
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"{param}: ")
 
 
 def test_unknown_model_is_404(client):

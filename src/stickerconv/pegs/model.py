@@ -1,0 +1,409 @@
+"""PegsModel: an LLM that perceives stickers, says when to send one, and emits its embedding.
+
+Why this shape (method reference §5): input stickers enter the LLM as ``<Img>`` + K projected
+vision vectors + ``</Img>``; output stickers are a block of new ``[IMG1..N]`` tokens whose
+final-layer states feed a retrieval head (first retrieval token -> 256-d) and a GILL-style mapper
+(generation tokens -> SD prompt embeddings). Emitting ``[IMG1]`` *is* the decision to send.
+
+Decisions kept here (§9): new token rows are mean-initialised and the gradient mask covers
+``<Img>``, ``</Img>`` and every ``[IMG]`` row (item 28); with LoRA the mask applies to peft's
+``modules_to_save`` copies; inference always completes the ``[IMG]`` block once ``[IMG1]`` is
+chosen and then runs one explicit forward pass over prompt + generated tokens to gather the block's
+states at absolute positions (items 29-31).
+
+A checkpoint is ``pegs_config.json`` + ``pegs_state.json`` + ``tokenizer/`` + ``weights.safetensors``
+holding only what the config's sources cannot rebuild: PEGS's own heads, the new token rows, LoRA
+weights, and in full any randomly initialised backbone or offline CNN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
+from stickerconv.pegs.heads import GenMapper, RetrievalHeads, info_nce
+from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
+from stickerconv.pegs.vision import ImageTransform, VisionEncoder, build_vision
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, TOKENIZER_DIR = (
+    "pegs_config.json",
+    "pegs_state.json",
+    "weights.safetensors",
+    "tokenizer",
+)
+PARTS = ("proj", "tokens", "ret", "gen", "lora")  # what a training stage may unfreeze
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class PegsOutput:
+    lm_loss: torch.Tensor  # scalar
+    gen_loss: torch.Tensor | None  # scalar; None when no row has a caption and target
+    ret_loss: torch.Tensor | None  # scalar; None with fewer than 2 retrieval pairs
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]  # generated ids, the whole [IMG] block included when sent
+    send_sticker: bool  # whether [IMG1] was emitted
+    ret_embedding: torch.Tensor | None  # (retrieval_dim,) L2-normalised, when sent and the model retrieves
+    gen_embeds: torch.Tensor | None  # (77, out_dim) SD prompt embeddings, when sent and the model generates
+
+
+def byte_level_tokenizer() -> Any:
+    """A byte-level tokenizer without merges (256 byte symbols + BOS/EOS): built in milliseconds with no
+    files, and its tiny vocabulary keeps the ``tiny`` model's logits small enough for CI."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1}
+    for symbol in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(symbol, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+
+
+def load_tokenizer(spec: str) -> Any:
+    """A tokenizer by hub id or folder, ``smollm2-gguf`` or ``byte-level``; pad = eos when it has none (§5.1)."""
+    from transformers import AutoTokenizer
+
+    if spec == BYTE_LEVEL:
+        return byte_level_tokenizer()
+    if spec == SMOLLM2_GGUF:
+        from stickerconv.llm.backends.local import default_model_path
+
+        path = default_model_path()
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    else:
+        tok = AutoTokenizer.from_pretrained(spec)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_backbone(cfg: BackboneConfig, tokenizer: Any, seed: int) -> nn.Module:
+    """The causal LM: pretrained (hub id, folder, GGUF dequantised) or randomly initialised."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.random is not None:
+        torch.manual_seed(seed)
+        llama = LlamaConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **cfg.random,
+        )
+        return LlamaForCausalLM(llama).to(dtype)
+    if cfg.name_or_path == SMOLLM2_GGUF:
+        from stickerconv.llm.backends.local import default_model_path
+
+        path = default_model_path()
+        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(cfg.name_or_path, gguf_file=cfg.gguf_file, dtype=dtype)
+
+
+def _sourceless(vision: VisionConfig | None) -> bool:
+    """A vision encoder whose weights exist only in our checkpoints (the CNN, random test configs)."""
+    return vision is not None and (vision.kind == "cnn" or vision.name_or_path is None)
+
+
+class PegsModel(nn.Module):
+    def __init__(self, config: PegsConfig, tokenizer: Any | None = None):
+        super().__init__()
+        self.config = config
+        tok = tokenizer if tokenizer is not None else load_tokenizer(config.llm.tokenizer or config.llm.name_or_path)
+        self.llm = load_backbone(config.llm, tok, config.seed)
+        torch.manual_seed(config.seed)
+        tok.add_tokens([IMG_START, IMG_END], special_tokens=True)
+        tok.add_tokens([img_token(i + 1) for i in range(config.n_img_tokens)])
+        self.tokenizer = tok
+        # mean-initialised new rows (§9 item 28); a no-op when the tokenizer already had them
+        self.llm.resize_token_embeddings(len(tok), mean_resizing=True)
+        self.new_token_ids = tok.convert_tokens_to_ids(
+            [IMG_START, IMG_END] + [img_token(i + 1) for i in range(config.n_img_tokens)]
+        )
+        self.img_ids = self.new_token_ids[2:]  # [IMG1..N]: retrieval block first, then generation block
+        hidden = self.llm.config.hidden_size
+        self.vision: VisionEncoder = build_vision(config.vision, config.seed)
+        self.retrieval_vision: VisionEncoder | None = (
+            build_vision(config.retrieval_vision, config.seed) if config.retrieval_vision is not None else None
+        )
+        torch.manual_seed(config.seed)
+        self.proj = nn.Linear(self.vision.token_dim, hidden)  # perception: (K, D) -> (K, H)
+        ret_enc = self.retrieval_vision or self.vision
+        self.ret_heads = (
+            RetrievalHeads(hidden, ret_enc.pooled_dim, config.retrieval_dim) if config.n_ret_tokens > 0 else None
+        )
+        self.gen_mapper = GenMapper(hidden, config.mapper) if config.mapper is not None else None
+        self.lora_attached = False
+        self._hooked: set[int] = set()
+        self.freeze_except(())
+
+    def train(self, mode: bool = True) -> PegsModel:
+        """The frozen encoders stay in eval mode whatever the model's mode."""
+        super().train(mode)
+        self.vision.eval()
+        if self.retrieval_vision is not None:
+            self.retrieval_vision.eval()
+        return self
+
+    # ----- trainable parts and the gradient mask -----
+
+    def attach_lora(self) -> None:
+        """Wrap the LLM with peft LoRA (§5.4); embeddings and LM head become ``modules_to_save`` copies."""
+        from peft import LoraConfig, get_peft_model
+
+        lc = self.config.lora
+        tied = bool(getattr(self.llm.config, "tie_word_embeddings", False))
+        peft_cfg = LoraConfig(
+            r=lc.r,
+            lora_alpha=lc.alpha,
+            lora_dropout=lc.dropout,
+            target_modules=list(lc.target_modules),
+            bias="none",
+            modules_to_save=["embed_tokens", "lm_head"],
+            ensure_weight_tying=tied,
+            task_type="CAUSAL_LM",
+        )
+        self.llm = get_peft_model(self.llm, peft_cfg)
+        self.lora_attached = True
+        self.freeze_except(())
+
+    def token_matrices(self) -> list[nn.Parameter]:
+        """The input-embedding and LM-head weights that hold the new rows (one if tied)."""
+        out: list[nn.Parameter] = []
+        for module in (self.llm.get_input_embeddings(), self.llm.get_output_embeddings()):
+            if hasattr(module, "modules_to_save"):  # peft ModulesToSaveWrapper: the trainable copy
+                module = module.modules_to_save["default"]
+            if all(module.weight is not p for p in out):
+                out.append(module.weight)
+        return out
+
+    def _row_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)  # (V, 1)
+        mask[self.new_token_ids] = 1
+        return mask
+
+    def freeze_except(self, parts: tuple[str, ...] | list[str] | set[str]) -> list[nn.Parameter]:
+        """Freeze everything except ``parts`` (subset of ``PARTS``); returns the trainable parameters.
+
+        ``tokens`` unfreezes the embedding/LM-head matrices with a gradient hook that zeroes every
+        row but ``<Img>``, ``</Img>`` and ``[IMG1..N]``.
+        """
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown trainable parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+        if "lora" in parts and not self.lora_attached:
+            raise ValueError("'lora' is trainable only after attach_lora()")
+        self.requires_grad_(False)
+        if "proj" in parts:
+            self.proj.requires_grad_(True)
+        if "ret" in parts and self.ret_heads is not None:
+            self.ret_heads.requires_grad_(True)
+        if "gen" in parts and self.gen_mapper is not None:
+            self.gen_mapper.requires_grad_(True)
+        if "lora" in parts:
+            for name, p in self.llm.named_parameters():
+                if "lora_" in name:
+                    p.requires_grad_(True)
+        if "tokens" in parts:
+            for w in self.token_matrices():
+                w.requires_grad_(True)
+                if id(w) not in self._hooked:
+                    mask = self._row_mask(w)
+                    w.register_hook(lambda g, m=mask: g * m.to(g.device))  # (V, H) * (V, 1): only new rows learn
+                    self._hooked.add(id(w))
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ----- batches and forward -----
+
+    def collator(self, train: bool = False, seed: int = 0) -> Collator:
+        ret_cfg = self.config.retrieval_vision or self.config.vision
+        return Collator(
+            self.tokenizer,
+            self.vision.n_tokens,
+            self.config.n_img_tokens,
+            self.config.max_length,
+            ImageTransform(self.config.vision, train=train, seed=seed),
+            ImageTransform(ret_cfg, train=False),
+        )
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Token embeddings with the projected perception vectors scattered into their slots."""
+        embeds = self.llm.get_input_embeddings()(batch.input_ids)  # (B, T, H)
+        if batch.pixels.shape[0] == 0:
+            return embeds
+        with torch.no_grad():
+            tokens = self.vision(batch.pixels.to(embeds.device)).tokens  # (M, K, D) frozen encoder
+        feats = self.proj(tokens.float()).to(embeds.dtype)  # (M, K, H)
+        return embeds.masked_scatter(batch.perception_mask.unsqueeze(-1), feats)  # (B, T, H)
+
+    def _block_states(self, hidden: torch.Tensor, rows: torch.Tensor, start: torch.Tensor, n: int) -> torch.Tensor:
+        """hidden (B, T, H) -> (len(rows), n, H): the states at start[row] + 0..n-1 (absolute positions)."""
+        pos = start[rows].unsqueeze(1) + torch.arange(n, device=hidden.device)  # (R, n)
+        return hidden[rows.unsqueeze(1), pos]  # (R, n, H)
+
+    def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Sticker side of retrieval: (B, 3, S, S) -> (B, retrieval_dim), L2-normalised."""
+        if self.ret_heads is None:
+            raise ValueError("this PEGS model has no retrieval tokens (n_ret_tokens = 0)")
+        with torch.no_grad():
+            pooled = (self.retrieval_vision or self.vision)(pixels).pooled  # (B, P)
+        return self.ret_heads.embed_image(pooled.float())
+
+    def forward(self, batch: Batch, gen_targets: torch.Tensor | None = None) -> PegsOutput:
+        """All losses the batch supports; the training stage decides which to add (§5.3).
+
+        gen_targets: (Bg, 77, out_dim) frozen SD text-encoder outputs for ``batch.captions``.
+        """
+        cfg = self.config
+        embeds = self.embed(batch)  # (B, T, H)
+        out = self.llm(
+            inputs_embeds=embeds, attention_mask=batch.attention_mask, labels=batch.labels, output_hidden_states=True
+        )
+        hidden = out.hidden_states[-1]  # (B, T, H)
+        gen_loss = None
+        if self.gen_mapper is not None and gen_targets is not None and batch.caption_rows.numel() > 0:
+            h = self._block_states(hidden, batch.caption_rows, batch.block_start + cfg.n_ret_tokens, cfg.n_gen_tokens)
+            pred = self.gen_mapper(h.float())  # (Bg, 77, out_dim)
+            gen_loss = F.mse_loss(pred, gen_targets.to(pred.dtype))
+        ret_loss = None
+        if self.ret_heads is not None and batch.target_rows.numel() >= 2:
+            h = hidden[batch.target_rows, batch.block_start[batch.target_rows]].detach()  # (Bt, H): LLM detached
+            txt = self.ret_heads.embed_text(h.float())  # (Bt, dim)
+            img = self.image_embeddings(batch.target_pixels.to(hidden.device))  # (Bt, dim)
+            ret_loss = info_nce(txt, img, cfg.tau)
+        return PegsOutput(lm_loss=out.loss, gen_loss=gen_loss, ret_loss=ret_loss)
+
+    # ----- inference -----
+
+    @torch.no_grad()
+    def generate(self, prompt: Example, max_new_tokens: int = 64, no_repeat_ngram_size: int = 6) -> Generation:
+        """Greedy reply to one prompt example (§5.6): [IMG2..N] are -inf until [IMG1]; once [IMG1] is
+        emitted the block is completed without sampling, then one forward pass over prompt + generated
+        tokens gathers the block's final-layer states."""
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        tail = torch.tensor(self.img_ids[1:], dtype=torch.long)
+        img1 = self.img_ids[0]
+
+        class BlockTail(LogitsProcessor):
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+                scores[:, tail.to(scores.device)] = float("-inf")  # (B, V)
+                return scores
+
+        device = next(self.llm.parameters()).device
+        batch = self.collator(train=False)([prompt]).to(device)
+        embeds = self.embed(batch)  # (1, T, H)
+        generated = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            logits_processor=LogitsProcessorList([BlockTail()]),
+            eos_token_id=[self.tokenizer.eos_token_id, img1],
+            pad_token_id=self.tokenizer.pad_token_id,
+        )[0].tolist()
+        send = img1 in generated
+        text_ids = generated[: generated.index(img1)] if send else generated
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        text = _cut(text, self.config.style).strip()
+        if not send:
+            return Generation(text, generated, False, None, None)
+        ids = text_ids + list(self.img_ids)  # forced completion of the block
+        start = embeds.shape[1] + len(text_ids)  # absolute position of [IMG1]
+        full = torch.cat([embeds, self.llm.get_input_embeddings()(torch.tensor([ids], device=device))], dim=1)
+        mask = torch.ones(full.shape[:2], dtype=torch.long, device=device)  # (1, T + G)
+        hidden = self.llm(inputs_embeds=full, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        ret = gen = None
+        if self.ret_heads is not None:
+            ret = self.ret_heads.embed_text(hidden[0, start].float())  # (dim,)
+        if self.gen_mapper is not None:
+            g0 = start + self.config.n_ret_tokens
+            gen = self.gen_mapper(hidden[:, g0 : g0 + self.config.n_gen_tokens].float())[0]  # (77, out_dim)
+        return Generation(text, ids, True, ret, gen)
+
+    # ----- checkpoints -----
+
+    def _kept(self, key: str) -> bool:
+        """Whether a state-dict key belongs in a checkpoint (what the config's sources cannot rebuild)."""
+        if key.startswith(("proj.", "ret_heads.", "gen_mapper.")):
+            return True
+        if key.startswith("vision."):
+            return _sourceless(self.config.vision)
+        if key.startswith("retrieval_vision."):
+            return _sourceless(self.config.retrieval_vision)
+        if key.startswith("llm."):
+            return self.config.llm.random is not None or "lora_" in key
+        return False
+
+    def save_pretrained(self, out: Path | str) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.config.save(out / CONFIG_FILE)
+        (out / STATE_FILE).write_text(json.dumps({"format": 1, "lora": self.lora_attached}) + "\n", encoding="utf-8")
+        self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items() if self._kept(k)}
+        if self.config.llm.random is None:
+            for i, w in enumerate(self.token_matrices()):
+                state[f"token_rows.{i}"] = w.detach()[self.new_token_ids].cpu().clone()  # (n_new, H)
+        save_file(state, str(out / WEIGHTS_FILE))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: Path | str, device: str | torch.device = "cpu") -> PegsModel:
+        path = Path(path)
+        config = PegsConfig.load(path / CONFIG_FILE)
+        meta = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        from transformers import AutoTokenizer
+
+        model = cls(config, tokenizer=AutoTokenizer.from_pretrained(path / TOKENIZER_DIR))
+        if meta["lora"]:
+            model.attach_lora()
+        model.load_weights(path)
+        return model.to(device).eval()
+
+    def load_weights(self, path: Path | str) -> None:
+        """Load a checkpoint's weights into this model (same config, LoRA attached alike); strict on keys."""
+        path = Path(path)
+        state = load_file(str(path / WEIGHTS_FILE))
+        rows = {k: state.pop(k) for k in [k for k in state if k.startswith("token_rows.")]}
+        expected = {k for k in self.state_dict() if self._kept(k)}
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(
+                f"checkpoint {path} does not match its config: missing {missing[:5]}, unexpected {extra[:5]}"
+            )
+        self.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            for i, w in enumerate(self.token_matrices()):
+                if f"token_rows.{i}" in rows:
+                    w[self.new_token_ids] = rows[f"token_rows.{i}"].to(w.device, w.dtype)
+
+
+def _cut(text: str, style: str) -> str:
+    """Post-processing (§5.6): the reply ends at a stop marker of the prompt template."""
+    from stickerconv.data.samples import STYLES
+
+    fmt = STYLES[style]
+    for stop in ("###", "</s>", fmt.user_prefix.strip(), fmt.assistant_marker):
+        text = text.split(stop)[0]
+    return text

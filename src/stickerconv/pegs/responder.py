@@ -1,0 +1,160 @@
+"""PEGS as a :class:`~stickerconv.responders.base.Responder`: PEGS-Ret, PEGS-Gen and PEGS-RAG (§5.5).
+
+Why here and not in ``responders/``: the responder is a thin adapter over the PEGS model and its
+diffusion side, and keeping it beside them keeps the heavy imports (torch, transformers,
+diffusers) out of the baseline responders. It uses only the ``Responder`` interface from above.
+
+* ``ret``: the retrieval embedding scores a precomputed sticker-embedding matrix of the library
+  (cosine × 1/τ); the top-1 sticker is sent. Stateless by default (§9 item 32); ``no_repeat``
+  keeps a per-dialogue set (keyed by the dialogue's first user message) of stickers already sent.
+* ``gen``: the mapped ``prompt_embeds`` condition SD text-to-image.
+* ``rag``: the top-1 sticker is restyled by SD img2img (strength 0.8) with those embeddings.
+
+Generated images are written into a sticker library folder with their provenance, so every sticker
+a reply carries is a library sticker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from stickerconv.data.samples import Sample, render_samples
+from stickerconv.pegs.diffusion import StickerPainter, load_sd
+from stickerconv.pegs.model import Generation, PegsModel
+from stickerconv.pegs.sequence import Example, sample_example
+from stickerconv.responders.base import Responder
+from stickerconv.schema import Conversation, DialogueContext, Reply, Sticker, Turn
+from stickerconv.stickers.library import STICKERS_FILE, StickerLibrary
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["ret", "gen", "rag"]
+
+
+@torch.no_grad()
+def sticker_matrix(model: PegsModel, library: StickerLibrary, batch_size: int = 64) -> torch.Tensor:
+    """(N, retrieval_dim) L2-normalised image-side embeddings of every library sticker, in library order."""
+    transform = model.collator().target_transform
+    rows = []
+    for start in range(0, len(library), batch_size):
+        chunk = library.stickers[start : start + batch_size]
+        pixels = torch.stack([transform(library.image_path(s)) for s in chunk])  # (b, 3, S, S)
+        rows.append(model.image_embeddings(pixels))  # (b, dim)
+    return torch.cat(rows)
+
+
+class GeneratedStickers:
+    """A sticker library folder that generated images are appended to, each with provenance in ``meta``."""
+
+    def __init__(self, root: Path | str):
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.library = StickerLibrary.load(root) if (root / STICKERS_FILE).is_file() else StickerLibrary(root)
+
+    def add(self, image: Image.Image, description: str, source: str, meta: dict) -> Sticker:
+        data = image.tobytes()
+        name = f"generated/{hashlib.sha256(data).hexdigest()[:16]}.png"
+        path = self.library.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        sticker = Sticker(id=name.removesuffix(".png"), image=name, description=description, source=source, meta=meta)
+        self.library.stickers = [s for s in self.library.stickers if s.id != sticker.id] + [sticker]
+        self.library.save()
+        return sticker
+
+
+class PegsResponder(Responder):
+    def __init__(
+        self,
+        model: PegsModel,
+        library: StickerLibrary,
+        mode: Mode = "ret",
+        no_repeat: bool = False,
+        generated_dir: Path | str | None = None,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+        checkpoint: str = "",
+    ):
+        cfg = model.config
+        if mode in ("ret", "rag") and model.ret_heads is None:
+            raise ValueError(f"pegs-{mode} needs a model with retrieval tokens (n_ret_tokens > 0)")
+        if mode in ("gen", "rag") and (model.gen_mapper is None or cfg.sd is None):
+            raise ValueError(f"pegs-{mode} needs a generation mapper and an sd section in the PEGS config")
+        if mode in ("gen", "rag") and generated_dir is None:
+            raise ValueError(f"pegs-{mode} needs generated_dir, the sticker library folder for generated images")
+        self.name = f"pegs-{mode}"
+        self.model, self.library, self.mode = model.eval(), library, mode
+        self.no_repeat, self.max_new_tokens, self.seed, self.checkpoint = no_repeat, max_new_tokens, seed, checkpoint
+        self.matrix = sticker_matrix(model, library) if mode in ("ret", "rag") else None  # (N, dim)
+        self.sent: dict[str, set[int]] = {}
+        self.painter: StickerPainter | None = None
+        self.store: GeneratedStickers | None = None
+        if cfg.sd is not None and cfg.mapper is not None and generated_dir is not None and mode != "ret":
+            device = next(model.parameters()).device
+            self.painter = StickerPainter(load_sd(cfg.sd, cfg.mapper.out_dim, cfg.seed, device), cfg.sd)
+            self.store = GeneratedStickers(generated_dir)
+
+    def prompt(self, context: DialogueContext) -> Example:
+        """The context rendered as a §4.4 sample in the model's style, without the response."""
+        turns = [t.model_copy(update={"turn": i + 1}) for i, t in enumerate(context.history)]
+        turns.append(
+            Turn(
+                turn=len(turns) + 1,
+                user_message=context.user_message,
+                system_message="",
+                user_sticker=context.user_sticker,
+            )
+        )
+        conv = Conversation(
+            conversation=turns, user_persona=context.user_persona or "", user_status=context.user_status or ""
+        )
+        sample: Sample = render_samples(conv, self.model.config.style, lambda s: s.image)[-1]
+        cfg = self.model.config
+        return sample_example(sample, self.library.root, cfg.style, cfg.system_prompt, with_response=False)
+
+    def _retrieve(self, gen: Generation, dialogue: str) -> int:
+        scores = self.matrix @ gen.ret_embedding / self.model.config.tau  # type: ignore[operator]  # (N,)
+        seen = self.sent.setdefault(dialogue, set()) if self.no_repeat else set()
+        if seen and len(seen) < scores.shape[0]:
+            scores[list(seen)] = float("-inf")
+        best = int(scores.argmax())
+        seen.add(best)
+        return best
+
+    def _answer(self, context: DialogueContext) -> Reply:
+        gen = self.model.generate(self.prompt(context), max_new_tokens=self.max_new_tokens)
+        if not gen.send_sticker:
+            return Reply(text=gen.text)
+        dialogue = context.history[0].user_message if context.history else context.user_message
+        base = self.library.stickers[self._retrieve(gen, dialogue)] if self.matrix is not None else None
+        if self.mode == "ret":
+            return Reply(text=gen.text, sticker=base)
+        painter, store, embeds = self.painter, self.store, gen.gen_embeds
+        assert painter is not None and store is not None and embeds is not None  # set up for gen/rag in __init__
+        meta = {"responder": self.name, "checkpoint": self.checkpoint, "seed": self.seed, "reply_text": gen.text}
+        meta.update(steps=painter.cfg.steps, guidance=painter.cfg.guidance)
+        if base is None:
+            image = painter.generate(embeds, self.seed)
+        else:
+            meta.update(strength=painter.cfg.strength, base_sticker=base.id)
+            image = painter.restyle(_open_rgb(self.library.image_path(base)), embeds, self.seed)
+        sticker = store.add(image, base.description if base else "", self.name, meta)
+        return Reply(text=gen.text, sticker=sticker)
+
+    async def respond(self, context: DialogueContext) -> Reply:
+        return await asyncio.to_thread(self._answer, context)
+
+    def describe(self) -> dict[str, str]:
+        return {"responder": self.name, "checkpoint": self.checkpoint, "no_repeat": str(self.no_repeat)}
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert("RGB")

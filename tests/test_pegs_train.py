@@ -1,0 +1,61 @@
+"""PEGS training on the tiny config: every stage's loss falls, checkpoints reload greedy-identical, resume."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+from test_pegs_fixtures import dialogue_samples, tiny_model, trained_tiny
+
+from stickerconv.pegs.model import PegsModel
+from stickerconv.pegs.train import TRAINER_STATE, StageConfig, dialogue_examples, train_stage
+from stickerconv.stickers.library import StickerLibrary
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, small_pack):
+    return trained_tiny(tmp_path_factory.getbasetemp(), small_pack)
+
+
+@pytest.mark.slow
+def test_tiny_training_loss_falls_in_every_stage(trained):
+    record = json.loads((trained.parent / "losses.json").read_text())
+    for stage in ("perception", "retrieval", "generation", "joint"):
+        losses = record[stage]["losses"]
+        head, tail = statistics.mean(losses[:3]), statistics.mean(losses[-3:])
+        assert tail < head, f"{stage}: {losses}"
+    assert sum(r["seconds"] for r in record.values()) < 240
+
+
+def test_checkpoint_reloads_and_answers_identically(tmp_path, small_pack):
+    library = StickerLibrary.load(small_pack)
+    model = tiny_model()
+    examples = dialogue_examples(dialogue_samples(library, 3), small_pack, model)
+    train_stage(
+        model, examples, StageConfig(stage="joint", lr=1e-2, warmup_steps=0, max_steps=2, batch_size=4), tmp_path
+    )
+    assert model.lora_attached
+    prompt = examples[1]
+    prompt = type(prompt)(prompt.segments[:-3])  # drop the response: text, [IMG] block and EOS
+    reloaded = PegsModel.from_pretrained(tmp_path)
+    a, b = model.generate(prompt, max_new_tokens=12), reloaded.generate(prompt, max_new_tokens=12)
+    assert a.token_ids == b.token_ids and a.text == b.text
+    batch = model.collator()(examples[:2])
+    with torch.no_grad():
+        la, lb = model(batch).lm_loss, reloaded(batch).lm_loss
+    assert la.item() == pytest.approx(lb.item(), abs=1e-6)
+    saved = {p.name for p in tmp_path.iterdir()}
+    assert {"pegs_config.json", "pegs_state.json", "tokenizer", "weights.safetensors", TRAINER_STATE} <= saved
+
+
+def test_training_resumes_from_its_folder(tmp_path, small_pack):
+    library = StickerLibrary.load(small_pack)
+    model = tiny_model()
+    examples = dialogue_examples(dialogue_samples(library, 2), small_pack, model)
+    cfg = StageConfig(stage="joint", lr=1e-3, warmup_steps=0, max_steps=2, batch_size=2, checkpoint_every=1)
+    first = train_stage(model, examples, cfg, tmp_path)
+    again = train_stage(tiny_model(), examples, cfg.model_copy(update={"max_steps": 4}), tmp_path)
+    assert first.steps == 2 and again.steps == 4
+    assert again.losses[:2] == first.losses and len(again.losses) == 4

@@ -164,6 +164,37 @@ def _print_stats(result: dict) -> None:
     console.print(table)
 
 
+@data_app.command("quality")
+def quality(
+    files: Annotated[list[Path], typer.Argument(help="Conversation files or run folders, compared side by side.")],
+    out: Annotated[Path, typer.Option(help="Folder for quality.json, the plot and quality.md.")] = Path("quality"),
+    name: Annotated[list[str] | None, typer.Option("--name", help="Column name per file (default: its name).")] = None,
+    self_bleu_sample: Annotated[int, typer.Option(min=2, help="Utterances per role sampled for self-BLEU.")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """What a dataset is worth: diversity, repetition, sticker use, sticker/text agreement, sentiment by turn."""
+    from stickerconv.evaluate.quality import QualityConfig, dataset_quality
+    from stickerconv.evaluate.quality_report import write_quality
+
+    names = name or [f.name if f.is_dir() else f.stem for f in files]
+    if len(names) != len(files) or len(set(names)) != len(names):
+        raise UserError(f"give one distinct --name per file ({len(files)} files, names: {', '.join(names)})")
+    config = QualityConfig(self_bleu_sample=self_bleu_sample, seed=seed)
+    results = []
+    for label, file in zip(names, files, strict=True):
+        with progress_bar(f"measuring {label}") as update:
+            result = dataset_quality(file, config, on_progress=update)
+        if result["sessions"] == 0:
+            raise UserError(f"{file}: no countable sessions ({result['skipped']} malformed record(s))")
+        if result["skipped"]:
+            err.print(
+                f"warning: {file}: {result['skipped']} malformed record(s) skipped; see `stickerconv data validate`"
+            )
+        results.append(result)
+    report = write_quality(results, names, out)
+    console.print(f"wrote {out / 'quality.json'}, the plot and {report}")
+
+
 @data_app.command("split")
 def split(
     file: FileArg,

@@ -266,14 +266,19 @@ def _matches(token: str, stem: str) -> bool:
     return token.startswith(stem) and token[len(stem) :] in _SUFFIXES
 
 
+@lru_cache(maxsize=65536)
+def _token_labels(token: str) -> tuple[EmotionLabel, ...]:
+    """The labels whose stems match ``token`` (memoised: running text repeats its words a lot)."""
+    return tuple(label for label, stems in _TEXT_STEMS.items() if any(_matches(token, stem) for stem in stems))
+
+
 def text_emotions(text: str) -> dict[EmotionLabel, float]:
     """Share of the emotion words in ``text`` that belong to each label (empty if there are none)."""
     counts: dict[EmotionLabel, int] = {}
     if re.search(r"\?!|!\?", text):  # "you're moving?!": disbelief
         counts[E.SURPRISE] = 1
     for token in re.findall(r"[a-z][a-z'-]*", text.lower()):
-        for label, stems in _TEXT_STEMS.items():
-            if any(_matches(token, stem) for stem in stems):
-                counts[label] = counts.get(label, 0) + 1
+        for label in _token_labels(token):
+            counts[label] = counts.get(label, 0) + 1
     total = sum(counts.values())
     return {label: n / total for label, n in counts.items()} if total else {}

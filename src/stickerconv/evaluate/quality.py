@@ -1,0 +1,254 @@
+"""What a StickerConv dataset is worth, measured: diversity, repetition, sticker use, sticker/text
+emotion agreement and the user's emotional trajectory, for one or more files side by side.
+
+Every figure is computed in one streaming pass over the records (dicts, not validated objects, so
+100k sessions take minutes), except self-BLEU, which compares a seeded sample of utterances with
+each other (it is quadratic). Message emotion comes from the offline lexicon of
+``stickers.emotion_lexicon`` (the 7 labels) and sentiment from VADER; both are named in the
+report's method fields. Judge scores on a sample come from ``evaluate.judges`` when asked for.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stickerconv.data.io import iter_raw
+from stickerconv.evaluate.distinct import ORDERS, corpus_score, intra_statistic
+from stickerconv.schema import EmotionLabel, normalise_emotion
+
+ROLES = ("user", "system")
+NEGATIVE = {"Anger", "Disgust", "Fear", "Sadness"}
+POSITIVE = {"Happiness"}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    self_bleu_sample: int = 200  # utterances per role compared with each other (quadratic)
+    near_repeat: float = 0.8  # token-set Jaccard at or above which an utterance near-repeats an earlier one
+    max_turns: int = 6  # trajectory positions reported
+    seed: int = 0
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _normal(text: str) -> str:
+    return " ".join(_words(text))
+
+
+def _label(sticker: Mapping[str, Any] | None) -> str | None:
+    if not isinstance(sticker, Mapping):
+        return None
+    value = sticker.get("origin_anno") or sticker.get("label")
+    return value if value in EmotionLabel._value2member_map_ else None
+
+
+def _sticker_key(sticker: Mapping[str, Any]) -> str:
+    return str(sticker.get("id") or sticker.get("image"))
+
+
+def _message_label(text: str) -> str | None:
+    """The message's dominant emotion by the lexicon, or None when it names no emotion."""
+    from stickerconv.stickers.emotion_lexicon import text_emotions
+
+    shares = text_emotions(text)
+    return max(shares, key=lambda label: (shares[label], label.value)).value if shares else None
+
+
+def _polarity_class(label: str | None) -> str | None:
+    if label in NEGATIVE:
+        return "negative"
+    if label in POSITIVE:
+        return "positive"
+    return "neutral" if label is not None else None
+
+
+def _start_group(meta: Mapping[str, Any] | None, first_sentiment: float) -> str:
+    """The persona's starting emotion class: from run metadata when present, else the first message's sentiment."""
+    label = None
+    if isinstance(meta, Mapping):
+        label = meta.get("persona_label")
+        if label is None and meta.get("persona_emotion"):
+            try:
+                label = normalise_emotion(meta["persona_emotion"]).value
+            except ValueError:
+                label = None
+    if label is not None:
+        return _polarity_class(label) or "neutral"
+    if first_sentiment <= -0.05:
+        return "negative"
+    return "positive" if first_sentiment >= 0.05 else "neutral"
+
+
+def _self_bleu(texts: list[str], sample: int, seed: int) -> float | None:
+    """Mean BLEU-4 of each sampled utterance against all the others (higher = less diverse)."""
+    if len(texts) < 2:
+        return None
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+
+    chosen = random.Random(seed).sample(texts, min(sample, len(texts)))
+    tokens = [_words(t) for t in chosen]
+    references = [[tokens[j] for j in range(len(tokens)) if j != i] for i in range(len(tokens))]
+    return float(corpus_bleu(references, tokens, smoothing_function=SmoothingFunction().method1))
+
+
+class QualityAccumulator:
+    """Feed records with :meth:`add`; :meth:`result` gives every figure as a JSON-ready dict."""
+
+    def __init__(self, config: QualityConfig | None = None):
+        from stickerconv.stickers.emotion_lexicon import polarity
+
+        self.polarity = polarity
+        self.config = config or QualityConfig()
+        self.sessions = self.skipped = 0
+        self.turns = 0
+        self.utterances: dict[str, list[str]] = {r: [] for r in ROLES}
+        self.openings: Counter[str] = Counter()
+        self.repeats = self.near_repeats = self.utterance_count = 0
+        self.end_reasons: Counter[str] = Counter()
+        self.with_meta = 0
+        self.stickers: dict[str, int] = dict.fromkeys(ROLES, 0)
+        self.sticker_uses: Counter[str] = Counter()
+        self.agreement: dict[str, Counter[str]] = {r: Counter() for r in ROLES}
+        self.trajectory: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(self.config.max_turns)])
+
+    def add(self, record: Any) -> None:
+        try:
+            turns = record["conversation"]
+            messages = [
+                (t["user_message"], t["system_message"], t.get("user_sticker"), t.get("system_sticker")) for t in turns
+            ]
+        except (KeyError, TypeError):
+            self.skipped += 1
+            return
+        if not messages or not all(isinstance(u, str) and isinstance(s, str) for u, s, _, _ in messages):
+            self.skipped += 1
+            return
+        self.sessions += 1
+        self.turns += len(messages)
+        meta = record.get("meta")
+        if isinstance(meta, Mapping) and "end_reason" in meta:
+            self.with_meta += 1
+            self.end_reasons[str(meta["end_reason"])] += 1
+        self.openings[_normal(messages[0][0])] += 1
+        seen: list[set[str]] = []
+        seen_exact: set[str] = set()
+        user_sentiments = []
+        for user_text, system_text, user_sticker, system_sticker in messages:
+            for role, text, sticker in (("user", user_text, user_sticker), ("system", system_text, system_sticker)):
+                self.utterances[role].append(text)
+                self.utterance_count += 1
+                key, words = _normal(text), set(_words(text))
+                if key in seen_exact:
+                    self.repeats += 1
+                elif words and any(len(words & w) / len(words | w) >= self.config.near_repeat for w in seen if w):
+                    self.near_repeats += 1
+                seen_exact.add(key)
+                seen.append(words)
+                if isinstance(sticker, Mapping):
+                    self.stickers[role] += 1
+                    self.sticker_uses[_sticker_key(sticker)] += 1
+                    self._agree(role, text, _label(sticker))
+            user_sentiments.append(self.polarity(user_text))
+        group = _start_group(meta, user_sentiments[0])
+        for position, value in enumerate(user_sentiments[: self.config.max_turns]):
+            self.trajectory[group][position].append(value)
+
+    def _agree(self, role: str, text: str, sticker_label: str | None) -> None:
+        counts = self.agreement[role]
+        counts["stickers"] += 1
+        message_label = _message_label(text)
+        if sticker_label is None or message_label is None:
+            counts["undecided"] += 1
+            return
+        counts["decided"] += 1
+        counts["label_match"] += message_label == sticker_label
+        sentiment = self.polarity(text)
+        text_class = "negative" if sentiment <= -0.3 else "positive" if sentiment >= 0.3 else "neutral"
+        sticker_class = _polarity_class(sticker_label)
+        counts["polarity_conflict"] += {text_class, sticker_class} == {"negative", "positive"}
+
+    def result(self) -> dict[str, Any]:
+        cfg = self.config
+        diversity: dict[str, Any] = {}
+        for role, texts in self.utterances.items():
+            tokens = [_words(t) for t in texts]
+            for n in ORDERS:
+                if tokens:
+                    _, per_item = intra_statistic(tokens, n)
+                    diversity[f"{role}_dist{n}_intra"] = (
+                        float(np.nanmean(per_item)) if np.isfinite(per_item).any() else 0.0
+                    )
+                    diversity[f"{role}_dist{n}_corpus"] = corpus_score(tokens, n)[0]
+            diversity[f"{role}_self_bleu4"] = _self_bleu(texts, cfg.self_bleu_sample, cfg.seed)
+        diversity["distinct_openings"] = len(self.openings) / self.sessions if self.sessions else 0.0
+        uses = sum(self.sticker_uses.values())
+        top10 = sum(n for _, n in self.sticker_uses.most_common(10))
+        agreement = {}
+        for role, counts in self.agreement.items():
+            decided = counts["decided"]
+            agreement[role] = {
+                "stickers": counts["stickers"],
+                "decided": decided,  # both the sticker's label and the message's lexicon emotion known
+                "label_match": counts["label_match"] / decided if decided else None,
+                "polarity_conflict": counts["polarity_conflict"] / decided if decided else None,
+            }
+        trajectory = {
+            group: [round(float(np.mean(v)), 4) if v else None for v in positions]
+            for group, positions in sorted(self.trajectory.items())
+        }
+        sessions_per_group = {group: len(positions[0]) for group, positions in sorted(self.trajectory.items())}
+        return {
+            "sessions": self.sessions,
+            "skipped": self.skipped,
+            "turns_per_session": self.turns / self.sessions if self.sessions else 0.0,
+            "diversity": diversity,
+            "repetition": {
+                "exact_repeat_share": self.repeats / self.utterance_count if self.utterance_count else 0.0,
+                "near_repeat_share": self.near_repeats / self.utterance_count if self.utterance_count else 0.0,
+                "sessions_ended_by_repetition": (
+                    self.end_reasons["repetition"] / self.with_meta if self.with_meta else None
+                ),
+                "end_reasons": dict(self.end_reasons) or None,
+            },
+            "stickers": {
+                "per_session": uses / self.sessions if self.sessions else 0.0,
+                "turn_share": {r: self.stickers[r] / self.turns if self.turns else 0.0 for r in ROLES},
+                "unique": len(self.sticker_uses),
+                "top10_share": top10 / uses if uses else None,
+            },
+            "emotion_agreement": agreement,
+            "user_sentiment_by_turn": trajectory,
+            "sessions_by_start": sessions_per_group,
+            "methods": {
+                "message_emotion": "stickerconv emotion lexicon (7 labels), dominant label",
+                "sentiment": "VADER compound; polarity conflict at |compound| >= 0.3",
+                "near_repeat": f"token-set Jaccard >= {cfg.near_repeat} with an earlier utterance of the session",
+                "self_bleu": (
+                    f"NLTK corpus BLEU-4, smoothing method1, {cfg.self_bleu_sample} sampled utterances, seed {cfg.seed}"
+                ),
+                "start_group": "persona label from run metadata, else the sign of the first user message's sentiment",
+            },
+        }
+
+
+def dataset_quality(
+    path: Path | str, config: QualityConfig | None = None, on_progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Every quality figure of the records behind ``path`` (unparseable lines are counted as skipped)."""
+    acc = QualityAccumulator(config)
+    for record in iter_raw(path, on_progress):
+        if record.error is None:
+            acc.add(record.data)
+        else:
+            acc.skipped += 1
+    return {"source": str(path), **acc.result()}

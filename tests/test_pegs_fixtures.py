@@ -50,7 +50,7 @@ def trained_tiny(base: Path, pack: Path) -> Path:
     record = {}
     for stage, steps in TINY_TRAIN_STEPS.items():
         if stage == "joint":
-            examples = dialogue_examples(dialogue_samples(library), pack, model)
+            examples = dialogue_examples(dialogue_samples(library, 3), pack, model)
         else:
             examples = sticker_examples(StickerLibrary(library.root, library.stickers[:64]), stage)
         cfg = StageConfig(stage=stage, lr=1e-2, warmup_steps=2, max_steps=steps, batch_size=8, log_every=5)

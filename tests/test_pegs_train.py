@@ -24,7 +24,7 @@ def test_tiny_training_loss_falls_in_every_stage(trained):
     record = json.loads((trained.parent / "losses.json").read_text())
     for stage in ("perception", "retrieval", "generation", "joint"):
         losses = record[stage]["losses"]
-        head, tail = statistics.mean(losses[:3]), statistics.mean(losses[-3:])
+        head, tail = statistics.mean(losses[:5]), statistics.mean(losses[-5:])
         assert tail < head, f"{stage}: {losses}"
     assert sum(r["seconds"] for r in record.values()) < 240
 

@@ -84,3 +84,20 @@ def test_report_has_one_column_per_file(tmp_path):
     assert "| | ours | published |" in text and "| sessions | 2 | 1 |" in text
     assert (tmp_path / "q" / "sentiment_by_turn.png").stat().st_size > 1000
     assert set(json.loads((tmp_path / "q" / "quality.json").read_text())) == {"ours", "published"}
+
+
+def test_fast_self_bleu_equals_nltk_on_real_sentences():
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+
+    from stickerconv.evaluate.quality import _words, self_bleu
+
+    from conftest import shared_data
+
+    profiles = [
+        json.loads(line) for line in shared_data("profiles", "train_profile.jsonl").read_text().splitlines()[:40]
+    ]
+    tokens = [_words(s) for p in profiles for s in p["situation"].split(". ")][:60]
+    tokens += [tokens[0], ["short"]]  # a duplicate (clipping by the second count) and a one-word sentence
+    refs = [[t for j, t in enumerate(tokens) if j != i] for i in range(len(tokens))]
+    expected = corpus_bleu(refs, tokens, smoothing_function=SmoothingFunction().method1)
+    assert self_bleu(tokens) == pytest.approx(expected, abs=1e-12, rel=0)

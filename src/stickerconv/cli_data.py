@@ -169,7 +169,7 @@ def quality(
     files: Annotated[list[Path], typer.Argument(help="Conversation files or run folders, compared side by side.")],
     out: Annotated[Path, typer.Option(help="Folder for quality.json, the plot and quality.md.")] = Path("quality"),
     name: Annotated[list[str] | None, typer.Option("--name", help="Column name per file (default: its name).")] = None,
-    self_bleu_sample: Annotated[int, typer.Option(min=2, help="Utterances per role sampled for self-BLEU.")] = 200,
+    self_bleu_sample: Annotated[int, typer.Option(min=2, help="Utterances per role sampled for self-BLEU.")] = 1000,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """What a dataset is worth: diversity, repetition, sticker use, sticker/text agreement, sentiment by turn."""

@@ -17,7 +17,7 @@ from stickerconv.evaluate.text import TextScorer
 from stickerconv.llm import ChatModel
 from stickerconv.responders import StickerToolResponder, TextOnlyResponder
 
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, schema_instance
 from llm_fakes import ScriptedBackend
 from test_agent4sc_run import PERSONAS, _factory, scripted_world
 
@@ -146,3 +146,44 @@ def test_cli_predict_and_score(test_split, small_index, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "| metric | a | b |" in (tmp_path / "r" / "report.md").read_text()
     assert os.path.exists(tmp_path / "r" / "scores.json")
+
+
+def test_cli_scores_stickers_judges_and_retrieval(test_split, small_index, tmp_path, monkeypatch):
+    items = load_items(test_split)
+    paths = []
+    for name, responder in (
+        ("text", TextOnlyResponder(_baseline_model())),
+        ("tool", StickerToolResponder(_baseline_model(), small_index)),
+    ):
+        paths.append(tmp_path / f"{name}.json")
+        asyncio.run(predict(responder, items, paths[-1]))
+    runner = CliRunner()
+    lib = str(small_index.library.root)
+
+    def judge_reply(body):
+        schema = body["response_format"]["json_schema"]["schema"]
+        if schema.get("title") == "RankingAnswer":
+            return json.dumps({"ranking": {"A": 2, "B": 1}})
+        return json.dumps(schema_instance(schema))
+
+    with FakeOpenAIServer(reply=judge_reply) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        args = ["eval", "score", "--pred", str(paths[0]), "--pred", str(paths[1]), "--out", str(tmp_path / "r")]
+        args += ["--metrics", "bleu", "--stickers", lib, "--bootstrap", "20"]
+        args += ["--judge-llm", "openai:fake-model", "--judge-items", "3", "--judge-n", "1"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "r" / "scores.json").read_text())
+    assert scores["text"]["sticker_frequency"]["score"] == 0.0 and scores["tool"]["sticker_frequency"]["score"] == 1.0
+    assert "mm_relevance_f_proxy" in scores["tool"] and "send_f1" in scores["tool"]
+    assert scores["tool"]["empathy_mean"]["n_items"] <= 3 and "consistency_mean" in scores["text"]
+    assert "proxy:minilm" in scores["tool"]["mm_relevance_f_proxy"]["signature_text"]
+    samples = tmp_path / "samples.json"
+    convert(test_split, "samples", samples)
+    out = tmp_path / "retrieval.json"
+    result = runner.invoke(app, ["eval", "retrieval", "--data", str(samples), "--stickers", lib, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    retrieved = json.loads(out.read_text())["all"]
+    assert 0.0 <= retrieved["r10@1"]["score"] <= 1.0 and "pool_r@10" in retrieved
+    assert "rank" in scores["text"] and 1.0 <= scores["text"]["rank"]["score"] <= 2.0  # 2 systems, shuffled

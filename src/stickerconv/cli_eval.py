@@ -68,15 +68,27 @@ def score(
     name: Annotated[
         list[str] | None, typer.Option("--name", help="System name per --pred (default: file stem).")
     ] = None,
+    encoder: Annotated[
+        str, typer.Option(help="Sticker metrics: proxy (offline, MiniLM over sticker text), clip[:MODEL], or none.")
+    ] = "proxy",
+    stickers: Annotated[Path | None, typer.Option(help="Sticker library the proxy encoder reads texts from.")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Where sticker image paths resolve (CLIP).")] = None,
+    judge_llm: Annotated[
+        str | None, typer.Option(help="LLM judge (local, openai:MODEL): empathy, consistency, ranking.")
+    ] = None,
+    judge_items: Annotated[int | None, typer.Option(min=1, help="Judge a seeded subset of this many items.")] = None,
+    judge_n: Annotated[int | None, typer.Option(min=1, help="Samples per item (default 5, 5 and 3).")] = None,
     bootstrap: Annotated[
         int, typer.Option(min=0, help="Bootstrap resamples behind each 95% interval (0: none).")
     ] = 1000,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Score prediction files and write a side-by-side report."""
+    import asyncio
+
     from stickerconv.evaluate.predict import load_predictions
     from stickerconv.evaluate.report import write_report
-    from stickerconv.evaluate.score import score_predictions
+    from stickerconv.evaluate.score import judge_subset, judge_systems, score_predictions
     from stickerconv.evaluate.text import TextScorer
 
     names = name or [p.stem for p in pred]
@@ -85,11 +97,73 @@ def score(
     if len(set(names)) != len(names):
         raise UserError(f"system names must differ: {', '.join(names)} (use --name)")
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    sticker_encoder = None
+    if encoder != "none":
+        from stickerconv.evaluate.encoders import load_encoder
+        from stickerconv.stickers.library import StickerLibrary
+
+        library = StickerLibrary.load(stickers) if stickers is not None else None
+        sticker_encoder = load_encoder(encoder, image_root=image_root, library=library)
     scorer = TextScorer()
+    systems = {system: load_predictions(path) for system, path in zip(names, pred, strict=True)}
     scores = {}
-    for system, path in zip(names, pred, strict=True):
-        records = load_predictions(path)
-        scores[system] = score_predictions(records, scorer, wanted, bootstrap=bootstrap, seed=seed)
+    for system, records in systems.items():
+        scores[system] = score_predictions(
+            records, scorer, wanted, encoder=sticker_encoder, bootstrap=bootstrap, seed=seed
+        )
         console.print(f"{system}: {len(records)} samples scored")
+    if judge_llm is not None:
+        from stickerconv.evaluate.judges import JudgeConfig
+        from stickerconv.llm import LLMConfig, LLMFactory
+
+        sizes = {len(r) for r in systems.values()}
+        if len(sizes) != 1:
+            raise UserError(f"judging compares the same items: the files hold {sorted(sizes)} samples")
+        subset = judge_subset(sizes.pop(), judge_items, seed)
+        factory = LLMFactory(LLMConfig(llm=judge_llm, store=out / "judge.llm.sqlite"))
+        config = JudgeConfig(n=judge_n, seed=seed, bootstrap=bootstrap)
+        out.mkdir(parents=True, exist_ok=True)
+        with progress_bar("judging"):
+            per_system, ranking = asyncio.run(judge_systems(systems, factory.chat_model("judge"), config, subset))
+        for system, results in per_system.items():
+            scores[system] |= results
+            for metric, result in ranking.items():
+                if metric == f"rank_{system}":
+                    scores[system]["rank"] = result
     report = write_report(scores, out)
     console.print(f"report: {report}")
+
+
+@eval_app.command("retrieval")
+def retrieval(
+    data: Annotated[Path, typer.Option(help="Test samples (a samples file or predictions file).")],
+    stickers: Annotated[Path, typer.Option(help="Indexed sticker library: the pool and the retriever.")],
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    train: Annotated[Path | None, typer.Option(help="Training samples: also report unseen vs seen stickers.")] = None,
+    context: Annotated[str, typer.Option(help="Sample field the retriever reads: input_text or query.")] = "input_text",
+    bootstrap: Annotated[int, typer.Option(min=0)] = 1000,
+    seed: Annotated[int, typer.Option(help="Seeds the sampled negatives and the intervals.")] = 0,
+) -> None:
+    """Sticker retrieval protocols (1+9, 1+999, full pool) of the index's own embedding retriever."""
+    import json
+
+    from stickerconv.evaluate.multimodal import read_samples
+    from stickerconv.evaluate.retrieval import IndexScorer, RetrievalConfig, score_retrieval, split_seen
+    from stickerconv.stickers.index import StickerIndex
+
+    records = read_samples(data)
+    scorer = IndexScorer(StickerIndex.load(stickers))
+    config = RetrievalConfig(context=context, neg_seed=seed)
+    groups = {"all": None}
+    if train is not None:
+        split = split_seen(train, records)
+        groups |= {"seen": split.seen, "unseen": split.unseen}
+    payload = {}
+    for group, indices in groups.items():
+        results = score_retrieval(records, scorer, scorer.pool, config, bootstrap, seed, indices)
+        payload[group] = {k: v.model_dump(mode="json", exclude={"per_item"}) for k, v in results.items()}
+        for result in results.values():
+            console.print(f"{group}: {result}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from stickerconv.data.samples import STYLES
 from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
 from stickerconv.pegs.heads import GenMapper, RetrievalHeads, info_nce
 from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
@@ -401,8 +402,6 @@ class PegsModel(nn.Module):
 
 def _cut(text: str, style: str) -> str:
     """Post-processing (§5.6): the reply ends at a stop marker of the prompt template."""
-    from stickerconv.data.samples import STYLES
-
     fmt = STYLES[style]
     for stop in ("###", "</s>", fmt.user_prefix.strip(), fmt.assistant_marker):
         text = text.split(stop)[0]

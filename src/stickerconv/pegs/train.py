@@ -72,7 +72,6 @@ class StageConfig(BaseModel):
     seed: int = 42
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)
-    max_new_tokens: int = 64
 
 
 def paper_stage(stage: Stage, variant: Literal["gen", "rag"] = "gen") -> StageConfig:

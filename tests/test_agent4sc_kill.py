@@ -21,10 +21,15 @@ SCRIPT = Path(sys.executable).parent / "stickerconv"
 def _reply(body: dict) -> str:
     """Deterministic answers: schema instances for structured calls, prompt-derived utterances otherwise."""
     fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        return json.dumps(schema_instance(fmt["json_schema"]["schema"]))
     digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:10]
-    return f"I keep thinking about it, really ({digest})."
+    message = f"I keep thinking about it, really ({digest})."
+    if fmt.get("type") == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+        if schema.get("title") == "DraftedMessage":  # an utterance with its sticker plan drafted
+            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
+            return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
+        return json.dumps(schema_instance(schema))
+    return message
 
 
 def _run(args, env, timeout=300):
@@ -94,4 +99,5 @@ def test_kill_9_and_rerun_gives_every_session_once_and_the_same_result(tmp_path,
 
     ids = [json.loads(line)["meta"]["persona_id"] for line in records(out)]
     assert ids == [f"p{i:06d}" for i in range(10)]  # every session exactly once
+    assert (out / "conversations.jsonl").read_text().strip()  # sessions with stickers were kept, not only rejects
     assert records(out) == records(tmp_path / "whole")

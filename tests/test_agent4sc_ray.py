@@ -19,10 +19,15 @@ SCRIPT = Path(sys.executable).parent / "stickerconv"
 
 def _reply(body: dict) -> str:
     fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        return json.dumps(schema_instance(fmt["json_schema"]["schema"]))
     digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:10]
-    return f"I keep thinking about it, really ({digest})."
+    message = f"I keep thinking about it, really ({digest})."
+    if fmt.get("type") == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+        if schema.get("title") == "DraftedMessage":  # an utterance with its sticker plan drafted
+            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
+            return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
+        return json.dumps(schema_instance(schema))
+    return message
 
 
 def _pid(line: str) -> str:
@@ -93,4 +98,6 @@ def test_ray_executor_equals_a_local_run_and_resumes(tmp_path, small_index):
     assert sorted(ids) == [f"p{i:06d}" for i in range(6)]
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert summary["dataset"]["sessions"] == len(merged)
+    quality = json.loads((tmp_path / "ray" / "quality" / "quality.json").read_text())  # written by every run
+    assert quality["ray"]["sessions"] == len(merged)
     assert sum(row["calls"] for row in summary["llm"]) > 0

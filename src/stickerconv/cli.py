@@ -467,6 +467,13 @@ def generate(
         f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
         f"{dict(report.end_reasons)}; {report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"
     )
+    if (out / CONVERSATIONS).is_file():  # the cheap quality figures of the whole run, every time
+        from stickerconv.evaluate.quality import dataset_quality
+        from stickerconv.evaluate.quality_report import write_quality
+
+        result = dataset_quality(out)
+        if result["sessions"]:
+            console.print(f"quality report: {write_quality([result], [out.name], out / 'quality')}")
 
 
 # ---------------------------------------------------------------------------- demo

@@ -49,13 +49,16 @@ def _cell(result: dict[str, Any], path: str, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def plot_trajectories(results: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> Path:
+def plot_trajectories(results: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> Path | None:
+    """One panel per starting emotion, one line per input; None when no input has a session."""
+    groups = sorted({g for r in results for g in r["user_sentiment_by_turn"]})
+    if not groups:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({g for r in results for g in r["user_sentiment_by_turn"]})
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), sharey=True, squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
         for name, result in zip(names, results, strict=True):
@@ -104,5 +107,5 @@ def write_quality(results: Sequence[dict[str, Any]], names: Sequence[str], out: 
     (out / "quality.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     figure = plot_trajectories(results, names, out / "sentiment_by_turn.png")
     path = out / "quality.md"
-    path.write_text(render_quality(results, names, figure.name), encoding="utf-8")
+    path.write_text(render_quality(results, names, figure.name if figure else None), encoding="utf-8")
     return path

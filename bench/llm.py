@@ -94,7 +94,7 @@ def bench_transformers(runs: int) -> None:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except (ImportError, ValueError) as exc:
-        print(f"skipped: {exc} (pip install -e '.[bench]')")
+        print(f"skipped: {exc}")
         return
     print(f"load (dequantise): {time.perf_counter() - start:.1f} s")
     torch.set_num_threads(2)

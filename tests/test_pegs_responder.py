@@ -8,7 +8,7 @@ import pytest
 from test_pegs_fixtures import boost_token, tiny_model
 
 from stickerconv.pegs.model import PegsModel
-from stickerconv.pegs.responder import PegsResponder
+from stickerconv.responders.pegs import PegsResponder
 from stickerconv.responders.base import Responder
 from stickerconv.schema import DialogueContext, Reply, Turn
 from stickerconv.stickers.library import StickerLibrary

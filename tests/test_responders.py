@@ -65,5 +65,5 @@ def test_registry_names_and_errors(small_index):
     assert isinstance(build_responder("tool", factory, small_index), StickerToolResponder)
     with pytest.raises(ResponderError, match="needs an indexed sticker library"):
         build_responder("tool", factory)
-    with pytest.raises(ResponderError, match="unknown responder 'pegs'; choose from text, tool"):
+    with pytest.raises(ResponderError, match="unknown responder .pegs.; choose from text, tool, pegs-ret"):
         build_responder("pegs", factory)

@@ -20,6 +20,7 @@ from stickerconv.cli_annotate import annotate as annotate_command
 from stickerconv.cli_common import UserError, console, err, progress_bar
 from stickerconv.cli_data import data_app
 from stickerconv.cli_eval import eval_app
+from stickerconv.cli_pegs import pegs_app
 from stickerconv.cli_serve import serve as serve_command
 from stickerconv.schema import EMOTION_LABELS
 from stickerconv.stickers.embed import DEFAULT_EMBEDDER
@@ -41,6 +42,7 @@ personas_app = typer.Typer(help="Check and generate user personas.", no_args_is_
 app.add_typer(personas_app, name="personas")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+app.add_typer(pegs_app, name="pegs")
 app.command("serve")(serve_command)
 
 DEFAULT_LIBRARY = Path("runs/default-pack")

@@ -14,7 +14,7 @@ eval_app = typer.Typer(help="Predict with a responder, score predictions, compar
 
 @eval_app.command("predict")
 def predict(
-    responder: Annotated[str, typer.Option(help="text (text-only LLM) or tool (LLM + sticker tool).")],
+    responder: Annotated[str, typer.Option(help="text, tool (LLM baselines), pegs-ret, pegs-gen or pegs-rag.")],
     data: Annotated[Path, typer.Option(help="Test conversations (JSONL/JSON/parquet/run folder) or a samples file.")],
     out: Annotated[Path, typer.Option(help="Predictions file to write (a JSON array of samples + predictions).")],
     stickers: Annotated[
@@ -27,6 +27,7 @@ def predict(
     style: Annotated[str, typer.Option(help="Sample rendering: v1.5 (default) or v0.")] = "v1.5",
     image_root: Annotated[str | None, typer.Option(help="Prefix cut from image paths in the samples.")] = None,
     cache: Annotated[str | None, typer.Option(help="use (default), replay, refresh or off.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="PEGS checkpoint folder (pegs-* responders).")] = None,
 ) -> None:
     """Predict a reply (text + sticker) for every assistant turn; rerun to resume after a crash."""
     import asyncio
@@ -47,7 +48,8 @@ def predict(
     cfg = LLMConfig.model_validate(cfg.model_dump(exclude_unset=True) | {k: v for k, v in overrides.items() if v})
     factory = LLMFactory(cfg)
     index = StickerIndex.load(stickers) if stickers is not None else None
-    chosen = build_responder(responder, factory, index)
+    generated = out.with_name(out.stem + "-generated-stickers")  # where pegs-gen/rag put new stickers
+    chosen = build_responder(responder, factory, index, checkpoint=checkpoint, generated_dir=generated)
     with progress_bar(f"predicting ({responder})") as update:
         count = asyncio.run(
             run_predict(chosen, items, out, concurrency=concurrency, image_root=image_root, on_progress=update)

@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stickerconv.llm import LLMFactory
 from stickerconv.responders.base import Responder, ResponderError
 from stickerconv.responders.text_only import TextOnlyResponder
 from stickerconv.responders.tool import StickerToolResponder
 from stickerconv.stickers.index import StickerIndex
 
-RESPONDERS = {"text": "text-only LLM baseline", "tool": "LLM + sticker tool baseline (needs a sticker index)"}
+RESPONDERS = {
+    "text": "text-only LLM baseline",
+    "tool": "LLM + sticker tool baseline (needs a sticker index)",
+    "pegs-ret": "PEGS, retrieving its sticker from the library (needs a checkpoint and a library)",
+    "pegs-gen": "PEGS, generating its sticker with Stable Diffusion (needs a checkpoint with an SD section)",
+    "pegs-rag": "PEGS, retrieving then restyling with img2img (needs a checkpoint with both heads)",
+}
 
 
-def build_responder(name: str, factory: LLMFactory, index: StickerIndex | None = None) -> Responder:
-    """``name`` is one of ``RESPONDERS``; the LLM comes from the factory's ``responder`` role."""
+def build_responder(
+    name: str,
+    factory: LLMFactory | None = None,
+    index: StickerIndex | None = None,
+    checkpoint: Path | None = None,
+    generated_dir: Path | None = None,
+) -> Responder:
+    """``name`` is one of ``RESPONDERS``. The LLM baselines take their model from the factory's
+    ``responder`` role; PEGS loads ``checkpoint`` and answers with stickers of the index's library
+    (generated ones go to ``generated_dir``)."""
     if name not in RESPONDERS:
         raise ResponderError(f"unknown responder {name!r}; choose from {', '.join(RESPONDERS)}")
+    if name.startswith("pegs-"):
+        if checkpoint is None or index is None:
+            raise ResponderError(
+                f"{name} needs a trained checkpoint (--checkpoint DIR) and a sticker library (--stickers)"
+            )
+        from stickerconv.pegs.model import PegsModel
+        from stickerconv.responders.pegs import PegsResponder
+
+        model = PegsModel.from_pretrained(checkpoint)
+        mode = name.removeprefix("pegs-")
+        try:
+            return PegsResponder(model, index.library, mode, generated_dir=generated_dir, checkpoint=str(checkpoint))
+        except ValueError as exc:
+            raise ResponderError(f"{name}: {exc}") from None
+    if factory is None:
+        raise ResponderError(f"{name} needs an LLM")
     model = factory.chat_model("responder")
     if name == "text":
         return TextOnlyResponder(model)

@@ -1,0 +1,90 @@
+"""``stickerconv pegs ...``: train PEGS stage by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stickerconv.cli_common import UserError, console, progress_bar
+
+pegs_app = typer.Typer(
+    help="Train the PEGS model (perception, retrieval, generation, joint SFT).", no_args_is_help=True
+)
+STAGE_ORDER = ("perception", "retrieval", "generation", "joint")
+
+
+@pegs_app.command("train")
+def train(
+    config: Annotated[str, typer.Option(help="Preset (tiny, small, paper) or a PEGS config JSON file.")],
+    stickers: Annotated[Path, typer.Option(help="Sticker library: the images and captions of the alignment stages.")],
+    out: Annotated[Path, typer.Option(help="Run folder: one checkpoint folder per stage, then final/.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dialogue samples for the joint stage (data convert --to samples).")
+    ] = None,
+    stages: Annotated[str, typer.Option(help="Comma-separated stages, in order.")] = ",".join(STAGE_ORDER),
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps per stage.")] = 200,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the stage's).")] = None,
+    image_root: Annotated[
+        Path | None, typer.Option(help="Root of the samples' image paths (default: --stickers).")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """Train the chosen stages in order; each starts from the previous one's checkpoint. Rerun the same
+    command to resume: a finished stage is loaded, an interrupted one continues from its last checkpoint."""
+    import json
+
+    from stickerconv.data.samples import Sample
+    from stickerconv.pegs.config import PRESETS, PegsConfig
+    from stickerconv.pegs.model import PegsModel
+    from stickerconv.pegs.train import StageConfig, dialogue_examples, sticker_examples, train_stage
+    from stickerconv.stickers.library import StickerLibrary
+
+    chosen = [s.strip() for s in stages.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STAGE_ORDER]
+    if unknown or not chosen:
+        raise UserError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STAGE_ORDER)}")
+    if "joint" in chosen and data is None:
+        raise UserError(
+            "the joint stage trains on dialogues: give --data SAMPLES (stickerconv data convert --to samples)"
+        )
+    pegs_config = PegsConfig.preset(config) if config in PRESETS else PegsConfig.load(Path(config))
+    if "generation" in chosen and pegs_config.sd is None:
+        console.print("skipping the generation stage: the config has no Stable Diffusion section")
+        chosen.remove("generation")
+    library = StickerLibrary.load(stickers)
+    samples = None
+    if data is not None:
+        try:
+            samples = [Sample.model_validate(x) for x in json.loads(data.read_text(encoding="utf-8"))]
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{data}: not a samples file (stickerconv data convert --to samples): {exc}") from None
+    model = PegsModel(pegs_config)
+    previous: Path | None = None
+    for number, stage in enumerate(chosen, 1):
+        stage_dir = out / f"{number:02d}-{stage}"
+        if previous is not None:
+            model = PegsModel.from_pretrained(previous)
+        examples = (
+            dialogue_examples(samples, image_root or stickers, model)
+            if stage == "joint"
+            else sticker_examples(library, stage)
+        )
+        settings = StageConfig(
+            stage=stage,
+            max_steps=steps,
+            batch_size=batch_size,
+            warmup_steps=max(1, steps // 10),
+            seed=seed,
+            checkpoint_every=max(1, steps // 4),
+            **({"lr": lr} if lr is not None else {}),
+        )
+        with progress_bar(f"stage {number}/{len(chosen)}: {stage}") as update:
+            result = train_stage(model, examples, settings, stage_dir, on_progress=update)
+        first, last = result.losses[0], result.losses[-1]
+        console.print(f"{stage}: {result.steps} steps, loss {first:.3f} -> {last:.3f}; checkpoint {stage_dir}")
+        previous = stage_dir
+    final = model.save_pretrained(out / "final")
+    console.print(f"PEGS checkpoint: {final} (use it with --responder pegs-ret --checkpoint {final})")

@@ -1,0 +1,49 @@
+"""`stickerconv pegs train` chains the stages into a checkpoint that `eval predict --responder pegs-ret` uses."""
+
+import asyncio
+import json
+
+from typer.testing import CliRunner
+
+from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
+from stickerconv.cli import app
+from stickerconv.data.convert import convert
+from stickerconv.evaluate.predict import load_predictions
+
+from test_agent4sc_run import PERSONAS, _factory, scripted_world
+
+
+def test_train_tiny_then_predict_with_pegs_ret(tmp_path, small_index):
+    asyncio.run(run_generation(PERSONAS[:2], small_index, _factory(tmp_path, scripted_world()), tmp_path / "gen"))
+    samples = tmp_path / "samples.json"
+    convert(tmp_path / "gen" / CONVERSATIONS, "samples", samples)
+    lib = str(small_index.library.root)
+    runner = CliRunner()
+    args = ["pegs", "train", "--config", "tiny", "--stickers", lib, "--out", str(tmp_path / "pegs")]
+    args += ["--data", str(samples), "--stages", "perception,retrieval,joint", "--steps", "3", "--batch-size", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for stage in ("01-perception", "02-retrieval", "03-joint", "final"):
+        assert (tmp_path / "pegs" / stage).is_dir()
+    assert "joint: 3 steps" in " ".join(result.output.split())
+    rerun = runner.invoke(app, args)  # finished stages are resumed, not trained again
+    assert rerun.exit_code == 0, rerun.output
+    out = tmp_path / "pred.json"
+    predict = ["eval", "predict", "--responder", "pegs-ret", "--checkpoint", str(tmp_path / "pegs" / "final")]
+    result = runner.invoke(
+        app, [*predict, "--data", str(samples), "--stickers", lib, "--out", str(out), "--limit", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    records = load_predictions(out)
+    assert len(records) == 3 and all(r["pred_meta"]["responder"] == "pegs-ret" for r in records)
+    assert all(len(r["pred_image"]) <= 1 for r in records)
+    json.dumps(records)  # plain JSON
+
+
+def test_bad_stage_and_missing_data_are_user_errors(tmp_path, small_index):
+    runner = CliRunner()
+    base = ["pegs", "train", "--config", "tiny", "--stickers", str(small_index.library.root), "--out", str(tmp_path)]
+    result = runner.invoke(app, [*base, "--stages", "perception,dance"])
+    assert result.exit_code != 0 and "unknown stage(s) dance" in " ".join(str(result.exception).split())
+    result = runner.invoke(app, [*base, "--stages", "joint"])
+    assert "give --data SAMPLES" in str(result.exception)

@@ -4,12 +4,15 @@ import json
 from collections import Counter
 from dataclasses import asdict
 
+import pytest
+
 from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY, run_generation
 from stickerconv.llm import LLMConfig, LLMFactory
 from stickerconv.llm.policy import RetryPolicy
+from stickerconv.llm.types import RetryBudgetExhausted
 from stickerconv.schema import Conversation, Persona
 
 from llm_fakes import ScriptedBackend
@@ -228,3 +231,45 @@ def test_lean_pattern_skips_memory_work_after_the_last_turn(tmp_path, small_inde
     )
     assert _titles(lean)["_Scores"] == 3  # one rating per turn for turns 1-3; turn 4 ended the dialogue
     assert _titles(original)["_Scores"] >= 4 * 4  # two memories per agent per turn, each rated, turn 4 included
+
+
+def _fast_factory(tmp_path, backend):
+    factory = LLMFactory(LLMConfig(store=tmp_path / "llm.sqlite", retry=RetryPolicy(max_attempts=2, base_delay=0)))
+    factory.register_backend("local", backend)
+    return factory
+
+
+def _garbage_for(title):
+    backend = scripted_world()
+    world = backend.default
+    backend.default = lambda r: "no json here" if (r.json_schema or {}).get("title") == title else world(r)
+    return backend
+
+
+def test_a_reflection_the_model_cannot_answer_is_skipped_not_fatal(tmp_path, small_index):
+    out = tmp_path / "run"
+    report = asyncio.run(
+        run_generation(PERSONAS[:1], small_index, _fast_factory(tmp_path, _garbage_for("_Questions")), out)
+    )
+    assert report.kept == 1
+    events = [d["event"] for d in json.loads((out / CONVERSATIONS).read_text())["meta"]["decisions"]]
+    assert "reflection_failed" in events and "reflection" not in events
+
+
+def test_a_session_the_model_cannot_finish_is_rejected_and_the_run_goes_on(tmp_path, small_index):
+    out = tmp_path / "run"
+    factory = _fast_factory(tmp_path, _garbage_for("Closure"))
+    report = asyncio.run(run_generation(PERSONAS[:2], small_index, factory, out))
+    assert (report.kept, report.rejected) == (0, 2)
+    reasons = [json.loads(x)["meta"]["reject_reason"] for x in (out / REJECTED).read_text().splitlines()]
+    assert all(r.startswith("unusable model output: ") and "Closure expected" in r for r in reasons)
+
+
+def test_a_failing_server_stops_the_run_for_a_later_resume(tmp_path, small_index):
+    from stickerconv.llm.types import TransientError
+
+    backend = scripted_world()
+    backend.default = lambda r: (_ for _ in ()).throw(TransientError("503 from the server"))
+    with pytest.raises(RetryBudgetExhausted):
+        asyncio.run(run_generation(PERSONAS[:1], small_index, _fast_factory(tmp_path, backend), tmp_path / "run"))
+    assert not (tmp_path / "run" / REJECTED).exists()  # nothing recorded as done: a rerun will simulate it

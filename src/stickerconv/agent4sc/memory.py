@@ -127,6 +127,11 @@ class MemoryStream:
             every is not None and self.since_reflection >= every
         )
 
+    def skip_reflection(self) -> None:
+        """Give up this reflection (its answer was unusable) and start counting towards the next one."""
+        self.accumulated = 0.0
+        self.since_reflection = 0
+
     async def reflect(self) -> list[MemoryRecord]:
         """Ask for salient questions about recent memories, retrieve evidence, store the insights."""
         recent = "\n".join(r.text for r in self.records[-12:])

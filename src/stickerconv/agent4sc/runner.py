@@ -24,9 +24,10 @@ from stickerconv.agent4sc.manager import Manager, ManagerConfig, keep
 from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
 from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.plan import StickerTool
-from stickerconv.agent4sc.simulate import simulate
+from stickerconv.agent4sc.simulate import DialogueResult, simulate
 from stickerconv.jsonl import drop_torn_tail
 from stickerconv.llm import LLMFactory, Settings
+from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.schema import Persona
 from stickerconv.stickers.index import StickerIndex
 
@@ -140,9 +141,15 @@ async def run_generation(
                 tool = StickerTool(index, models[role], seed=session_seed, compact=pattern.compact_prompts)
                 profile = AgentProfile(name, p_text, status)
                 agents.append(Agent(profile, models[role], memory, tool, settings, pattern=pattern))
-            result = await simulate(
-                agents[0], agents[1], manager, persona=persona.persona, status=persona.situation, seed=session_seed
-            )
+            try:
+                result = await simulate(
+                    agents[0], agents[1], manager, persona=persona.persona, status=persona.situation, seed=session_seed
+                )
+            except RetryBudgetExhausted as exc:
+                if not isinstance(exc.last, StructuredOutputError):
+                    raise  # the server is failing, not this session: stop; the rerun resumes here
+                # The model cannot produce a required answer for this session: record it and go on.
+                result = DialogueResult(None, "model_output_error", {"seed": session_seed, "error": str(exc)[:500]})
             meta = result.meta | {
                 "persona_id": pid,
                 "persona_emotion": persona.emotion,  # as written in the profile file
@@ -156,7 +163,12 @@ async def run_generation(
                 _append(out / CONVERSATIONS, result.conversation.model_copy(update={"meta": meta}).to_published())
                 report.kept += 1
             else:
-                reason = "no sticker" if result.conversation is not None else f"no complete turn ({result.end_reason})"
+                if result.end_reason == "model_output_error":
+                    reason = f"unusable model output: {result.meta['error']}"
+                elif result.conversation is not None:
+                    reason = "no sticker"
+                else:
+                    reason = f"no complete turn ({result.end_reason})"
                 body = result.conversation.to_published() if result.conversation else {}
                 _append(out / REJECTED, body | {"meta": meta | {"reject_reason": reason}})
                 report.rejected += 1

@@ -23,6 +23,7 @@ from stickerconv.agent4sc.manager import (
 )
 from stickerconv.agent4sc.memory import remember_turn
 from stickerconv.agent4sc.plan import PlanOutcome
+from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.schema import Conversation, Sticker, Turn
 
 MIN_WORDS = 2
@@ -101,8 +102,14 @@ async def _update_memories(
     await remember_turn(entries)
     for agent in (user_agent, system_agent):
         if agent.memory.should_reflect:
-            await agent.memory.reflect()
-            decisions.append({"event": "reflection", "speaker": agent.profile.name, "turn": t})
+            try:
+                await agent.memory.reflect()
+                decisions.append({"event": "reflection", "speaker": agent.profile.name, "turn": t})
+            except RetryBudgetExhausted as exc:
+                if not isinstance(exc.last, StructuredOutputError):
+                    raise  # the server is failing: stop, a rerun resumes
+                agent.memory.skip_reflection()  # the model cannot answer the format: go on without it
+                decisions.append({"event": "reflection_failed", "speaker": agent.profile.name, "turn": t})
         if t % 2 == 0:
             await agent.refresh_summary()
 

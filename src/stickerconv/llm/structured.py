@@ -59,7 +59,11 @@ def extract_json(text: str) -> Any:
 
 def parse_structured(text: str, schema: Schema) -> Any:
     """A validated pydantic object (model schema) or JSON value (raw schema); else StructuredOutputError."""
-    value = extract_json(text)
+    try:
+        value = extract_json(text)
+    except StructuredOutputError as exc:
+        name = schema.get("title", "the schema") if isinstance(schema, dict) else schema.__name__
+        raise StructuredOutputError(f"{name} expected, {exc}", text) from None
     if isinstance(schema, dict):
         import jsonschema
 

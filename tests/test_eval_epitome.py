@@ -183,7 +183,7 @@ def test_diff_formula_on_hand_made_levels():
 def test_scoring_without_a_model_says_none_is_bundled_and_how_to_train(tmp_path):
     with pytest.raises(EpitomeModelMissing, match="None are bundled") as caught:
         EpitomeScorer(None)
-    assert "train_classifier('ER'" in str(caught.value) and "never published" in str(caught.value)
+    assert "stickerconv eval epitome-train" in str(caught.value) and "never published" in str(caught.value)
     (tmp_path / "ER").mkdir()
     with pytest.raises(EpitomeModelMissing, match="lacks ER, IP, EX"):
         EpitomeScorer(tmp_path)
@@ -211,3 +211,25 @@ def test_annotation_files_are_checked(tmp_path):
         load_annotations(tmp_path / "none.csv")
     with pytest.raises(EpitomeError, match="unknown EPITOME mechanism 'XX'"):
         train_classifier("XX", good, tmp_path / "out")
+
+
+def test_cli_trains_the_three_classifiers_and_scores_with_them(tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from stickerconv.cli import app
+
+    data = tmp_path / "annotations.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, FIELDS)
+        writer.writeheader()
+        writer.writerows(annotated_rows())
+    runner = CliRunner()
+    args = ["eval", "epitome-train", "--out", str(tmp_path / "models"), "--base-model", str(tiny_base)]
+    args += ["--epochs", "1", "--batch-size", "6"] + [f"--data={m}={data}" for m in MECHANISMS]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scorer = EpitomeScorer(tmp_path / "models")
+    record = {"query": "I failed again.", "response_text": "That hurts.", "pred_text_response": "I'm sorry."}
+    assert set(scorer.score([record, record], bootstrap=0)) >= {"epitome_er_pred", "epitome_ip_diff"}
+    bad = runner.invoke(app, ["eval", "epitome-train", "--out", str(tmp_path / "m2"), "--data", f"XY={data}"])
+    assert bad.exit_code != 0 and "MECH one of ER, IP, EX" in str(bad.exception)

@@ -80,6 +80,9 @@ def score(
     ] = None,
     judge_items: Annotated[int | None, typer.Option(min=1, help="Judge a seeded subset of this many items.")] = None,
     judge_n: Annotated[int | None, typer.Option(min=1, help="Samples per item (default 5, 5 and 3).")] = None,
+    epitome: Annotated[
+        Path | None, typer.Option(help="EPITOME classifiers folder (ER/, IP/, EX/ from `eval epitome-train`).")
+    ] = None,
     bootstrap: Annotated[
         int, typer.Option(min=0, help="Bootstrap resamples behind each 95% interval (0: none).")
     ] = 1000,
@@ -107,12 +110,19 @@ def score(
         library = StickerLibrary.load(stickers) if stickers is not None else None
         sticker_encoder = load_encoder(encoder, image_root=image_root, library=library)
     scorer = TextScorer()
+    epitome_scorer = None
+    if epitome is not None:
+        from stickerconv.evaluate.epitome import EpitomeScorer
+
+        epitome_scorer = EpitomeScorer(epitome)
     systems = {system: load_predictions(path) for system, path in zip(names, pred, strict=True)}
     scores = {}
     for system, records in systems.items():
         scores[system] = score_predictions(
             records, scorer, wanted, encoder=sticker_encoder, bootstrap=bootstrap, seed=seed
         )
+        if epitome_scorer is not None:
+            scores[system] |= epitome_scorer.score(records, bootstrap=bootstrap, seed=seed)
         console.print(f"{system}: {len(records)} samples scored")
     if judge_llm is not None:
         from stickerconv.evaluate.judges import JudgeConfig
@@ -169,3 +179,40 @@ def retrieval(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+@eval_app.command("epitome-train")
+def epitome_train(
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            help="Annotations per mechanism as MECH=FILE (ER=emotional-reactions.csv, IP=..., EX=...); repeat.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the three classifiers (ER/, IP/, EX/).")],
+    base_model: Annotated[str, typer.Option(help="RoBERTa-style model: a hub id or a local folder.")] = "roberta-base",
+    epochs: Annotated[int, typer.Option(min=1)] = 4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the EPITOME empathy classifiers (the original weights were never published) from
+    annotated files in the public EPITOME format; `eval score --epitome OUT` then uses them."""
+    from stickerconv.evaluate.epitome import TrainConfig, train_classifier
+
+    files = {}
+    for item in data:
+        mechanism, sep, path = str(item).partition("=")
+        if not sep or mechanism.upper() not in ("ER", "IP", "EX"):
+            raise UserError(f"--data {item}: write MECH=FILE with MECH one of ER, IP, EX")
+        files[mechanism.upper()] = Path(path)
+    config = TrainConfig(base_model=base_model, epochs=epochs, batch_size=batch_size, seed=seed)
+    for mechanism, path in files.items():
+        with progress_bar(f"training {mechanism}"):
+            report = train_classifier(mechanism, path, out / mechanism, config)
+        console.print(
+            f"{mechanism}: {report.n_train} train / {report.n_dev} dev, loss {report.final_loss:.3f}, "
+            f"dev accuracy {report.dev_accuracy}, macro-F1 {report.dev_macro_f1} -> {report.out_dir}"
+        )
+    missing = [m for m in ("ER", "IP", "EX") if not (out / m).is_dir()]
+    if missing:
+        console.print(f"still missing for `eval score --epitome {out}`: {', '.join(missing)}")

@@ -60,12 +60,10 @@ def missing_model_message(where: str) -> str:
     return (
         f"EPITOME scoring needs trained ER/IP/EX classifiers ({where}). None are bundled with StickerConv: the "
         "original EPITOME weights were never published. Train one classifier per mechanism from the public "
-        f"EPITOME annotations ({DATA_URL}), e.g. in Python:\n"
-        "  from stickerconv.evaluate.epitome import train_classifier\n"
-        "  train_classifier('ER', 'emotional-reactions-reddit.csv', 'models/epitome/ER')\n"
-        "  train_classifier('IP', 'interpretations-reddit.csv', 'models/epitome/IP')\n"
-        "  train_classifier('EX', 'explorations-reddit.csv', 'models/epitome/EX')\n"
-        "then score with model_dir='models/epitome' (it holds the ER, IP and EX folders)."
+        f"EPITOME annotations ({DATA_URL}):\n"
+        "  stickerconv eval epitome-train --out models/epitome --data ER=emotional-reactions-reddit.csv \\\n"
+        "      --data IP=interpretations-reddit.csv --data EX=explorations-reddit.csv\n"
+        "then score with --epitome models/epitome (in Python: train_classifier and EpitomeScorer('models/epitome'))."
     )
 
 

@@ -6,8 +6,9 @@ official ``openai`` async SDK, no retries) each send R chat requests one after a
 request carries a library sticker (by URL). Prints p50/p95 latency, throughput and the error count.
 
 The embedded model answers one request at a time (one llama.cpp context), so latency under load is
-mostly queueing: p50 is about (clients / 2) x the time of one reply. Without --stickers a small pack
-(the first 260 emoji, Noto style) is built and indexed in a temporary folder first.
+mostly queueing: every client always has a request out, so a request takes about clients x one reply.
+Without --stickers a small pack (the first 260 emoji, Noto style) is built and indexed in a temporary
+folder first.
 """
 
 from __future__ import annotations

@@ -15,12 +15,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from stickerconv.llm import LLMConfig, LLMFactory
-from stickerconv.responders import build_responder
+from stickerconv.responders import Responder, build_responder
 from stickerconv.responders.base import sticker_text
+from stickerconv.schema import Reply, Sticker
 from stickerconv.serve import ServerThread, ServeSettings, create_app
 from stickerconv.serve.dialogue import text_pieces, to_context
 from stickerconv.serve.openai_schema import ChatCompletionRequest
 from stickerconv.serve.stickers import UNKNOWN_IMAGE, StickerCatalog
+from stickerconv.stickers.library import StickerLibrary
 
 from llm_fakes import ScriptedBackend
 
@@ -285,3 +287,45 @@ def test_messages_pair_into_turns(small_index):
 @pytest.mark.parametrize("text", ["", "one", "Hello there, how are you doing today?", "  spaced   out \n lines  "])
 def test_text_pieces_join_to_the_text(text):
     assert "".join(text_pieces(text)) == text
+
+
+class PaintingResponder(Responder):
+    """Paints a new sticker into a library folder for every reply, as PEGS-Gen does."""
+
+    name = "painter"
+
+    def __init__(self, folder):
+        self.folder, self.seen = folder, []
+
+    async def respond(self, context):
+        self.seen.append(context)
+        library = (
+            StickerLibrary.load(self.folder)
+            if (self.folder / "stickers.jsonl").is_file()
+            else StickerLibrary(self.folder)
+        )
+        number = len(library) + 1
+        self.folder.mkdir(exist_ok=True)
+        Image.new("RGB", (16, 16), (number * 40, 90, 90)).save(self.folder / f"gen{number}.png")
+        sticker = Sticker(id=f"gen{number}", image=f"gen{number}.png", description="a sticker painted for you")
+        library.stickers.append(sticker)
+        library.save()
+        return Reply(text="I drew you this.", sticker=sticker)
+
+
+def test_painted_stickers_are_served_and_resolve_in_history(small_index, tmp_path):
+    painter = PaintingResponder(tmp_path / "generated")
+    client = TestClient(create_app(painter, small_index, ServeSettings(generated_dir=tmp_path / "generated")))
+    messages = [{"role": "user", "content": "draw me something"}]
+    first = client.post("/v1/chat/completions", json={"model": "stickerconv-painter", "messages": messages}).json()
+    message = first["choices"][0]["message"]
+    args = json.loads(message["tool_calls"][0]["function"]["arguments"])
+    assert args["sticker_id"] == "gen1" and args["description"] == "a sticker painted for you"
+    image = client.get(args["url"])
+    assert image.status_code == 200 and image.content == (tmp_path / "generated" / "gen1.png").read_bytes()
+    messages += [message, {"role": "user", "content": [{"type": "image_url", "image_url": {"url": args["url"]}}]}]
+    second = client.post("/v1/chat/completions", json={"model": "stickerconv-painter", "messages": messages})
+    assert second.status_code == 200, second.text
+    context = painter.seen[-1]
+    assert context.history[0].system_sticker.id == "gen1" and context.user_sticker.id == "gen1"
+    assert client.get("/stickers/gen2.png").status_code == 200  # painted while serving, found without a restart

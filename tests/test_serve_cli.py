@@ -44,4 +44,6 @@ def test_serve_errors_name_the_fix(monkeypatch):
     assert unknown.exit_code != 0 and "choose from text, tool" in str(unknown.exception)
     no_library = runner.invoke(cli_app, ["serve", "--responder", "tool"])
     assert no_library.exit_code != 0 and "--stickers" in str(no_library.exception)
+    painter = runner.invoke(cli_app, ["serve", "--responder", "pegs-gen"])
+    assert painter.exit_code != 0 and "--generated-dir" in str(painter.exception)
     assert "--api-key" in runner.invoke(cli_app, ["serve", "--help"]).output

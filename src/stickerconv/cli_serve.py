@@ -15,10 +15,16 @@ _DEFAULTS = ServeSettings()
 
 
 def serve(
-    responder: Annotated[str, typer.Option(help="text (text-only LLM) or tool (LLM + sticker tool).")],
+    responder: Annotated[
+        str, typer.Option(help="text, tool (LLM baselines), pegs-ret, pegs-gen or pegs-rag (PEGS checkpoint).")
+    ],
     stickers: Annotated[
         Path | None,
-        typer.Option(help="Indexed sticker library: served, searched, matched (the tool responder needs one)."),
+        typer.Option(help="Indexed sticker library: served, searched, matched (tool and pegs-* need one)."),
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="PEGS checkpoint folder (pegs-* responders).")] = None,
+    generated_dir: Annotated[
+        Path | None, typer.Option(help="Library folder for the stickers pegs-gen/pegs-rag paint; served too.")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: all interfaces).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
@@ -60,6 +66,8 @@ def serve(
 
     if responder not in RESPONDERS:
         raise UserError(f"unknown responder {responder!r}; choose from {', '.join(RESPONDERS)}")
+    if responder in ("pegs-gen", "pegs-rag") and generated_dir is None:
+        raise UserError(f"{responder} paints new stickers: give --generated-dir DIR, a folder to keep them in")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise UserError(f"unknown log level {log_level!r}; choose debug, info, warning or error")
     logging.getLogger("stickerconv").setLevel(log_level.upper())
@@ -67,9 +75,10 @@ def serve(
     overrides = {"llm": llm, "store": store, "cache": cache or ("off" if "cache" not in cfg.model_fields_set else None)}
     cfg = LLMConfig.model_validate(cfg.model_dump(exclude_unset=True) | {k: v for k, v in overrides.items() if v})
     index = StickerIndex.load(stickers) if stickers is not None else None
-    chosen = build_responder(responder, LLMFactory(cfg), index)
+    chosen = build_responder(responder, LLMFactory(cfg), index, checkpoint=checkpoint, generated_dir=generated_dir)
     settings = ServeSettings(
         model_name=model_name,
+        generated_dir=generated_dir,
         api_key=api_key or None,
         cors_origins=cors_origin or [],
         public_url=public_url,

@@ -7,6 +7,8 @@ from its header before a pixel is decoded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MIB = 1024 * 1024
@@ -19,6 +21,7 @@ class ServeSettings(BaseModel):
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <api_key>"
     cors_origins: list[str] = []  # CORS is off unless origins are listed ("*" allows any)
     public_url: str | None = None  # base of the sticker URLs in replies; default: the URL the request came to
+    generated_dir: Path | None = None  # library folder a responder adds stickers to (PEGS-Gen/RAG); served too
     max_body_bytes: int = Field(8 * MIB, ge=1024)  # a larger request body is refused with 413
     max_image_bytes: int = Field(2 * MIB, ge=1)  # one decoded image; larger: 413
     max_image_side: int = Field(4096, ge=1)  # pixels, width or height; larger: 413

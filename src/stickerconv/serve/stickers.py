@@ -4,8 +4,8 @@ A user's image part is either a data URI (decoded and checked: size in bytes, th
 from the header, then a full decode) or the URL of a library sticker on this server
 (``.../stickers/{id}``), which is resolved by id and never fetched. A data URI whose bytes are exactly a
 library image (SHA-256) becomes that sticker; any other image is accepted as an upload that the
-library does not know. Sticker files are served only through the id table, never through a path the
-client wrote.
+library does not know. Sticker files are served only through the id tables (the library's, and that of
+the folder a generating responder writes its stickers to), never through a path the client wrote.
 """
 
 from __future__ import annotations
@@ -14,17 +14,22 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
 import re
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from PIL import Image
 
+from stickerconv.jsonl import RecordError
 from stickerconv.schema import EmotionLabel, Sticker
 from stickerconv.serve.errors import APIError
 from stickerconv.serve.openai_schema import StickerArgs, StickerHit
 from stickerconv.serve.settings import ServeSettings
 from stickerconv.stickers.index import StickerIndex
+from stickerconv.stickers.library import STICKERS_FILE, LibraryError, StickerLibrary
+
+log = logging.getLogger("stickerconv.serve")
 
 STICKER_ROUTE = "/stickers/"
 UNKNOWN_IMAGE = "an image the library does not know"
@@ -47,6 +52,9 @@ class StickerCatalog:
         self.index, self.settings = index, settings
         self.root: Path | None = index.library.root.resolve() if index is not None else None
         self.by_id: dict[str, Sticker] = index.library.by_id() if index is not None else {}
+        self.generated_root = settings.generated_dir.resolve() if settings.generated_dir is not None else None
+        self._generated: dict[str, Sticker] = {}
+        self._generated_stamp: tuple[int, int] | None = None
         self.by_hash: dict[str, Sticker] = {}
         for sticker in self.by_id.values():
             path = self.image_file(sticker.id)
@@ -55,20 +63,49 @@ class StickerCatalog:
 
     # ------------------------------------------------------------------ library
     def get(self, sticker_id: str) -> Sticker | None:
-        sticker = self.by_id.get(sticker_id)
-        if sticker is None:  # ".../stickers/noto/1f600.png" names the same sticker
-            stem, dot, ext = sticker_id.rpartition(".")
-            if dot and f".{ext.lower()}" in MEDIA_TYPES:
-                sticker = self.by_id.get(stem)
-        return sticker
+        found = self._lookup(sticker_id)
+        return found[0] if found else None
+
+    def _lookup(self, sticker_id: str) -> tuple[Sticker, Path] | None:
+        """The sticker and the folder its image path is relative to: the library, else the generated stickers.
+        ``.../stickers/noto/1f600.png`` names the same sticker as ``.../stickers/noto/1f600``."""
+        stem, dot, ext = sticker_id.rpartition(".")
+        names = [sticker_id, stem] if dot and f".{ext.lower()}" in MEDIA_TYPES else [sticker_id]
+        for name in names:
+            if name in self.by_id and self.root is not None:
+                return self.by_id[name], self.root
+            generated = self._generated_sticker(name)
+            if generated is not None and self.generated_root is not None:
+                return generated, self.generated_root
+        return None
+
+    def _generated_sticker(self, sticker_id: str) -> Sticker | None:
+        """A sticker of the generated-stickers folder, which a responder writes while serving: its
+        stickers.jsonl is read again whenever it changed."""
+        if self.generated_root is None:
+            return None
+        try:
+            stat = (self.generated_root / STICKERS_FILE).stat()
+        except OSError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._generated_stamp:
+            try:
+                self._generated = StickerLibrary.load(self.generated_root).by_id()
+            except (LibraryError, RecordError, ValueError) as exc:  # mid-write or broken: keep what we had
+                log.warning("cannot read generated stickers in %s: %s", self.generated_root, exc)
+            else:
+                self._generated_stamp = stamp
+        return self._generated.get(sticker_id)
 
     def image_file(self, sticker_id: str) -> Path | None:
-        """The image of a library sticker, or None; a path outside the library folder is never returned."""
-        sticker = self.get(sticker_id)
-        if sticker is None or self.root is None:
+        """The image of a known sticker, or None; a path outside its library folder is never returned."""
+        found = self._lookup(sticker_id)
+        if found is None:
             return None
-        path = (self.root / sticker.image).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
+        sticker, root = found
+        path = (root / sticker.image).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
             return None
         return path
 

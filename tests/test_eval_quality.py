@@ -101,3 +101,25 @@ def test_fast_self_bleu_equals_nltk_on_real_sentences():
     refs = [[t for j, t in enumerate(tokens) if j != i] for i in range(len(tokens))]
     expected = corpus_bleu(refs, tokens, smoothing_function=SmoothingFunction().method1)
     assert self_bleu(tokens) == pytest.approx(expected, abs=1e-12, rel=0)
+
+
+def test_cli_quality_with_a_judge_on_a_sample(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stickerconv.cli import app
+
+    from fake_openai_server import FakeOpenAIServer
+
+    data = tmp_path / "run.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in (REPEATING, SAD_WITH_HAPPY_STICKER, RISING)))
+    with FakeOpenAIServer() as server:  # schema-valid {reason, score} answers
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        args = ["data", "quality", str(data), "--out", str(tmp_path / "q"), "--judge-llm", "openai:fake-model"]
+        result = CliRunner().invoke(app, [*args, "--judge-items", "4", "--judge-n", "1"])
+        assert result.exit_code == 0, result.output
+    judges = json.loads((tmp_path / "q" / "quality.json").read_text())["run"]["judges"]
+    assert judges["empathy_mean"]["n_items"] == 4 and 1 <= judges["empathy_mean"]["score"] <= 5
+    assert "consistency_mean" in judges
+    text = (tmp_path / "q" / "quality.md").read_text()
+    assert "| judge: empathy of the assistant (1-5) |" in text and "judges (`run`)" in text

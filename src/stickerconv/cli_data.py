@@ -170,6 +170,11 @@ def quality(
     out: Annotated[Path, typer.Option(help="Folder for quality.json, the plot and quality.md.")] = Path("quality"),
     name: Annotated[list[str] | None, typer.Option("--name", help="Column name per file (default: its name).")] = None,
     self_bleu_sample: Annotated[int, typer.Option(min=2, help="Utterances per role sampled for self-BLEU.")] = 1000,
+    judge_llm: Annotated[
+        str | None, typer.Option(help="Also judge empathy and consistency of a sample (local, openai:MODEL).")
+    ] = None,
+    judge_items: Annotated[int, typer.Option(min=1, help="Assistant turns judged per file.")] = 50,
+    judge_n: Annotated[int | None, typer.Option(min=1, help="Judge samples per item (default 5).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """What a dataset is worth: diversity, repetition, sticker use, sticker/text agreement, sentiment by turn."""
@@ -190,9 +195,25 @@ def quality(
             err.print(
                 f"warning: {file}: {result['skipped']} malformed record(s) skipped; see `stickerconv data validate`"
             )
+        if judge_llm is not None:
+            result["judges"] = _judge_quality(file, label, judge_llm, judge_items, judge_n, seed, out)
         results.append(result)
     report = write_quality(results, names, out)
     console.print(f"wrote {out / 'quality.json'}, the plot and {report}")
+
+
+def _judge_quality(file: Path, label: str, llm: str, items: int, n: int | None, seed: int, out: Path) -> dict:
+    import asyncio
+
+    from stickerconv.evaluate.judges import JudgeConfig
+    from stickerconv.evaluate.quality import judge_items, judge_quality
+    from stickerconv.llm import LLMConfig, LLMFactory
+
+    out.mkdir(parents=True, exist_ok=True)
+    factory = LLMFactory(LLMConfig(llm=llm, store=out / "judge.llm.sqlite"))
+    records = judge_items(file, items, seed)
+    with progress_bar(f"judging {label}"):
+        return asyncio.run(judge_quality(records, factory.chat_model("judge"), JudgeConfig(n=n, seed=seed)))
 
 
 @data_app.command("split")

@@ -290,3 +290,37 @@ def dataset_quality(
         else:
             acc.skipped += 1
     return {"source": str(path), **acc.result()}
+
+
+def judge_items(path: Path | str, sample: int, seed: int = 0) -> list[dict[str, Any]]:
+    """A seeded sample of the dataset's assistant turns as judge records: the dataset's own reply (and
+    sticker) stands where a system's prediction would."""
+    from stickerconv.data.io import iter_conversations
+    from stickerconv.data.samples import DEFAULT_STYLE, render_samples
+
+    samples = [
+        s.model_dump(mode="json")
+        for _, conversation in iter_conversations(path)
+        for s in render_samples(conversation, DEFAULT_STYLE, lambda sticker: sticker.image)
+    ]
+    chosen = sorted(random.Random(seed).sample(range(len(samples)), min(sample, len(samples))))
+    return [
+        samples[i]
+        | {
+            "pred_text_response": samples[i]["response_text"],
+            "pred_image": samples[i]["response_image"],
+            "pred_image_metadata": samples[i]["response_image_metadata"],
+        }
+        for i in chosen
+    ]
+
+
+async def judge_quality(records: list[dict[str, Any]], chat: Any, config: Any = None) -> dict[str, Any]:
+    """Empathy and consistency judge scores of the records, as JSON-ready metric results."""
+    from stickerconv.evaluate.judges import consistency_judge, empathy_judge
+
+    results: dict[str, Any] = {}
+    for judge in (empathy_judge(chat, config), consistency_judge(chat, config)):
+        report = await judge.judge(records)
+        results |= {name: r.model_dump(mode="json", exclude={"per_item"}) for name, r in report.metrics.items()}
+    return results

@@ -29,6 +29,8 @@ ROWS: list[tuple[str, str, str]] = [  # (label, path into the result, format)
     ("assistant sticker label = message emotion", "emotion_agreement.system.label_match", "{:.3f}"),
     ("user sticker/text polarity conflicts", "emotion_agreement.user.polarity_conflict", "{:.3f}"),
     ("assistant sticker/text polarity conflicts", "emotion_agreement.system.polarity_conflict", "{:.3f}"),
+    ("judge: empathy of the assistant (1-5)", "judges.empathy_mean.score", "{:.2f}"),
+    ("judge: consistency of the assistant (1-5)", "judges.consistency_mean.score", "{:.2f}"),
 ]
 
 
@@ -97,6 +99,9 @@ def render_quality(results: Sequence[dict[str, Any]], names: Sequence[str], figu
         lines += ["", f"![user sentiment by turn]({figure})"]
     lines += ["", "## How each figure is computed", ""]
     lines += [f"- {key}: {text}" for key, text in results[0]["methods"].items()]
+    judged = {name: r["judges"] for name, r in zip(names, results, strict=True) if r.get("judges")}
+    for name, metrics in judged.items():
+        lines += [f"- judges (`{name}`): " + "; ".join(f"`{m['signature_text']}`" for m in metrics.values())]
     lines += ["", "Sources: " + ", ".join(f"`{n}` = {r['source']}" for n, r in zip(names, results, strict=True))]
     return "\n".join(lines) + "\n"
 

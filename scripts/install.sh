@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything StickerConv needs on a fresh Debian/Ubuntu machine, into ./.venv:
-# system packages (emoji font, cairo, WordNet), the npm emoji assets, CPU torch, the package itself.
+# system packages (emoji font, cairo, WordNet; Chromium for the browser test with --dev), the npm emoji assets, CPU torch, the package itself.
 # Usage: scripts/install.sh [--dev]     (--dev adds the test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,11 @@ need=()
 ldconfig -p 2>/dev/null | grep -q 'libcairo.so.2' || need+=(libcairo2)
 # WordNet for METEOR (NLTK cannot download it offline; stickerconv copies it into its own NLTK data dir).
 [[ -f /usr/share/wordnet/data.noun ]] || need+=(wordnet-base wordnet-sense-index)
+# Headless Chromium and its driver for the web chat page's browser test (test tools only).
+if [[ -n "$extras" ]]; then
+  [[ -x /usr/bin/chromium ]] || need+=(chromium)
+  [[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
+fi
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
   echo "installing system packages: ${need[*]}"

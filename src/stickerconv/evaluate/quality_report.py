@@ -87,7 +87,10 @@ def plot_trajectories(results: Sequence[dict[str, Any]], names: Sequence[str], p
 def render_quality(results: Sequence[dict[str, Any]], names: Sequence[str], figure: str | None) -> str:
     lines = ["# Dataset quality", "", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for label, path, fmt in ROWS:
-        lines.append(f"| {label} | " + " | ".join(_cell(r, path, fmt) for r in results) + " |")
+        cells = [_cell(r, path, fmt) for r in results]
+        if path.startswith("judges.") and all(c == "-" for c in cells):
+            continue  # no input was judged
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "User sentiment by turn (mean VADER compound), by starting emotion:", ""]
     groups = sorted({g for r in results for g in r["user_sentiment_by_turn"]})
     for group in groups:

@@ -4,7 +4,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from stickerconv.data.plots import PLOTS, write_plots
@@ -110,7 +109,7 @@ def test_plots_and_report(tmp_path):
     assert "| Sessions | 10 |" in report and "| Stickers (total / unique) | 20 / " in report
 
 
-def test_stats_on_20k_sessions_take_seconds(tmp_path):
+def test_stats_count_every_one_of_20k_sessions(tmp_path):  # its speed is measured by bench/data.py
     records = published_sessions()
     stickers = published_stickers()
     path = tmp_path / "big.jsonl"
@@ -120,11 +119,8 @@ def test_stats_on_20k_sessions_take_seconds(tmp_path):
             record["user_status"] += f" ({i})"
             record["conversation"][0]["user_sticker"] = stickers[i % 10]
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    start = time.perf_counter()
     stats = compute_stats(path)
-    elapsed = time.perf_counter() - start
     assert stats["sessions"] == 20_000 and stats["unique_scenarios"] == 20_000
-    assert elapsed < 20, f"stats on 20k sessions took {elapsed:.1f}s"
 
 
 def test_cli_stats_writes_json_plots_and_report(tmp_path):

@@ -26,7 +26,6 @@ def test_tiny_training_loss_falls_in_every_stage(trained):
         losses = record[stage]["losses"]
         head, tail = statistics.mean(losses[:5]), statistics.mean(losses[-5:])
         assert tail < head, f"{stage}: {losses}"
-    assert sum(r["seconds"] for r in record.values()) < 240
 
 
 def test_checkpoint_reloads_and_answers_identically(tmp_path, small_pack):

@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_pegs_fixtures import boost_token, tiny_model
 
 from stickerconv.data.samples import render_samples
 from stickerconv.pegs.config import MapperConfig, PegsConfig
 from stickerconv.pegs.heads import GenMapper, info_nce
 from stickerconv.pegs.sequence import IGNORE, IMG_END, IMG_START, image_roles, img_token, sample_example
 from stickerconv.schema import Conversation, Sticker, Turn
+
+from test_pegs_fixtures import boost_token, tiny_model
 
 
 @pytest.fixture(scope="module")

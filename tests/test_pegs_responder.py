@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_pegs_fixtures import boost_token, tiny_model
 
 from stickerconv.pegs.model import PegsModel
-from stickerconv.responders.pegs import PegsResponder
 from stickerconv.responders.base import Responder
+from stickerconv.responders.pegs import PegsResponder
 from stickerconv.schema import DialogueContext, Reply, Turn
 from stickerconv.stickers.library import StickerLibrary
+
+from test_pegs_fixtures import boost_token, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -211,7 +211,8 @@ def bench_embedded(index: StickerIndex, n: int, patterns: list[str]) -> dict:
         print(f"== embedded model: {n} sessions, {name} pattern, {os.cpu_count()} CPU cores ==")
         with tempfile.TemporaryDirectory() as tmp:
             store = Path(tmp) / "llm.sqlite"
-            factory = LLMFactory(LLMConfig(llm="local", cache="off", store=store))
+            # A fresh cache: every call is made, and its request is kept for the per-step table.
+            factory = LLMFactory(LLMConfig(llm="local", store=store))
             start = time.perf_counter()
             report = asyncio.run(
                 run_generation(

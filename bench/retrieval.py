@@ -376,7 +376,16 @@ def main():
     p.add_argument("--queries", type=int, default=200, help="latency queries (30 chat messages + descriptions)")
     p.add_argument("--skip-1m", action="store_true", help="skip the synthetic IVF section")
     p.add_argument("--n-synthetic", type=int, default=1_000_000)
-    p.add_argument("--descriptions", default="/work/shared/data/emotion_descriptions/emotion_descriptions.jsonl")
+    p.add_argument(
+        "--descriptions",
+        default=str(
+            Path(__file__).resolve().parents[2]
+            / "shared"
+            / "data"
+            / "emotion_descriptions"
+            / "emotion_descriptions.jsonl"
+        ),
+    )
     p.add_argument("--agreement-sample", type=int, default=None, help="use a seeded subset of the descriptions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", default=None)

@@ -17,7 +17,9 @@ from stickerconv.schema import EmotionLabel
 from stickerconv.stickers.ingest import ingest_folder
 from stickerconv.stickers.library import LibraryError, StickerLibrary
 
-KNOWLEDGE = Path("/work/shared/data/stickers/knowledge_sticker_example.jsonl")
+from conftest import shared_data
+
+KNOWLEDGE = shared_data("stickers", "knowledge_sticker_example.jsonl")  # fails loudly when missing
 
 
 def make_image(path: Path, size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str | None = None) -> Path:
@@ -53,9 +55,6 @@ def huge_png(path: Path, width: int, height: int) -> Path:
 def knowledge_numbers() -> list[int]:
     with KNOWLEDGE.open(encoding="utf-8") as fh:
         return [int(Path(json.loads(line)["image"]).stem.split("_")[1]) for line in fh if line.strip()]
-
-
-needs_knowledge = pytest.mark.skipif(not KNOWLEDGE.is_file(), reason="published sticker fixture missing")
 
 
 def test_ser30k_layout_two_themes(tmp_path: Path) -> None:
@@ -159,7 +158,6 @@ def test_same_stem_different_extensions_both_kept(tmp_path: Path) -> None:
     assert [s.id for s in StickerLibrary.load(tmp_path / "lib")] == ["cat", "cat.png"]
 
 
-@needs_knowledge
 def test_published_knowledge_file_as_labels(tmp_path: Path) -> None:
     numbers = knowledge_numbers()
     assert len(numbers) == 10
@@ -182,7 +180,6 @@ def test_published_knowledge_file_as_labels(tmp_path: Path) -> None:
     assert by_id["pepe-7/sticker_9999"].description == ""
 
 
-@needs_knowledge
 def test_labels_match_flat_layout_by_stem_and_report_unmatched(tmp_path: Path) -> None:
     numbers = knowledge_numbers()
     for n in numbers[:4]:

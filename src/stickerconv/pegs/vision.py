@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,15 +67,16 @@ class ImageTransform:
         return (x - self.mean) / self.std
 
 
-class VisionEncoder(nn.Module):
+class VisionEncoder(nn.Module, metaclass=ABCMeta):
     """What PEGS needs of an image encoder."""
 
     n_tokens: int  # K
     token_dim: int  # D
     pooled_dim: int  # P
 
+    @abstractmethod
     def forward(self, pixels: torch.Tensor) -> VisionOutput:  # pixels: (B, 3, S, S)
-        raise NotImplementedError
+        """Token features for the LLM and a pooled vector for retrieval."""
 
 
 class CnnEncoder(VisionEncoder):

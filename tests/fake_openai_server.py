@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import random
 import socket
@@ -347,3 +348,18 @@ class FakeOpenAIServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def dialogue_reply(body: dict) -> str:
+    """Deterministic answers for the Agent4SC simulator: prompt-derived utterances (drafted ones with a sticker
+    plan), schema instances for the other structured calls."""
+    fmt = body.get("response_format") or {}
+    digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:10]
+    message = f"I keep thinking about it, really ({digest})."
+    if fmt.get("type") == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+        if schema.get("title") == "DraftedMessage":  # an utterance with its sticker plan drafted
+            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
+            return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
+        return json.dumps(schema_instance(schema))
+    return message

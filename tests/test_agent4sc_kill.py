@@ -1,7 +1,6 @@
 """Crash safety of `stickerconv generate`: kill -9 at random points against a faulty server, rerun
 until done; every session ends up exactly once, identical to an uninterrupted run."""
 
-import hashlib
 import json
 import os
 import random
@@ -13,23 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_openai_server import FakeOpenAIServer, FaultPlan, schema_instance
+from fake_openai_server import FakeOpenAIServer, FaultPlan, dialogue_reply
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
-
-
-def _reply(body: dict) -> str:
-    """Deterministic answers: schema instances for structured calls, prompt-derived utterances otherwise."""
-    fmt = body.get("response_format") or {}
-    digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:10]
-    message = f"I keep thinking about it, really ({digest})."
-    if fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-        if schema.get("title") == "DraftedMessage":  # an utterance with its sticker plan drafted
-            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
-            return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
-        return json.dumps(schema_instance(schema))
-    return message
 
 
 def _run(args, env, timeout=300):
@@ -53,7 +38,7 @@ def test_kill_9_and_rerun_gives_every_session_once_and_the_same_result(tmp_path,
         )
     )
     faults = FaultPlan(rate=0.2, kinds=("429", "500", "truncated", "invalid_json", "non_schema"), retry_after="0")
-    with FakeOpenAIServer(faults=faults, reply=_reply) as server:
+    with FakeOpenAIServer(faults=faults, reply=dialogue_reply) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test"}
 

@@ -1,7 +1,6 @@
 """`generate --executor ray` on a local Ray instance: shards merge into the same sessions as a local run
 of the same command; a rerun resumes instead of repeating."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -12,22 +11,9 @@ import pytest
 
 from stickerconv.agent4sc.ray_executor import SHARDS, merge_shards, shard_windows
 
-from fake_openai_server import FakeOpenAIServer, schema_instance
+from fake_openai_server import FakeOpenAIServer, dialogue_reply
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
-
-
-def _reply(body: dict) -> str:
-    fmt = body.get("response_format") or {}
-    digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:10]
-    message = f"I keep thinking about it, really ({digest})."
-    if fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-        if schema.get("title") == "DraftedMessage":  # an utterance with its sticker plan drafted
-            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
-            return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
-        return json.dumps(schema_instance(schema))
-    return message
 
 
 def _pid(line: str) -> str:
@@ -67,7 +53,7 @@ def test_ray_executor_equals_a_local_run_and_resumes(tmp_path, small_index):
             for i in range(6)
         )
     )
-    with FakeOpenAIServer(reply=_reply) as server:
+    with FakeOpenAIServer(reply=dialogue_reply) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RAY_"))}
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test", "RAY_AUTH_MODE": "disabled"}
 

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from stickerconv.serve.runner import ServerThread
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 SCHEMA_MARKER = "JSON schema:"
@@ -199,9 +200,7 @@ class FakeOpenAIServer:
         self.base_url = ""
         self._lock = threading.Lock()
         self._stopping = False
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._runner: ServerThread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
         self.app = self._build_app()
@@ -309,39 +308,19 @@ class FakeOpenAIServer:
         return app
 
     def start(self) -> FakeOpenAIServer:
-        """Bind a free port, serve in a daemon thread, and block until connections are accepted (max ~10 s)."""
+        """Serve on a free port in a daemon thread; return once connections are accepted."""
         self._stopping = False
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets; without it every keep-alive
-        # request waits ~40 ms for a delayed ACK (Nagle), which slows retry-heavy tests badly.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))  # we bind, uvicorn serves on it: no race for the port
-        self._socket, self.port = sock, sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                self.stop()
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.01)
+        self._runner = ServerThread(self.app).start(timeout=10)
+        self.port = self._runner.port
+        self.base_url = f"{self._runner.url}/v1"
         return self
 
     def stop(self) -> None:
         """Shut uvicorn down cleanly and release the port; safe to call twice."""
         self._stopping = True
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+        if self._runner is not None:
+            self._runner.stop()
+        self._runner = None
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()

@@ -431,40 +431,24 @@ def generate(
         llm_config.limits.concurrency = max(llm_config.limits.concurrency, concurrency)
     people = load_personas(personas)
     with progress_bar(f"simulating dialogues ({executor})") as update:
+        options = {
+            "concurrency": concurrency,
+            "max_turns": max_turns,
+            "limit": limit,
+            "seed": seed,
+            "on_progress": update,
+            "call_pattern": pattern,
+        }
         if executor == "ray":
             try:
                 from stickerconv.agent4sc.ray_executor import run_generation_ray
             except ImportError as exc:
                 raise UserError(f"--executor ray needs Ray: pip install 'stickerconv[ray]' ({exc})") from None
             report = run_generation_ray(
-                people,
-                stickers,
-                llm_config,
-                out,
-                address=ray_address,
-                shards=shards,
-                concurrency=concurrency,
-                max_turns=max_turns,
-                limit=limit,
-                seed=seed,
-                on_progress=update,
-                call_pattern=pattern,
+                people, stickers, llm_config, out, address=ray_address, shards=shards, **options
             )
         else:
-            report = asyncio.run(
-                run_generation(
-                    people,
-                    index,
-                    LLMFactory(llm_config),
-                    out,
-                    concurrency=concurrency,
-                    max_turns=max_turns,
-                    limit=limit,
-                    seed=seed,
-                    on_progress=update,
-                    call_pattern=pattern,
-                )
-            )
+            report = asyncio.run(run_generation(people, index, LLMFactory(llm_config), out, **options))
     console.print(
         f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
         f"{dict(report.end_reasons)}; {report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"

@@ -28,11 +28,15 @@ class ServerThread:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerThread:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets; without it every keep-alive
+        # request waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self._socket, self.port = sock, sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level=self.log_level, lifespan="off", timeout_keep_alive=30)
+        config = uvicorn.Config(
+            self.app, log_level=self.log_level, lifespan="off", timeout_keep_alive=30, timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()

@@ -179,3 +179,19 @@ def test_forced_img_block_completion(images):
     assert gen.send_sticker and gen.token_ids == img  # [IMG1] then the forced rest of the block
     assert gen.ret_embedding.shape == (256,) and torch.linalg.norm(gen.ret_embedding).item() == pytest.approx(1.0)
     assert gen.gen_embeds.shape == (77, model.config.mapper.out_dim)
+
+
+def test_force_sticker_reads_an_embedding_when_the_model_does_not_send(images):
+    model = tiny_model()
+    prompt = sample_example(_sample(images), images, "v1.5", "", with_response=False)
+    boost_token(model, prompt, model.img_ids[0], -100.0)  # [IMG1] is never the greedy choice here
+    plain = model.generate(prompt, max_new_tokens=5)
+    forced = model.generate(prompt, max_new_tokens=5, force_sticker=True)
+    assert not plain.send_sticker and plain.ret_embedding is None and plain.gen_embeds is None
+    assert not forced.send_sticker  # still the model's own decision
+    assert forced.token_ids == plain.token_ids and forced.text == plain.text
+    assert forced.ret_embedding.shape == (model.config.retrieval_dim,)
+    assert torch.linalg.norm(forced.ret_embedding).item() == pytest.approx(1.0)
+    assert forced.gen_embeds.shape == (77, model.config.mapper.out_dim)
+    again = model.generate(prompt, max_new_tokens=5, force_sticker=True)
+    assert torch.equal(again.ret_embedding, forced.ret_embedding)  # greedy: deterministic

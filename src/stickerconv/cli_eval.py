@@ -149,23 +149,50 @@ def score(
 @eval_app.command("retrieval")
 def retrieval(
     data: Annotated[Path, typer.Option(help="Test samples (a samples file or predictions file).")],
-    stickers: Annotated[Path, typer.Option(help="Indexed sticker library: the pool and the retriever.")],
+    stickers: Annotated[
+        Path, typer.Option(help="Sticker library: the pool, and the retriever's index unless --checkpoint.")
+    ],
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     train: Annotated[Path | None, typer.Option(help="Training samples: also report unseen vs seen stickers.")] = None,
     context: Annotated[str, typer.Option(help="Sample field the retriever reads: input_text or query.")] = "input_text",
     bootstrap: Annotated[int, typer.Option(min=0)] = 1000,
     seed: Annotated[int, typer.Option(help="Seeds the sampled negatives and the intervals.")] = 0,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="PEGS checkpoint folder: rank by its [IMG] retrieval embedding instead of the index."),
+    ] = None,
+    image_root: Annotated[
+        Path | None, typer.Option(help="PEGS: root of the samples' image paths (default: --stickers).")
+    ] = None,
 ) -> None:
-    """Sticker retrieval protocols (1+9, 1+999, full pool) of the index's own embedding retriever."""
+    """Sticker retrieval protocols (1+9, 1+999, full pool) of the index's own embedding retriever, or of
+    a PEGS checkpoint (greedy reply, then the forced [IMG] block's retrieval embedding per sample)."""
     import json
 
     from stickerconv.evaluate.multimodal import read_samples
-    from stickerconv.evaluate.retrieval import IndexScorer, RetrievalConfig, score_retrieval, split_seen
-    from stickerconv.stickers.index import StickerIndex
+    from stickerconv.evaluate.retrieval import (
+        IndexScorer,
+        RetrievalConfig,
+        retrieval_items,
+        score_retrieval,
+        split_seen,
+    )
 
     records = read_samples(data)
-    scorer = IndexScorer(StickerIndex.load(stickers))
     config = RetrievalConfig(context=context, neg_seed=seed)
+    if checkpoint is not None:
+        from stickerconv.evaluate.pegs_scorer import PegsScorer
+        from stickerconv.stickers.library import StickerLibrary
+
+        scorer = PegsScorer.from_checkpoint(checkpoint, StickerLibrary.load(stickers), image_root or stickers)
+        with progress_bar("PEGS: embedding the samples") as update:
+            scorer.prepare([item.sample for item in retrieval_items(records, context)], on_progress=update)
+        if scorer.sent_share is not None:
+            console.print(f"PEGS chose to send a sticker itself in {scorer.sent_share:.0%} of the ranked samples")
+    else:
+        from stickerconv.stickers.index import StickerIndex
+
+        scorer = IndexScorer(StickerIndex.load(stickers))
     groups = {"all": None}
     if train is not None:
         split = split_seen(train, records)
@@ -175,7 +202,7 @@ def retrieval(
         results = score_retrieval(records, scorer, scorer.pool, config, bootstrap, seed, indices)
         payload[group] = {k: v.model_dump(mode="json", exclude={"per_item"}) for k, v in results.items()}
         for result in results.values():
-            console.print(f"{group}: {result}")
+            console.print(f"{group}: {result}", markup=False, highlight=False)  # signatures hold [...]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

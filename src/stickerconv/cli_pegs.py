@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from stickerconv.cli_common import UserError, console, progress_bar
 
+if TYPE_CHECKING:
+    from stickerconv.pegs.config import PegsConfig
+    from stickerconv.stickers.library import StickerLibrary
+
 pegs_app = typer.Typer(
-    help="Train the PEGS model (perception, retrieval, generation, joint SFT).", no_args_is_help=True
+    help="Train the PEGS model (vision pretraining, perception, retrieval, generation, joint SFT).",
+    no_args_is_help=True,
 )
-STAGE_ORDER = ("perception", "retrieval", "generation", "joint")
+STAGE_ORDER = ("vision", "perception", "retrieval", "generation", "joint")
+VISION_DIR = "00-vision"  # before the numbered model stages, whichever of them run
 
 
 @pegs_app.command("train")
@@ -31,15 +37,22 @@ def train(
         Path | None, typer.Option(help="Root of the samples' image paths (default: --stickers).")
     ] = None,
     seed: Annotated[int, typer.Option()] = 42,
+    vision_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of the vision stage (CNN pretraining; about 0.1-0.2 s each on 2 cores).")
+    ] = 300,
 ) -> None:
     """Train the chosen stages in order; each starts from the previous one's checkpoint. Rerun the same
-    command to resume: a finished stage is loaded, an interrupted one continues from its last checkpoint."""
+    command to resume: a finished stage is loaded, an interrupted one continues from its last checkpoint.
+
+    The vision stage pretrains the config's offline CNN when it has no weights (the small preset's)
+    into OUT/00-vision/ and points every later checkpoint at that file; leave it out of --stages to
+    keep a random frozen CNN."""
     import json
 
     from stickerconv.data.samples import Sample
     from stickerconv.pegs.config import PRESETS, PegsConfig
     from stickerconv.pegs.model import PegsModel
-    from stickerconv.pegs.train import StageConfig, dialogue_examples, sticker_examples, train_stage
+    from stickerconv.pegs.train import StageConfig, dialogue_examples, sticker_examples, train_stage, untrained_cnns
     from stickerconv.stickers.library import StickerLibrary
 
     chosen = [s.strip() for s in stages.split(",") if s.strip()]
@@ -61,6 +74,13 @@ def train(
             samples = [Sample.model_validate(x) for x in json.loads(data.read_text(encoding="utf-8"))]
         except (OSError, ValueError) as exc:
             raise UserError(f"{data}: not a samples file (stickerconv data convert --to samples): {exc}") from None
+    if "vision" in chosen:
+        chosen.remove("vision")
+        pegs_config = _pretrain_vision(pegs_config, library, out / VISION_DIR, vision_steps, seed)
+    elif untrained_cnns(pegs_config):
+        console.print("no vision stage: the CNN stays randomly initialised and frozen")
+    if not chosen:
+        return
     model = PegsModel(pegs_config)
     previous: Path | None = None
     for number, stage in enumerate(chosen, 1):
@@ -88,3 +108,24 @@ def train(
         previous = stage_dir
     final = model.save_pretrained(out / "final")
     console.print(f"PEGS checkpoint: {final} (use it with --responder pegs-ret --checkpoint {final})")
+
+
+def _pretrain_vision(config: PegsConfig, library: StickerLibrary, out: Path, steps: int, seed: int) -> PegsConfig:
+    """Run (or reuse) the vision stage; returns the config whose CNN loads the pretrained weights."""
+    from stickerconv.pegs.train import untrained_cnns, vision_stage
+    from stickerconv.stickers.embed import load_embedder
+
+    if not untrained_cnns(config):
+        console.print("skipping the vision stage: the config has no CNN without weights to pretrain")
+        return config
+    try:
+        with progress_bar("stage 0: vision (CNN pretraining)") as update:
+            result = vision_stage(
+                config, library, out, load_embedder("minilm").embed, steps, seed=seed, on_progress=update
+            )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for file, losses in result.losses.items():
+        how = "reused" if result.reused else f"{result.seconds:.0f} s"
+        console.print(f"vision: {file} {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f} ({how})")
+    return result.config

@@ -2,8 +2,17 @@
 
 A *scorer* maps ``(context text, candidate sticker ids)`` to one score per candidate, higher is
 better; :class:`IndexScorer` is the one over a :class:`~stickerconv.stickers.index.StickerIndex`
-(cosine between the embedded context and each candidate's indexed vector). Each protocol ranks the
-gold sticker of every sample that has one:
+(cosine between the embedded context and each candidate's indexed vector). Two optional scorer
+attributes extend this:
+
+* ``needs_sample = True``: the scorer is called as ``scorer(context, candidates, sample=record)``
+  with the whole sample record (history text with its ``<IMG>`` markers, input image paths, ...),
+  for models that read more than the cleaned text (PEGS,
+  :class:`~stickerconv.evaluate.pegs_scorer.PegsScorer`); scorers without it are called as before.
+* ``signature_fields``: a ``dict[str, str]`` added to every result's signature, for the choices
+  inside the scorer that change the numbers.
+
+Each protocol ranks the gold sticker of every sample that has one:
 
 * **1 + n negatives** (``1+9``: R10@1/2/5, MAP, MRR; ``1+999``: R1000@1/10/100, MAP, MRR). The
   negatives are drawn uniformly without replacement from the pool minus the gold sticker, by a
@@ -28,7 +37,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +97,13 @@ def scorer_name(scorer: Scorer) -> str:
     return str(getattr(scorer, "name", getattr(scorer, "__name__", "custom")))
 
 
+def _score_item(scorer: Scorer, item: RetrievalItem, candidates: Sequence[str]) -> np.ndarray:
+    """The scorer's (len(candidates),) scores for one item: with the sample when it declares ``needs_sample``."""
+    if getattr(scorer, "needs_sample", False):
+        return np.asarray(scorer(item.context, candidates, sample=item.sample), dtype=np.float64)  # type: ignore[call-arg]
+    return np.asarray(scorer(item.context, candidates), dtype=np.float64)
+
+
 # ---------------------------------------------------------------------------------------- ranks
 def rank_values(scores: np.ndarray, gold: int, ties: Ties, metric: Callable[[int], float]) -> float:
     """``metric(rank)`` of candidate ``gold`` under ``scores`` (rank 1 = best), ties resolved by ``ties``."""
@@ -121,6 +137,7 @@ class RetrievalItem:
     index: int  # position in the sample list it came from; seeds its negatives
     context: str
     gold: str  # sticker id
+    sample: Mapping[str, Any] = field(compare=False, repr=False)  # the whole record, for needs_sample scorers
 
 
 def retrieval_items(
@@ -138,7 +155,7 @@ def retrieval_items(
         text = record.get(context)
         if not isinstance(text, str) or not clean(text):
             raise RetrievalError(f"sample {i}: context field '{context}' is missing or empty")
-        items.append(RetrievalItem(i, clean(text), sticker_id_from_path(gold.path)))
+        items.append(RetrievalItem(i, clean(text), sticker_id_from_path(gold.path), record))
     return items
 
 
@@ -213,7 +230,8 @@ class RetrievalConfig:
 
 
 def _base_fields(scorer: Scorer, config: RetrievalConfig, pool: int) -> dict[str, str]:
-    return {"scorer": scorer_name(scorer), "context": config.context, "ties": config.ties, "pool": str(pool)}
+    fields = {"scorer": scorer_name(scorer), "context": config.context, "ties": config.ties, "pool": str(pool)}
+    return fields | {str(k): str(v) for k, v in getattr(scorer, "signature_fields", {}).items()}
 
 
 def candidate_ranking(
@@ -244,7 +262,7 @@ def candidate_ranking(
         candidates = [item.gold, *negs]
         order = rng.permutation(size)  # the scorer never learns the gold's place from the order
         shuffled = [candidates[o] for o in order]
-        scores = np.asarray(scorer(item.context, shuffled), dtype=np.float64)  # (size,)
+        scores = _score_item(scorer, item, shuffled)  # (size,)
         _check_scores(scores, size)
         gold = int(np.flatnonzero(order == 0)[0])
         for k in ks:
@@ -279,7 +297,7 @@ def full_pool_ranking(
     position = {sid: p for p, sid in enumerate(ordered)}
     values: dict[str, list[float]] = {}
     for item in items:
-        scores = np.asarray(scorer(item.context, ordered), dtype=np.float64)  # (P,)
+        scores = _score_item(scorer, item, ordered)  # (P,)
         _check_scores(scores, len(ordered))
         gold = position[item.gold]
         for k in ks:

@@ -13,7 +13,8 @@ states at absolute positions (items 29-31).
 
 A checkpoint is ``pegs_config.json`` + ``pegs_state.json`` + ``tokenizer/`` + ``weights.safetensors``
 holding only what the config's sources cannot rebuild: PEGS's own heads, the new token rows, LoRA
-weights, and in full any randomly initialised backbone or offline CNN.
+weights, and in full any randomly initialised backbone or vision encoder. A pretrained offline CNN
+is named by its weights file (``vision.name_or_path``), like any other pretrained source.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class Generation:
     text: str
     token_ids: list[int]  # generated ids, the whole [IMG] block included when sent
     send_sticker: bool  # whether [IMG1] was emitted
-    ret_embedding: torch.Tensor | None  # (retrieval_dim,) L2-normalised, when sent and the model retrieves
-    gen_embeds: torch.Tensor | None  # (77, out_dim) SD prompt embeddings, when sent and the model generates
+    ret_embedding: torch.Tensor | None  # (retrieval_dim,) L2-normalised, when sent (or forced) and the model retrieves
+    gen_embeds: torch.Tensor | None  # (77, out_dim) SD prompt embeddings, when sent (or forced) and it generates
 
 
 def byte_level_tokenizer() -> Any:
@@ -120,8 +121,9 @@ def load_backbone(cfg: BackboneConfig, tokenizer: Any, seed: int) -> nn.Module:
 
 
 def _sourceless(vision: VisionConfig | None) -> bool:
-    """A vision encoder whose weights exist only in our checkpoints (the CNN, random test configs)."""
-    return vision is not None and (vision.kind == "cnn" or vision.name_or_path is None)
+    """A vision encoder whose weights exist only in our checkpoints: one without a ``name_or_path`` (a
+    random CNN or test config). A CNN with a weights file is rebuilt from that file, like a hub model."""
+    return vision is not None and vision.name_or_path is None
 
 
 class PegsModel(nn.Module):
@@ -295,10 +297,18 @@ class PegsModel(nn.Module):
     # ----- inference -----
 
     @torch.no_grad()
-    def generate(self, prompt: Example, max_new_tokens: int = 64, no_repeat_ngram_size: int = 6) -> Generation:
+    def generate(
+        self, prompt: Example, max_new_tokens: int = 64, no_repeat_ngram_size: int = 6, force_sticker: bool = False
+    ) -> Generation:
         """Greedy reply to one prompt example (§5.6): [IMG2..N] are -inf until [IMG1]; once [IMG1] is
         emitted the block is completed without sampling, then one forward pass over prompt + generated
-        tokens gathers the block's final-layer states."""
+        tokens gathers the block's final-layer states.
+
+        ``force_sticker``: when the model does not emit [IMG1] within the budget, the block is appended
+        after its text anyway (before the EOS, where training puts it) and the embeddings are read the
+        same way. Ranking protocols need a sticker embedding for every sample, whatever the model's own
+        decision; ``send_sticker`` stays False and ``token_ids`` the model's own, so callers still see
+        that decision."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
         tail = torch.tensor(self.img_ids[1:], dtype=torch.long)
@@ -324,12 +334,15 @@ class PegsModel(nn.Module):
             pad_token_id=self.tokenizer.pad_token_id,
         )[0].tolist()
         send = img1 in generated
-        text_ids = generated[: generated.index(img1)] if send else generated
+        if send:
+            text_ids = generated[: generated.index(img1)]
+        else:  # generation stops at the first EOS, so only the last id can be one
+            text_ids = generated[:-1] if generated and generated[-1] == self.tokenizer.eos_token_id else generated
         text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
         text = _cut(text, self.config.style).strip()
-        if not send:
+        if not send and not force_sticker:
             return Generation(text, generated, False, None, None)
-        ids = text_ids + list(self.img_ids)  # forced completion of the block
+        ids = text_ids + list(self.img_ids)  # forced completion of the block (the whole block when not sent)
         start = embeds.shape[1] + len(text_ids)  # absolute position of [IMG1]
         full = torch.cat([embeds, self.llm.get_input_embeddings()(torch.tensor([ids], device=device))], dim=1)
         mask = torch.ones(full.shape[:2], dtype=torch.long, device=device)  # (1, T + G)
@@ -340,7 +353,7 @@ class PegsModel(nn.Module):
         if self.gen_mapper is not None:
             g0 = start + self.config.n_ret_tokens
             gen = self.gen_mapper(hidden[:, g0 : g0 + self.config.n_gen_tokens].float())[0]  # (77, out_dim)
-        return Generation(text, ids, True, ret, gen)
+        return Generation(text, ids if send else generated, send, ret, gen)
 
     # ----- checkpoints -----
 

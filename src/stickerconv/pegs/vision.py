@@ -139,7 +139,14 @@ def build_vision(cfg: VisionConfig, seed: int = 0) -> VisionEncoder:
     if cfg.kind == "cnn":
         enc: VisionEncoder = CnnEncoder(cfg.cnn_channels, cfg.cnn_grid)
         if cfg.name_or_path is not None:
-            enc.load_state_dict(torch.load(cfg.name_or_path, map_location="cpu", weights_only=True))
+            weights = Path(cfg.name_or_path)
+            if not weights.is_file():
+                # checkpoints name the CNN file instead of copying it, so a moved run folder lands here
+                raise FileNotFoundError(
+                    f"CNN weights file {weights} (vision name_or_path) is missing: restore it, or point "
+                    "name_or_path in the config (pegs_config.json of a checkpoint) at the file from pretrain_cnn"
+                )
+            enc.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     elif cfg.kind == "clip":
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -187,6 +194,10 @@ def pretrain_cnn(
     """
     if len(images) != len(texts) or len(images) < 2:
         raise ValueError(f"need matched images and texts, at least 2; got {len(images)} images, {len(texts)} texts")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    from transformers import get_cosine_schedule_with_warmup
+
     torch.manual_seed(seed)
     enc = CnnEncoder(cfg.cnn_channels, cfg.cnn_grid)
     text_emb = torch.from_numpy(np.asarray(embed_texts(list(texts)), dtype=np.float32))  # (N, E)
@@ -195,7 +206,8 @@ def pretrain_cnn(
     plain = ImageTransform(cfg, train=False)
     base = torch.stack([plain(p) for p in images])  # (N, 3, S, S) cached for the un-augmented half
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    # linear warmup over 5% then cosine decay; unlike OneCycleLR this is defined for any number of steps
+    sched = get_cosine_schedule_with_warmup(opt, max(1, round(0.05 * steps)), steps)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     enc.train()

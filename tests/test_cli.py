@@ -90,8 +90,3 @@ def test_ingest_reports_bad_files(tmp_path):
     assert "1 stickers added" in flat and "2 bad file(s)" in flat
     assert "sticker_2.jpg: zero bytes" in result.stderr
     assert "10 annotation(s) matched no image" in result.stdout
-
-
-def test_demo_runs_on_a_prebuilt_pack(cli_pack):
-    result = run("demo", "--out", cli_pack)
-    assert "using the existing pack" in result.stdout and "I failed my exam again" in result.stdout

@@ -19,6 +19,7 @@ from rich.table import Table
 from stickerconv.cli_annotate import annotate as annotate_command
 from stickerconv.cli_common import UserError, console, err, progress_bar
 from stickerconv.cli_data import data_app
+from stickerconv.cli_demo import demo as demo_command
 from stickerconv.cli_eval import eval_app
 from stickerconv.cli_pegs import pegs_app
 from stickerconv.cli_serve import serve as serve_command
@@ -44,17 +45,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 app.add_typer(pegs_app, name="pegs")
 app.command("serve")(serve_command)
+app.command("demo")(demo_command)
 
 DEFAULT_LIBRARY = Path("runs/default-pack")
-DEMO_QUERIES = (
-    "I failed my exam again",
-    "We won the championship!",
-    "That smell in the fridge is revolting",
-    "I'm so nervous about my job interview tomorrow",
-    "Wait, you're moving to Japan?!",
-    "Someone scratched my car and drove off",
-    "Just having a quiet evening at home",
-)
 
 
 def _labels_option(labels: list[str] | None) -> list[str] | None:
@@ -460,33 +453,6 @@ def generate(
         result = dataset_quality(out)
         if result["sessions"]:
             console.print(f"quality report: {write_quality([result], [out.name], out / 'quality')}")
-
-
-# ---------------------------------------------------------------------------- demo
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Where the pack and its index go.")] = DEFAULT_LIBRARY,
-    rebuild: Annotated[bool, typer.Option(help="Rebuild the pack even if it exists.")] = False,
-) -> None:
-    """The main job on embedded defaults: build the default pack, index it, answer example searches."""
-    from stickerconv.stickers.index import StickerIndex, StickerIndexError
-    from stickerconv.stickers.library import LibraryError
-
-    start = time.perf_counter()
-    try:
-        if rebuild:
-            raise LibraryError("rebuild requested")
-        index_ = StickerIndex.load(out)
-        console.print(f"using the existing pack and index in {out} ({len(index_)} stickers)")
-    except (LibraryError, StickerIndexError):
-        build_default(out, styles=",".join(DEFAULT_STYLES), assets=None, limit=None, as_json=False)
-        index(out, embedder=DEFAULT_EMBEDDER, kind="auto", template=DEFAULT_TEMPLATE)
-        index_ = StickerIndex.load(out)
-    for query in DEMO_QUERIES:
-        _print_hits(query, index_.search(query, k=5))
-    console.print(f'done in {time.perf_counter() - start:.1f}s. Try: stickerconv stickers search {out} "your words"')
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """What every ``stickerconv`` command module shares: the consoles, the user-error type and the
-progress bar. Command modules (``cli.py``, ``cli_data.py``, ...) import from here, never from each other.
+progress bar. Command modules (``cli.py``, ``cli_data.py``, ...) import from here, never from each other;
+the one exception is ``cli_demo.py``, which runs the other commands in sequence.
 """
 
 from __future__ import annotations

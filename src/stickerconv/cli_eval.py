@@ -164,9 +164,25 @@ def retrieval(
     image_root: Annotated[
         Path | None, typer.Option(help="PEGS: root of the samples' image paths (default: --stickers).")
     ] = None,
+    scorer_name: Annotated[
+        str,
+        typer.Option(
+            "--scorer",
+            help="index (the index over the dialogue text) or tool (the LLM + tool baseline's forced query); "
+            "--checkpoint ranks with PEGS instead.",
+        ),
+    ] = "index",
+    llm: Annotated[
+        str | None, typer.Option("--llm", help="tool: local (default), local:/path.gguf or openai:MODEL.")
+    ] = (None),
+    llm_config: Annotated[
+        Path | None, typer.Option("--config", help="tool: LLM config file; role 'responder'.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="tool: queries written at once.")] = 4,
 ) -> None:
-    """Sticker retrieval protocols (1+9, 1+999, full pool) of the index's own embedding retriever, or of
-    a PEGS checkpoint (greedy reply, then the forced [IMG] block's retrieval embedding per sample)."""
+    """Sticker retrieval protocols (1+9, 1+999, full pool) of the index's own embedding retriever, of the
+    LLM + tool baseline (its query when made to send a sticker), or of a PEGS checkpoint (greedy reply,
+    then the forced [IMG] block's retrieval embedding per sample)."""
     import json
 
     from stickerconv.evaluate.multimodal import read_samples
@@ -178,6 +194,10 @@ def retrieval(
         split_seen,
     )
 
+    if scorer_name not in ("index", "tool"):
+        raise UserError(f"--scorer {scorer_name!r}: choose index or tool (or give --checkpoint for PEGS)")
+    if checkpoint is not None and scorer_name != "index":
+        raise UserError("--checkpoint ranks with PEGS: leave out --scorer")
     records = read_samples(data)
     config = RetrievalConfig(context=context, neg_seed=seed)
     if checkpoint is not None:
@@ -189,6 +209,20 @@ def retrieval(
             scorer.prepare([item.sample for item in retrieval_items(records, context)], on_progress=update)
         if scorer.sent_share is not None:
             console.print(f"PEGS chose to send a sticker itself in {scorer.sent_share:.0%} of the ranked samples")
+    elif scorer_name == "tool":
+        from stickerconv.evaluate.tool_scorer import ToolScorer
+        from stickerconv.llm import LLMConfig, LLMFactory
+        from stickerconv.responders import build_responder
+        from stickerconv.stickers.index import StickerIndex
+
+        cfg = LLMConfig.load(llm_config) if llm_config else LLMConfig()
+        overrides = {"llm": llm, "store": out.with_name(out.stem + ".llm.sqlite") if out else None}
+        cfg = LLMConfig.model_validate(cfg.model_dump(exclude_unset=True) | {k: v for k, v in overrides.items() if v})
+        responder = build_responder("tool", LLMFactory(cfg), StickerIndex.load(stickers))
+        with progress_bar("tool baseline: writing sticker queries") as update:
+            scorer = ToolScorer.build(
+                responder, [item.sample for item in retrieval_items(records, context)], concurrency, update
+            )
     else:
         from stickerconv.stickers.index import StickerIndex
 
@@ -199,6 +233,9 @@ def retrieval(
         groups |= {"seen": split.seen, "unseen": split.unseen}
     payload = {}
     for group, indices in groups.items():
+        if indices is not None and not indices:
+            console.print(f"{group}: no test sample with a gold sticker in this group")
+            continue
         results = score_retrieval(records, scorer, scorer.pool, config, bootstrap, seed, indices)
         payload[group] = {k: v.model_dump(mode="json", exclude={"per_item"}) for k, v in results.items()}
         for result in results.values():

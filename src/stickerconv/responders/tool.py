@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from stickerconv.agent4sc.agent import clean_utterance
-from stickerconv.llm import ChatModel, Settings, system
+from stickerconv.llm import ChatModel, Message, Settings, system
 from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
 from stickerconv.responders.text_only import BASELINE_SETTINGS
 from stickerconv.schema import DialogueContext, Reply
@@ -26,11 +26,25 @@ TOOL_GUIDE = (
     "conveys warm encouragement and support."
 )
 
+FORCED_GUIDE = (
+    "Reply to the user and add one sticker with the send_sticker tool: answer with your reply text, tool = "
+    "send_sticker, and a query describing the sticker, like: emotion: Happiness, emotion describe: The sticker "
+    "conveys warm encouragement and support."
+)
+
 
 class ToolAnswer(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
     tool: Literal["send_sticker", "none"]
     query: str = Field("", max_length=600)
+
+
+class ForcedToolAnswer(BaseModel):
+    """The tool answer when a sticker must be sent: the ranking protocols need a query for every turn."""
+
+    text: str = Field(min_length=1, max_length=2000)
+    tool: Literal["send_sticker"]
+    query: str = Field(min_length=3, max_length=600)
 
 
 class StickerToolResponder(Responder):
@@ -46,14 +60,23 @@ class StickerToolResponder(Responder):
         self.model, self.index, self.system_prompt = model, index, system_prompt
         self.settings = settings or BASELINE_SETTINGS
 
+    def _messages(self, context: DialogueContext, guide: str = TOOL_GUIDE) -> list[Message]:
+        return [system(f"{self.system_prompt}\n{guide}"), *chat_messages(context, show_stickers=True)]
+
     async def respond(self, context: DialogueContext) -> Reply:
-        messages = [system(f"{self.system_prompt}\n{TOOL_GUIDE}"), *chat_messages(context, show_stickers=True)]
+        messages = self._messages(context)
         answer: ToolAnswer = (await self.model.complete(messages, ToolAnswer, settings=self.settings)).parsed
         text = clean_utterance(answer.text) or answer.text.strip()
         if answer.tool != "send_sticker" or len(answer.query.strip()) < 3:
             return Reply(text=text)
         hits = self.index.search(answer.query, k=1)
         return Reply(text=text, sticker=hits[0].sticker if hits else None)
+
+    async def sticker_query(self, context: DialogueContext) -> str:
+        """The query this baseline would send to the sticker index had it decided to send a sticker."""
+        messages = self._messages(context, FORCED_GUIDE)
+        answer = await self.model.complete(messages, ForcedToolAnswer, settings=self.settings)
+        return answer.parsed.query.strip()
 
     def describe(self) -> dict[str, str]:
         return {

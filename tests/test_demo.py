@@ -1,0 +1,98 @@
+"""``stickerconv demo`` end to end at toy sizes, as a user runs it (a subprocess): every step builds
+its outputs and the report; a second run reuses every step; a changed option redoes only the steps
+it touches; with serving on, the printed URL answers with the chat page and the API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).parent / "stickerconv"
+STEPS = ("pack", "personas", "simulate", "dataset", "pegs", "evaluate")
+TOY = ("--pack-limit", "60", "--personas", "3", "--max-turns", "2", "--pegs-config", "tiny", "--pegs-steps", "2")
+
+
+def demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(SCRIPT), "demo", "--out", str(out), *TOY, *extra], capture_output=True, text=True, timeout=1500
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    return out, demo(out, "--eval-items", "2", "--no-serve")
+
+
+def test_first_run_builds_every_step_and_the_report(built) -> None:
+    out, result = built
+    state = json.loads((out / "demo-state.json").read_text())
+    assert list(state) == list(STEPS) and all(state[s]["done"] for s in STEPS)
+    assert (out / "pegs" / "final" / "pegs_config.json").is_file()
+    assert (out / "dataset" / "stats" / "report.md").is_file() and (out / "eval" / "report.md").is_file()
+    report = (out / "REPORT.md").read_text()
+    for section in ("## Simulated dataset", "## Replies on the held-out turns", "## Sticker retrieval"):
+        assert section in report
+    for system in ("text", "tool", "pegs-ret"):
+        assert f"| {system} " in report or f" {system} |" in report
+    predictions = json.loads((out / "eval" / "pred-pegs-ret.json").read_text())
+    assert 1 <= len(predictions) <= 2 and all("pred_text_response" in p for p in predictions)
+    flat = " ".join(result.stdout.split())
+    assert "total time" in flat and f"report: {out / 'REPORT.md'}" in flat
+
+
+def test_second_run_reuses_every_step_and_a_changed_option_redoes_only_its_steps(built) -> None:
+    out, _ = built
+    before = json.loads((out / "demo-state.json").read_text())
+    again = " ".join(demo(out, "--eval-items", "2", "--no-serve").stdout.split())
+    assert again.count(": cached (took") == len(STEPS)
+    changed = " ".join(demo(out, "--eval-items", "1", "--no-serve").stdout.split())
+    assert (
+        changed.count(": cached (took") == len(STEPS) - 1
+        and "baselines and PEGS on the test turns: options changed" in changed
+    )
+    after = json.loads((out / "demo-state.json").read_text())
+    assert {s for s in STEPS if after[s]["key"] != before[s]["key"]} == {"evaluate"}
+    assert len(json.loads((out / "eval" / "pred-text.json").read_text())) == 1
+
+
+def test_serves_the_chat_at_the_printed_url(built) -> None:
+    out, _ = built
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [str(SCRIPT), "demo", "--out", str(out), *TOY, "--eval-items", "1", "--port", str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, lines = f"http://127.0.0.1:{port}", []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "web chat" in line:
+                break
+        assert any(url in line for line in lines), "".join(lines)
+        for _ in range(100):  # uvicorn binds just after the line is printed
+            try:
+                page = urllib.request.urlopen(url + "/", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert "<html" in page.lower()
+        models = json.loads(urllib.request.urlopen(url + "/v1/models", timeout=5).read())
+        assert models["data"][0]["id"] == "stickerconv-pegs-ret"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -30,6 +30,9 @@ DEMO_VERSION = 1  # bump when a step's behaviour changes, so old caches are redo
 STATE_FILE = "demo-state.json"
 DEMO_SEARCHES = ("I failed my exam again", "We won the championship!")
 SYSTEMS = ("text", "tool", "pegs-ret")  # the two LLM baselines and PEGS, predicted on the same test turns
+REPORT_METRICS = ("bleu1", "bleu4", "rougeL", "dist2_corpus", "mm_relevance_f_proxy", "send_f1")
+RETRIEVAL_SCORERS = ("index", "tool", "pegs")  # the index over the dialogue, the tool baseline's query, PEGS
+RETRIEVAL_METRICS = ("r10@1", "r10@5", "pool_r@10", "pool_mrr")
 
 
 @dataclass
@@ -264,11 +267,9 @@ def demo(
         )
         common = {"data": test_samples, "stickers": pack, "train": train_samples, "context": "input_text"}
         common |= {"bootstrap": 1000, "seed": seed, "image_root": None, "llm": None, "llm_config": None}
-        for name, extra in (
-            ("index", {"scorer_name": "index", "checkpoint": None}),
-            ("tool", {"scorer_name": "tool", "checkpoint": None}),
-            ("pegs", {"scorer_name": "index", "checkpoint": checkpoint}),
-        ):
+        for name in RETRIEVAL_SCORERS:
+            extra = {"scorer_name": "index" if name == "pegs" else name}
+            extra["checkpoint"] = checkpoint if name == "pegs" else None
             cli_eval.retrieval(out=evaluation / f"retrieval-{name}.json", concurrency=2, **common, **extra)
 
     steps = [
@@ -341,10 +342,6 @@ def _figure(result: dict[str, Any] | None) -> str:
     return f"{result['score']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-REPORT_METRICS = ("bleu1", "bleu4", "rougeL", "dist2_corpus", "mm_relevance_f_proxy", "send_f1")
-RETRIEVAL_METRICS = ("r10@1", "r10@5", "pool_r@10", "pool_mrr")
-
-
 def write_demo_report(out: Path, state: DemoState, spent: dict[str, float]) -> Path:
     """``REPORT.md``: the headline figures of every step and where each full report is."""
     lines = ["# StickerConv demo", "", "| step | seconds when built | this run |", "|---|---:|---|"]
@@ -372,10 +369,8 @@ def write_demo_report(out: Path, state: DemoState, spent: dict[str, float]) -> P
         for metric in metrics:
             lines.append(f"| {metric} | " + " | ".join(_figure(scores[s].get(metric)) for s in systems) + " |")
         lines += ["", "All metrics, intervals and signatures: [eval/report.md](eval/report.md)."]
-    retrieval = {
-        path.stem.removeprefix("retrieval-"): _read_json(path)
-        for path in sorted((out / "eval").glob("retrieval-*.json"))
-    }
+    files = {name: out / "eval" / f"retrieval-{name}.json" for name in RETRIEVAL_SCORERS}
+    retrieval = {name: _read_json(path) for name, path in files.items() if path.is_file()}
     if retrieval:
         lines += [
             "",

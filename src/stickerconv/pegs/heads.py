@@ -7,6 +7,8 @@ loss is shared with the offline CNN's pretraining in :mod:`stickerconv.pegs.visi
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,16 +37,18 @@ class GenMapper(nn.Module):
     def __init__(self, in_dim: int, cfg: MapperConfig):
         super().__init__()
         self.inp = nn.Linear(in_dim, cfg.d_model)
-        self.transformer = nn.Transformer(
-            d_model=cfg.d_model,
-            nhead=cfg.heads,
-            num_encoder_layers=cfg.encoder_layers,
-            num_decoder_layers=cfg.decoder_layers,
-            dim_feedforward=cfg.ffn,
-            dropout=cfg.dropout,
-            batch_first=True,
-            norm_first=True,
-        )
+        with warnings.catch_warnings():  # pre-norm layers cannot use nested tensors; torch says so at every build
+            warnings.filterwarnings("ignore", message=".*enable_nested_tensor.*", category=UserWarning)
+            self.transformer = nn.Transformer(
+                d_model=cfg.d_model,
+                nhead=cfg.heads,
+                num_encoder_layers=cfg.encoder_layers,
+                num_decoder_layers=cfg.decoder_layers,
+                dim_feedforward=cfg.ffn,
+                dropout=cfg.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
         self.queries = nn.Parameter(torch.randn(1, cfg.n_queries, cfg.d_model) * 0.02)  # (1, 77, d)
         self.out = nn.Linear(cfg.d_model, cfg.out_dim)
 

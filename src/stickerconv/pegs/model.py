@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,16 @@ class PegsModel(nn.Module):
         tok.add_tokens([IMG_START, IMG_END], special_tokens=True)
         tok.add_tokens([img_token(i + 1) for i in range(config.n_img_tokens)])
         self.tokenizer = tok
-        # mean-initialised new rows (§9 item 28); a no-op when the tokenizer already had them
-        self.llm.resize_token_embeddings(len(tok), mean_resizing=True)
+        # mean-initialised new rows (§9 item 28); a no-op when the tokenizer already had them. Chosen on
+        # purpose, so transformers' notice about it is kept off the user's console.
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            self.llm.resize_token_embeddings(len(tok), mean_resizing=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         self.new_token_ids = tok.convert_tokens_to_ids(
             [IMG_START, IMG_END] + [img_token(i + 1) for i in range(config.n_img_tokens)]
         )
@@ -184,7 +193,9 @@ class PegsModel(nn.Module):
             ensure_weight_tying=tied,
             task_type="CAUSAL_LM",
         )
-        self.llm = get_peft_model(self.llm, peft_cfg)
+        with warnings.catch_warnings():  # peft reads a property transformers deprecated; nothing for us to change
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.llm = get_peft_model(self.llm, peft_cfg)
         self.lora_attached = True
         self.freeze_except(())
 
@@ -322,17 +333,19 @@ class PegsModel(nn.Module):
         device = next(self.llm.parameters()).device
         batch = self.collator(train=False)([prompt]).to(device)
         embeds = self.embed(batch)  # (1, T, H)
-        generated = self.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=batch.attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            logits_processor=LogitsProcessorList([BlockTail()]),
-            eos_token_id=[self.tokenizer.eos_token_id, img1],
-            pad_token_id=self.tokenizer.pad_token_id,
-        )[0].tolist()
+        with warnings.catch_warnings():  # n-grams of the reply only is what we want: the prompt may repeat itself
+            warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*", category=UserWarning)
+            generated = self.llm.generate(
+                inputs_embeds=embeds,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                logits_processor=LogitsProcessorList([BlockTail()]),
+                eos_token_id=[self.tokenizer.eos_token_id, img1],
+                pad_token_id=self.tokenizer.pad_token_id,
+            )[0].tolist()
         send = img1 in generated
         if send:
             text_ids = generated[: generated.index(img1)]

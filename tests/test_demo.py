@@ -16,7 +16,8 @@ import pytest
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 STEPS = ("pack", "personas", "simulate", "dataset", "pegs", "evaluate")
-TOY = ("--pack-limit", "60", "--personas", "3", "--max-turns", "2", "--pegs-config", "tiny", "--pegs-steps", "2")
+TOY = tuple("--pack-limit 60 --personas 3 --max-turns 2 --pegs-config tiny".split())
+TOY += tuple("--pegs-steps 2 --joint-steps 2 --vision-steps 20".split())
 
 
 def demo(out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -59,3 +59,21 @@ def test_training_resumes_from_its_folder(tmp_path, small_pack):
     again = train_stage(tiny_model(), examples, cfg.model_copy(update={"max_steps": 4}), tmp_path)
     assert first.steps == 2 and again.steps == 4
     assert again.losses[:2] == first.losses and len(again.losses) == 4
+
+
+def test_heads_learn_at_their_own_rate_and_token_rows_without_decay():
+    """head_lr goes to the retrieval heads and mapper only; the LLM-side parts keep lr, and the token
+    matrices get no weight decay."""
+    from stickerconv.pegs.train import _optimizer
+
+    model = tiny_model()
+    params = model.freeze_except(("proj", "tokens", "ret", "gen"))
+    opt = _optimizer(model, params, StageConfig(stage="joint", lr=1e-4, head_lr=3e-3))
+    by_id = {id(p): group for group in opt.param_groups for p in group["params"]}
+    heads = [*model.ret_heads.parameters(), *model.gen_mapper.parameters()]
+    assert {by_id[id(p)]["lr"] for p in heads} == {3e-3}
+    assert {by_id[id(p)]["lr"] for p in model.proj.parameters()} == {1e-4}
+    assert {by_id[id(w)]["weight_decay"] for w in model.token_matrices()} == {0.0}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(params)
+    default = _optimizer(model, params, StageConfig(stage="joint", lr=1e-4))
+    assert {g["lr"] for g in default.param_groups} == {1e-4}

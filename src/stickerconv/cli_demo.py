@@ -28,6 +28,7 @@ from stickerconv.cli_common import UserError, console
 
 DEMO_VERSION = 1  # bump when a step's behaviour changes, so old caches are redone
 STATE_FILE = "demo-state.json"
+DEMO_HEAD_LR = 2e-3  # the retrieval heads start from random and get tens of steps, not the paper's 140k
 DEMO_SEARCHES = ("I failed my exam again", "We won the championship!")
 SYSTEMS = ("text", "tool", "pegs-ret")  # the two LLM baselines and PEGS, predicted on the same test turns
 REPORT_METRICS = ("bleu1", "bleu4", "rougeL", "dist2_corpus", "mm_relevance_f_proxy", "send_f1")
@@ -113,13 +114,14 @@ def _samples_with_stickers(path: Path) -> int:
 
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder: every step's output and demo-state.json.")] = Path("runs/demo"),
-    personas: Annotated[int, typer.Option(min=2, help="User profiles to generate; one session each.")] = 6,
+    personas: Annotated[int, typer.Option(min=2, help="User profiles to generate; one session each.")] = 5,
     max_turns: Annotated[int, typer.Option(min=1, max=20, help="Turns per simulated session.")] = 4,
     test_share: Annotated[float, typer.Option(min=0.05, max=0.9, help="Share of personas held out for testing.")] = (
         0.34
     ),
     pegs_config: Annotated[str, typer.Option(help="PEGS preset (small, tiny) or config JSON.")] = "small",
-    pegs_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps per PEGS stage.")] = 60,
+    pegs_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of each PEGS alignment stage.")] = 40,
+    joint_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the PEGS joint (dialogue) stage.")] = 20,
     vision_steps: Annotated[int, typer.Option(min=1, help="Steps of the PEGS vision pretraining.")] = 300,
     eval_items: Annotated[int | None, typer.Option(min=1, help="Test turns each system answers (default all).")] = (
         None
@@ -223,8 +225,10 @@ def demo(
             data=train_samples,
             stages=",".join(cli_pegs.STAGE_ORDER),
             steps=pegs_steps,
+            joint_steps=joint_steps,
             batch_size=4,
             lr=None,
+            head_lr=DEMO_HEAD_LR,
             image_root=None,
             seed=seed,
             vision_steps=vision_steps,
@@ -297,7 +301,7 @@ def demo(
             "pegs",
             f"PEGS {pegs_config}",
             [pegs_dir],
-            {"config": pegs_config, "steps": pegs_steps, "vision": vision_steps, "seed": seed},
+            {"config": pegs_config, "steps": pegs_steps, "joint": joint_steps, "vision": vision_steps, "seed": seed},
             train_pegs,
             ["dataset"],
         ),

@@ -31,8 +31,16 @@ def train(
     ] = None,
     stages: Annotated[str, typer.Option(help="Comma-separated stages, in order.")] = ",".join(STAGE_ORDER),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps per stage.")] = 200,
+    joint_steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Steps of the joint stage (default --steps; its dialogue batches are the slow ones)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: the stage's).")] = None,
+    head_lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of the retrieval heads and mapper (default --lr); 2e-3 suits short CPU runs."),
+    ] = None,
     image_root: Annotated[
         Path | None, typer.Option(help="Root of the samples' image paths (default: --stickers).")
     ] = None,
@@ -92,19 +100,25 @@ def train(
             if stage == "joint"
             else sticker_examples(library, stage)
         )
+        n_steps = joint_steps if stage == "joint" and joint_steps is not None else steps
         settings = StageConfig(
             stage=stage,
-            max_steps=steps,
+            max_steps=n_steps,
             batch_size=batch_size,
-            warmup_steps=max(1, steps // 10),
+            warmup_steps=max(1, n_steps // 10),
             seed=seed,
-            checkpoint_every=max(1, steps // 4),
+            checkpoint_every=max(1, n_steps // 4),
+            head_lr=head_lr,
             **({"lr": lr} if lr is not None else {}),
         )
         with progress_bar(f"stage {number}/{len(chosen)}: {stage}") as update:
             result = train_stage(model, examples, settings, stage_dir, on_progress=update)
-        first, last = result.losses[0], result.losses[-1]
-        console.print(f"{stage}: {result.steps} steps, loss {first:.3f} -> {last:.3f}; checkpoint {stage_dir}")
+        tenth = max(1, len(result.losses) // 10)  # single steps are noisy: compare the first and last tenths
+        first, last = (sum(part) / len(part) for part in (result.losses[:tenth], result.losses[-tenth:]))
+        console.print(
+            f"{stage}: {result.steps} steps, loss {first:.3f} -> {last:.3f} (means of the first and last "
+            f"{tenth} step(s)); checkpoint {stage_dir}"
+        )
         previous = stage_dir
     final = model.save_pretrained(out / "final")
     console.print(f"PEGS checkpoint: {final} (use it with --responder pegs-ret --checkpoint {final})")

@@ -72,7 +72,7 @@ class ToolScorer:
         try:
             return self._queries[sample_key(sample)]
         except KeyError:
-            raise RetrievalError("no tool query was written for this sample: build the scorer on these samples") from None
+            raise RetrievalError("no tool query was written for this sample: build the scorer on it") from None
 
     def __call__(self, context: str, candidates: Sequence[str], sample: Mapping[str, Any]) -> np.ndarray:
         return self._index(self.query(sample), candidates)  # (len(candidates),)

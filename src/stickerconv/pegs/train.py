@@ -73,6 +73,7 @@ class StageConfig(BaseModel):
 
     stage: Stage
     lr: float = 1e-4
+    head_lr: float | None = None  # retrieval heads and generation mapper; None: lr. Raise it for short CPU runs
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-6
     weight_decay: float = 0.05
@@ -247,12 +248,22 @@ def _pointing(config: PegsConfig, files: dict[str, str], out_dir: Path) -> PegsC
 
 
 def _optimizer(model: PegsModel, params: list[torch.nn.Parameter], cfg: StageConfig) -> torch.optim.Optimizer:
-    """AdamW; the token matrices get no weight decay, or decoupled decay would shrink their frozen rows."""
+    """AdamW; the token matrices get no weight decay, or decoupled decay would shrink their frozen rows.
+
+    The heads may learn at their own rate (``head_lr``): they start from random, while the LLM-side
+    parts (tokens, projection, LoRA) must move little; a few hundred CPU steps at the paper's 3e-5 to
+    1e-4 leave the heads nearly where they started."""
     token_ids = {id(w) for w in model.token_matrices()}
+    heads = [m for m in (model.ret_heads, model.gen_mapper) if m is not None]
+    head_ids = {id(p) for m in heads for p in m.parameters()}
+    rest = [p for p in params if id(p) not in token_ids and id(p) not in head_ids]
     groups = [
-        {"params": [p for p in params if id(p) not in token_ids], "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) in head_ids], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if id(p) in token_ids], "weight_decay": 0.0},
     ]
+    if cfg.head_lr is not None:
+        groups[1]["lr"] = cfg.head_lr
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 

@@ -73,3 +73,10 @@ def test_jackknife_interval_matches_the_spread_of_independent_corpora_and_the_bo
             union = set().union(*(s for s, k in zip(sets, row, strict=True) if k > 0))
             resampled.append(len(union) / float(row @ totals))
     assert np.percentile(resampled, 97.5) < score  # the bootstrap interval would miss the point estimate
+
+
+def test_corpus_interval_stays_within_the_ratio_bounds():
+    """Three short replies: the jackknife normal interval would pass 1; a ratio's interval cannot."""
+    tokens = [["so", "sorry", "to", "hear"], ["that", "is", "great", "news"], ["so", "sorry"]]
+    score, (low, high) = corpus_score(tokens, 2)
+    assert 0.0 <= low <= score <= high <= 1.0

@@ -42,7 +42,7 @@ def intra_statistic(tokens: Sequence[Sequence[str]], n: int) -> tuple[Statistic,
 
 
 def corpus_score(tokens: Sequence[Sequence[str]], n: int) -> tuple[float, tuple[float, float]]:
-    """The corpus ratio and its 95% delete-one jackknife normal interval.
+    """The corpus ratio and its 95% delete-one jackknife normal interval, clipped to [0, 1].
 
     Not the bootstrap: a resample drawn with replacement repeats items, and a repeated response adds
     n-grams but no new distinct ones, so every resample looks less diverse than any real test set
@@ -60,4 +60,4 @@ def corpus_score(tokens: Sequence[Sequence[str]], n: int) -> tuple[float, tuple[
     leave_one_out = np.divide(distinct_total - own, rest, out=np.zeros_like(rest), where=rest > 0)
     k = len(sets)
     se = float(np.sqrt((k - 1) / k * np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
-    return score, (score - Z95 * se, score + Z95 * se)
+    return score, (max(0.0, score - Z95 * se), min(1.0, score + Z95 * se))  # a ratio: clipped to [0, 1]

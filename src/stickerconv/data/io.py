@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -95,6 +95,21 @@ def iter_raw(path: Path | str, on_progress: Progress = None) -> Iterator[RawReco
         offset += file.stat().st_size
     if on_progress is not None:
         on_progress(total, total)
+
+
+class Accumulator(Protocol):
+    skipped: int
+
+    def add(self, record: dict[str, Any]) -> None: ...
+
+
+def accumulate(path: Path | str, acc: Accumulator, on_progress: Progress = None) -> None:
+    """Feed every parseable record behind ``path`` to ``acc.add``; count the others in ``acc.skipped``."""
+    for record in iter_raw(path, on_progress):
+        if record.error is None:
+            acc.add(record.data)
+        else:
+            acc.skipped += 1
 
 
 def _iter_json(file: Path) -> Iterator[tuple[RawRecord, int]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stickerconv.data.io import Progress, iter_raw
+from stickerconv.data.io import Progress, accumulate
 from stickerconv.schema import EMOTION_LABELS, normalise_emotion, sticker_id_from_path
 from stickerconv.stickers.emotion_lexicon import text_emotions
 
@@ -220,9 +220,5 @@ def compute_stats(
 ) -> dict[str, Any]:
     """Statistics of every record behind ``path`` (unparseable lines are counted as skipped)."""
     acc = StatsAccumulator(persona_emotions)
-    for record in iter_raw(path, on_progress):
-        if record.error is None:
-            acc.add(record.data)
-        else:
-            acc.skipped += 1
+    accumulate(path, acc, on_progress)
     return {"source": str(path), **acc.result()}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stickerconv.data.io import iter_raw
+from stickerconv.data.io import accumulate
 from stickerconv.evaluate.distinct import ORDERS, corpus_score, intra_statistic
 from stickerconv.schema import EmotionLabel, normalise_emotion
 
@@ -284,11 +284,7 @@ def dataset_quality(
 ) -> dict[str, Any]:
     """Every quality figure of the records behind ``path`` (unparseable lines are counted as skipped)."""
     acc = QualityAccumulator(config)
-    for record in iter_raw(path, on_progress):
-        if record.error is None:
-            acc.add(record.data)
-        else:
-            acc.skipped += 1
+    accumulate(path, acc, on_progress)
     return {"source": str(path), **acc.result()}
 
 

@@ -67,9 +67,16 @@ def test_protocols_pass_the_sample_to_scorers_that_ask(records, library):
 
 def test_pegs_scorer_scores_finite_once_per_sample(scorer, records, monkeypatch):
     ranked = [r for r in records if r["response_image"]]
-    calls = []
+    calls, sent = [], []
     generate = scorer.model.generate
-    monkeypatch.setattr(scorer.model, "generate", lambda *a, **k: calls.append(k) or generate(*a, **k))
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        gen = generate(*args, **kwargs)
+        sent.append(gen.send_sticker)
+        return gen
+
+    monkeypatch.setattr(scorer.model, "generate", recorded)
     candidates = scorer.pool[:10]
     first = scorer(ranked[0]["input_text"], candidates, sample=ranked[0])
     again = scorer(ranked[0]["input_text"], candidates, sample=ranked[0])
@@ -82,7 +89,7 @@ def test_pegs_scorer_scores_finite_once_per_sample(scorer, records, monkeypatch)
     assert out["r10@1"].n_items == len(ranked)
     sig = out["pool_r@10"].signature
     assert sig["scorer"] == f"pegs:{scorer.name.removeprefix('pegs:')}" and sig["embedding"] == EMBEDDING
-    assert 0.0 <= scorer.sent_share <= 1.0
+    assert scorer.sent_share == sum(sent) / len(sent)  # the model's own decisions, over every generation
 
 
 def test_pegs_scorer_rejects_bad_input(scorer, records, tmp_path, library):
@@ -110,6 +117,9 @@ def test_eval_retrieval_with_a_pegs_checkpoint(checkpoint, records, small_pack, 
     for name in ("r10@1", "pool_r@10"):
         assert results[name]["signature"]["scorer"] == f"pegs:{checkpoint}"
         assert results[name]["signature"]["embedding"] == EMBEDDING
-        assert 0.0 <= results[name]["score"] <= 1.0
+    direct_scorer = PegsScorer.from_checkpoint(checkpoint, StickerLibrary.load(small_pack), small_pack)
+    direct = score_retrieval(records, direct_scorer, direct_scorer.pool, bootstrap=0)
+    for name in ("r10@1", "pool_r@10"):  # the command reports what the library computes on the same samples
+        assert results[name]["score"] == pytest.approx(direct[name].score)
     assert results["pool_r@10"]["signature"]["pool"] == str(len(StickerLibrary.load(small_pack)))
     assert f"scorer:pegs:{checkpoint}" in "".join(result.output.split())  # the printed signature

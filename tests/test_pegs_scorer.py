@@ -88,7 +88,8 @@ def test_pegs_scorer_scores_finite_once_per_sample(scorer, records, monkeypatch)
     assert len(calls) == len({(r["input_text"], tuple(r["input_image"])) for r in ranked})  # protocols read the cache
     assert out["r10@1"].n_items == len(ranked)
     sig = out["pool_r@10"].signature
-    assert sig["scorer"] == f"pegs:{scorer.name.removeprefix('pegs:')}" and sig["embedding"] == EMBEDDING
+    assert sig["scorer"] == f"pegs:{scorer.name.removeprefix('pegs:')}"
+    assert sig["embedding"] == EMBEDDING["reply"]  # the tiny preset reads after the reply
     assert scorer.sent_share == sum(sent) / len(sent)  # the model's own decisions, over every generation
 
 
@@ -116,7 +117,7 @@ def test_eval_retrieval_with_a_pegs_checkpoint(checkpoint, records, small_pack, 
     assert {"r10@1", "pool_r@10"} <= set(results)
     for name in ("r10@1", "pool_r@10"):
         assert results[name]["signature"]["scorer"] == f"pegs:{checkpoint}"
-        assert results[name]["signature"]["embedding"] == EMBEDDING
+        assert results[name]["signature"]["embedding"] == EMBEDDING["reply"]
     direct_scorer = PegsScorer.from_checkpoint(checkpoint, StickerLibrary.load(small_pack), small_pack)
     direct = score_retrieval(records, direct_scorer, direct_scorer.pool, bootstrap=0)
     for name in ("r10@1", "pool_r@10"):  # the command reports what the library computes on the same samples

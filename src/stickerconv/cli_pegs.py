@@ -10,14 +10,17 @@ import typer
 from stickerconv.cli_common import UserError, console, progress_bar
 
 if TYPE_CHECKING:
+    from stickerconv.data.samples import Sample
     from stickerconv.pegs.config import PegsConfig
+    from stickerconv.pegs.model import PegsModel
+    from stickerconv.stickers.index import StickerIndex
     from stickerconv.stickers.library import StickerLibrary
 
 pegs_app = typer.Typer(
-    help="Train the PEGS model (vision pretraining, perception, retrieval, generation, joint SFT).",
+    help="Train the PEGS model (vision pretraining, perception, retrieval, generation, joint SFT, distillation).",
     no_args_is_help=True,
 )
-STAGE_ORDER = ("vision", "perception", "retrieval", "generation", "joint")
+STAGE_ORDER = ("vision", "perception", "retrieval", "generation", "joint", "distill")
 VISION_DIR = "00-vision"  # before the numbered model stages, whichever of them run
 
 
@@ -27,7 +30,8 @@ def train(
     stickers: Annotated[Path, typer.Option(help="Sticker library: the images and captions of the alignment stages.")],
     out: Annotated[Path, typer.Option(help="Run folder: one checkpoint folder per stage, then final/.")],
     data: Annotated[
-        Path | None, typer.Option(help="Dialogue samples for the joint stage (data convert --to samples).")
+        Path | None,
+        typer.Option(help="Dialogue samples for the joint and distill stages (data convert --to samples)."),
     ] = None,
     stages: Annotated[str, typer.Option(help="Comma-separated stages, in order.")] = ",".join(STAGE_ORDER),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps per stage.")] = 200,
@@ -48,13 +52,20 @@ def train(
     vision_steps: Annotated[
         int, typer.Option(min=1, help="Steps of the vision stage (CNN pretraining; about 0.1-0.2 s each on 2 cores).")
     ] = 300,
+    distill_steps: Annotated[
+        int, typer.Option(min=1, help="Fitting steps of the distill stage (retrieval heads on cached states; fast).")
+    ] = 1000,
 ) -> None:
     """Train the chosen stages in order; each starts from the previous one's checkpoint. Rerun the same
     command to resume: a finished stage is loaded, an interrupted one continues from its last checkpoint.
 
     The vision stage pretrains the config's offline CNN when it has no weights (the small preset's)
     into OUT/00-vision/ and points every later checkpoint at that file; leave it out of --stages to
-    keep a random frozen CNN."""
+    keep a random frozen CNN.
+
+    The distill stage fits the retrieval heads so that PEGS ranks the stickers for each training turn
+    as the library's text index ranks them (plus the turn's gold sticker); it needs the library's
+    index (`stickerconv stickers index`)."""
     import json
 
     from stickerconv.data.samples import Sample
@@ -67,15 +78,20 @@ def train(
     unknown = [s for s in chosen if s not in STAGE_ORDER]
     if unknown or not chosen:
         raise UserError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STAGE_ORDER)}")
-    if "joint" in chosen and data is None:
-        raise UserError(
-            "the joint stage trains on dialogues: give --data SAMPLES (stickerconv data convert --to samples)"
-        )
+    for stage in ("joint", "distill"):
+        if stage in chosen and data is None:
+            raise UserError(
+                f"the {stage} stage trains on dialogues: give --data SAMPLES (stickerconv data convert --to samples)"
+            )
     pegs_config = PegsConfig.preset(config) if config in PRESETS else PegsConfig.load(Path(config))
     if "generation" in chosen and pegs_config.sd is None:
         console.print("skipping the generation stage: the config has no Stable Diffusion section")
         chosen.remove("generation")
+    if "distill" in chosen and pegs_config.n_ret_tokens == 0:
+        console.print("skipping the distill stage: the config has no retrieval tokens")
+        chosen.remove("distill")
     library = StickerLibrary.load(stickers)
+    index = _distill_index(library) if "distill" in chosen else None  # checked before any training
     samples = None
     if data is not None:
         try:
@@ -95,6 +111,11 @@ def train(
         stage_dir = out / f"{number:02d}-{stage}"
         if previous is not None:
             model = PegsModel.from_pretrained(previous)
+        if stage == "distill":
+            assert samples is not None and index is not None  # checked above
+            model = _distill(model, samples, image_root or stickers, index, stage_dir, distill_steps, seed, number)
+            previous = stage_dir
+            continue
         examples = (
             dialogue_examples(samples, image_root or stickers, model)
             if stage == "joint"
@@ -143,3 +164,54 @@ def _pretrain_vision(config: PegsConfig, library: StickerLibrary, out: Path, ste
         how = "reused" if result.reused else f"{result.seconds:.0f} s"
         console.print(f"vision: {file} {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f} ({how})")
     return result.config
+
+
+def _distill_index(library: StickerLibrary) -> StickerIndex:
+    """The library's text index, the distill stage's teacher; a clear error when it has none."""
+    from stickerconv.stickers.index import StickerIndex, StickerIndexError
+
+    try:
+        return StickerIndex.load(library)
+    except StickerIndexError as exc:
+        raise UserError(f"the distill stage ranks stickers with the library's text index: {exc}") from None
+
+
+def _distill(
+    model: PegsModel,
+    samples: list[Sample],
+    image_root: Path,
+    index: StickerIndex,
+    stage_dir: Path,
+    steps: int,
+    seed: int,
+    number: int,
+) -> PegsModel:
+    """Run (or reuse) the distill stage into ``stage_dir``; returns the model with its fitted heads."""
+    import json
+
+    from stickerconv.pegs.distill import DISTILL_RECORD, distill_retrieval
+    from stickerconv.pegs.model import PegsModel
+
+    record_path = stage_dir / DISTILL_RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        console.print(f"distill: reusing the finished stage in {stage_dir} ({record['turns']} turns)")
+        return PegsModel.from_pretrained(stage_dir)
+    try:
+        with progress_bar(f"stage {number}: distill (read {len(samples)} turns, then fit)") as update:
+            result = distill_retrieval(model, samples, image_root, index, steps=steps, seed=seed, on_progress=update)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(f"distill stage: {exc}") from None
+    model.save_pretrained(stage_dir)
+    record = {k: v for k, v in vars(result).items() if k != "losses"} | {"steps": steps, "losses": result.losses}
+    record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")  # last: marks it finished
+    tenth = max(1, steps // 10)
+    first, last = (sum(part) / len(part) for part in (result.losses[:tenth], result.losses[-tenth:]))
+    for reason, count in result.left_out.items():
+        console.print(f"distill: {count} gold sticker(s) left out of the gold term: {reason}")
+    console.print(
+        f"distill: {result.turns} turns ({result.gold} with a gold sticker), {steps} steps, loss {first:.3f} -> "
+        f"{last:.3f}; top-10 overlap with the index {result.overlap_before:.2f} -> {result.overlap_after:.2f} "
+        f"({result.seconds:.0f} s); checkpoint {stage_dir}"
+    )
+    return model

@@ -6,7 +6,8 @@ pass the record. For each sample the prompt is built exactly as training and ``P
 build it (:func:`~stickerconv.pegs.sequence.sample_example` without the response), the reply is
 decoded greedily, and the ``[IMG1..N]`` block is appended after the text even when the model
 chose not to send (``force_sticker``): ranking needs an embedding for every sample with a gold
-sticker, and the send decision is measured separately (``send_decisions`` on predictions).
+sticker, and the send decision is measured separately (``send_decisions`` on predictions). A model
+with ``retrieval_read="context"`` reads its block right after the prompt instead, whatever it writes.
 Candidates are ranked by cosine between that embedding and the library's sticker-embedding
 matrix (:func:`~stickerconv.responders.pegs.sticker_matrix`). Generation is the slow part (1-4 s
 per sample for ``small`` on 2 cores), so each sample's embedding is computed once and shared by
@@ -31,7 +32,8 @@ from stickerconv.stickers.library import StickerLibrary
 
 log = logging.getLogger(__name__)
 
-EMBEDDING = "greedy-text+forced-img-block"  # signature value: how the context embedding is read
+# signature value: how the context embedding is read, by the model's retrieval_read
+EMBEDDING = {"reply": "greedy-text+forced-img-block", "context": "context+img-block"}
 
 
 class PegsScorer:
@@ -57,7 +59,10 @@ class PegsScorer:
         self._matrix = sticker_matrix(model, library).float().cpu().numpy()  # (N, dim), L2-normalised
         self._cache: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, bool]] = {}  # prompt -> (emb, sent)
         self.name = f"pegs:{checkpoint if checkpoint is not None else 'unsaved'}"
-        self.signature_fields = {"embedding": EMBEDDING, "max_new_tokens": str(max_new_tokens)}
+        self.signature_fields = {
+            "embedding": EMBEDDING[model.config.retrieval_read],
+            "max_new_tokens": str(max_new_tokens),
+        }
 
     @classmethod
     def from_checkpoint(

@@ -110,6 +110,10 @@ class PegsConfig(_Cfg):
     n_gen_tokens: int = Field(32, ge=0)  # generation [IMG] tokens, after the retrieval block
     retrieval_dim: int = 256
     tau: float = 0.07  # fixed InfoNCE temperature; logit scale 1/tau
+    # where the retrieval head reads the [IMG1] state: after the reply text (the paper), or right after
+    # the dialogue context, before any reply (the choice then depends on the context alone, not on the
+    # text a small model writes); "context" is fitted by the distill stage (pegs/distill.py)
+    retrieval_read: Literal["reply", "context"] = "reply"
     mapper: MapperConfig | None = MapperConfig()  # None: no generation head (PEGS-Ret only)
     sd: DiffusionConfig | None = None
     lora: LoraSettings = LoraSettings()
@@ -188,6 +192,7 @@ def small() -> PegsConfig:
         vision=VisionConfig(kind="cnn", image_size=32, cnn_channels=[32, 64, 128], cnn_grid=2),
         n_ret_tokens=8,
         n_gen_tokens=0,
+        retrieval_read="context",
         mapper=None,
         sd=None,
         max_length=512,

@@ -319,7 +319,10 @@ class PegsModel(nn.Module):
         after its text anyway (before the EOS, where training puts it) and the embeddings are read the
         same way. Ranking protocols need a sticker embedding for every sample, whatever the model's own
         decision; ``send_sticker`` stays False and ``token_ids`` the model's own, so callers still see
-        that decision."""
+        that decision.
+
+        With ``retrieval_read="context"`` the retrieval embedding comes from a block placed right after
+        the prompt instead (:meth:`block_state`): the same for any reply the model writes."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
         tail = torch.tensor(self.img_ids[1:], dtype=torch.long)
@@ -362,11 +365,21 @@ class PegsModel(nn.Module):
         hidden = self.llm(inputs_embeds=full, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
         ret = gen = None
         if self.ret_heads is not None:
-            ret = self.ret_heads.embed_text(hidden[0, start].float())  # (dim,)
+            h = hidden[0, start] if self.config.retrieval_read == "reply" else self.block_state(embeds)  # (H,)
+            ret = self.ret_heads.embed_text(h.float())  # (dim,)
         if self.gen_mapper is not None:
             g0 = start + self.config.n_ret_tokens
             gen = self.gen_mapper(hidden[:, g0 : g0 + self.config.n_gen_tokens].float())[0]  # (77, out_dim)
         return Generation(text, ids if send else generated, send, ret, gen)
+
+    def block_state(self, embeds: torch.Tensor, text_ids: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        """(1, T, H) prompt embeddings -> (H,): the final-layer [IMG1] state of a block placed after the
+        prompt and ``text_ids``. No text is the read position of ``retrieval_read="context"``."""
+        ids = torch.tensor([[*text_ids, *self.img_ids]], device=embeds.device)  # (1, G + N)
+        full = torch.cat([embeds, self.llm.get_input_embeddings()(ids).to(embeds.dtype)], dim=1)  # (1, T + G + N, H)
+        mask = torch.ones(full.shape[:2], dtype=torch.long, device=embeds.device)
+        hidden = self.llm(inputs_embeds=full, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        return hidden[0, embeds.shape[1] + len(text_ids)]  # (H,)
 
     # ----- checkpoints -----
 

@@ -1,0 +1,205 @@
+"""Retrieval distillation: fit PEGS's retrieval heads so that its [IMG1] state ranks the library the way
+the library's text index ranks it for the same dialogue context (a PEGS extension, not in the paper).
+
+Why: the paper learns the context -> sticker map from hundreds of thousands of in-batch pairs. A
+``small`` model trained on a few hundred simulated turns cannot learn it from the gold stickers alone:
+measured at chance (bench/README.md). But every training turn, with or without a gold sticker, has a
+context, and the text index (MiniLM over the annotations, the retriever the simulator's sticker tool
+searches) turns each context into a soft target over every sticker. The heads learn that distribution
+(KL divergence), plus the turn's gold sticker where it has one (cross-entropy, weighted). The student
+ranks stickers by their *images*, so at inference it needs neither the annotations nor the text encoder.
+
+Why cached features: the retrieval loss reads detached LLM states and the sticker encoder is frozen,
+so the states (one forward pass per turn, read where ``retrieval_read`` says, exactly as
+:meth:`PegsModel.generate` reads them) and the pooled sticker features are computed once; the two
+linear heads are then fitted to convergence in seconds. The text head is fitted on standardised
+states and the standardisation folded into its weights, so the saved heads are plain linear maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stickerconv.data.samples import IMG, Sample
+from stickerconv.pegs.model import PegsModel
+from stickerconv.pegs.sequence import sample_example
+from stickerconv.stickers.index import StickerIndex
+
+log = logging.getLogger(__name__)
+
+DISTILL_RECORD = "distill.json"  # written last into the stage folder: its presence marks the stage finished
+
+
+@dataclass
+class DistillResult:
+    turns: int  # training turns read (each one a distillation target)
+    gold: int  # of them, turns whose gold sticker is an indexed library sticker (the cross-entropy term)
+    left_out: dict[str, int] = field(default_factory=dict)  # reason -> gold stickers not used
+    losses: list[float] = field(default_factory=list)  # total loss per step
+    overlap_before: float = 0.0  # mean top-10 overlap of student and teacher rankings before fitting
+    overlap_after: float = 0.0  # ... and after (training turns)
+    seconds: float = 0.0
+
+
+def teacher_text(sample: Sample) -> str:
+    """The context the index scores: the history text without ``<IMG>``, as the evaluation's index
+    retriever reads it (``evaluate.tokens.clean``)."""
+    return sample.input_text.replace(IMG, "").strip()
+
+
+@torch.no_grad()
+def read_states(
+    model: PegsModel,
+    samples: Sequence[Sample],
+    image_root: Path,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """(n, H) final-layer [IMG1] states, one per sample, at the config's read position: right after the
+    prompt (``context``) or after the gold reply text (``reply``, teacher-forced as in training)."""
+    cfg = model.config
+    collate = model.collator(train=False)
+    device = next(model.llm.parameters()).device
+    states = []
+    for done, sample in enumerate(samples, 1):
+        prompt = sample_example(sample, image_root, cfg.style, cfg.system_prompt, with_response=False)
+        embeds = model.embed(collate([prompt]).to(device))  # (1, T, H)
+        text_ids: list[int] = []
+        if cfg.retrieval_read == "reply":
+            text_ids = model.tokenizer(sample.response_text.replace(IMG, ""), add_special_tokens=False).input_ids
+        states.append(model.block_state(embeds, text_ids).float().cpu())
+        if on_progress:
+            on_progress(done, len(samples))
+    return torch.stack(states)  # (n, H)
+
+
+@torch.no_grad()
+def pooled_features(model: PegsModel, paths: Sequence[Path], batch_size: int = 256) -> torch.Tensor:
+    """(N, P) frozen pooled features of the retrieval encoder for the sticker images at ``paths``."""
+    transform = model.collator(train=False).target_transform
+    encoder = model.retrieval_vision or model.vision
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(paths), batch_size):
+        pixels = torch.stack([transform(p) for p in paths[i : i + batch_size]]).to(device)
+        out.append(encoder(pixels).pooled.float().cpu())
+    return torch.cat(out)
+
+
+def _overlap(student: torch.Tensor, teacher: torch.Tensor, k: int = 10) -> float:
+    """Mean share of the teacher's top-k that the student also ranks in its top-k. (n, N) scores each."""
+    k = min(k, student.shape[1])
+    a, b = student.topk(k, dim=-1).indices, teacher.topk(k, dim=-1).indices  # (n, k)
+    return float((a.unsqueeze(-1) == b.unsqueeze(1)).any(-1).float().mean())
+
+
+def distill_retrieval(
+    model: PegsModel,
+    samples: Sequence[Sample],
+    image_root: Path | str,
+    index: StickerIndex,
+    steps: int = 1000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    teacher_tau: float = 0.05,
+    gold_weight: float = 0.2,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DistillResult:
+    """Fit ``model.ret_heads`` in place on ``samples`` (all turns) against ``index``'s rankings.
+
+    The candidates are the index's stickers (the library's annotated ones). Loss per step, over a batch
+    of turns: ``KL(softmax(teacher / teacher_tau) || softmax(cos / tau))`` over every candidate, plus
+    ``gold_weight`` x cross-entropy of the gold sticker on the batch's turns that have one.
+    ``on_progress`` is called while reading states (one call per turn), then once per fitting step.
+    """
+    if model.ret_heads is None:
+        raise ValueError("this PEGS model has no retrieval tokens (n_ret_tokens = 0): there are no heads to fit")
+    if steps < 1:
+        raise ValueError(f"retrieval distillation needs at least 1 step, got {steps}")
+    if len(samples) < 2:
+        raise ValueError(f"retrieval distillation needs at least 2 training turns, got {len(samples)}")
+    start = time.perf_counter()
+    image_root = Path(image_root)
+    stickers = index.stickers
+    paths = [index.library.image_path(s).resolve() for s in stickers]
+    row = {path: i for i, path in enumerate(paths)}
+    gold = torch.full((len(samples),), -1, dtype=torch.long)  # (n,) candidate row of each turn's gold sticker
+    left_out: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        if sample.response_image:
+            target = row.get((image_root / sample.response_image[0]).resolve())
+            if target is None:
+                left_out["gold sticker not in the index"] = left_out.get("gold sticker not in the index", 0) + 1
+            else:
+                gold[i] = target
+    if left_out:
+        log.warning("distill: %s", left_out)
+
+    queries = index.embedder.embed([teacher_text(s) for s in samples])  # (n, d), L2-normalised
+    teacher_scores = torch.from_numpy(np.asarray(queries, dtype=np.float32) @ np.asarray(index.ann.vectors).T)
+    teacher = F.softmax(teacher_scores / teacher_tau, dim=-1)  # (n, N)
+    reading = (lambda done, total: on_progress(done, total + steps)) if on_progress else None
+    states = read_states(model, samples, image_root, reading)  # (n, H)
+    pooled = pooled_features(model, paths)  # (N, P)
+
+    heads = model.ret_heads
+    device, dtype = heads.text.weight.device, heads.text.weight.dtype
+    with torch.no_grad():
+        before = heads.embed_text(states.to(device, dtype)) @ heads.embed_image(pooled.to(device, dtype)).T
+    mu, sd = states.mean(0), states.std(0) + 1e-4  # (H,), (H,)
+    torch.manual_seed(seed)
+    text = nn.Linear(states.shape[1], heads.text.out_features)  # fitted on standardised states
+    image = nn.Linear(pooled.shape[1], heads.image.out_features)
+    image.load_state_dict(heads.image.state_dict())  # the sticker side continues from its aligned start
+    optimizer = torch.optim.AdamW([*text.parameters(), *image.parameters()], lr=lr, weight_decay=weight_decay)
+    z = (states - mu) / sd  # (n, H)
+    generator = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    for step in range(steps):
+        j = torch.randperm(len(z), generator=generator)[:batch_size]  # (b,)
+        logits = F.normalize(text(z[j]), dim=-1) @ F.normalize(image(pooled), dim=-1).T / model.config.tau  # (b, N)
+        loss = F.kl_div(F.log_softmax(logits, dim=-1), teacher[j], reduction="batchmean")
+        has_gold = gold[j] >= 0
+        if gold_weight > 0 and bool(has_gold.any()):
+            loss = loss + gold_weight * F.cross_entropy(logits[has_gold], gold[j][has_gold])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if on_progress:
+            on_progress(len(samples) + step + 1, len(samples) + steps)
+    with torch.no_grad():  # fold the standardisation into the text head: W (h - mu) / sd + b = (W / sd) h + b'
+        weight = text.weight / sd  # (dim, H)
+        heads.text.weight.copy_(weight.to(device, dtype))
+        heads.text.bias.copy_((text.bias - weight @ mu).to(device, dtype))
+        heads.image.load_state_dict({k: v.to(device, dtype) for k, v in image.state_dict().items()})
+        after = heads.embed_text(states.to(device, dtype)) @ heads.embed_image(pooled.to(device, dtype)).T
+    result = DistillResult(
+        turns=len(samples),
+        gold=int((gold >= 0).sum()),
+        left_out=left_out,
+        losses=losses,
+        overlap_before=_overlap(before.cpu(), teacher_scores),
+        overlap_after=_overlap(after.cpu(), teacher_scores),
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    log.info(
+        "distill: %d turns (%d with gold), loss %.4f -> %.4f, top-10 overlap with the index %.2f -> %.2f",
+        result.turns,
+        result.gold,
+        losses[0] if losses else float("nan"),
+        losses[-1] if losses else float("nan"),
+        result.overlap_before,
+        result.overlap_after,
+    )
+    return result

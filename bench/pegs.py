@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; device {args.device}")
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; device {args.device} ({name})")
     library = StickerLibrary.load(args.stickers)
     start = time.perf_counter()
     model = PegsModel(PegsConfig.preset(args.preset)).to(args.device)

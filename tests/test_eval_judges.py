@@ -388,7 +388,7 @@ def test_empathy_judge_on_the_embedded_model():
     assert report.parse_failures == sum(item.failures for item in report.items)
     scores = [s for item in report.items for s in item.scores if s is not None]
     if scores:
-        assert 1 <= report.metrics["empathy_mean"].score <= 5
+        assert report.metrics["empathy_mean"].score >= 1 and report.metrics["empathy_mean"].score <= 5
         assert report.metrics["empathy_mean"].signature["judge"].startswith("local:")
     distribution = {v: scores.count(v) for v in range(1, 6)}
     print(f"\nembedded empathy judge: {elapsed:.1f}s, {report.parse_failures} parse failures, scores {distribution}")

@@ -81,19 +81,6 @@ def read_states(
     return torch.stack(states)  # (n, H)
 
 
-@torch.no_grad()
-def pooled_features(model: PegsModel, paths: Sequence[Path], batch_size: int = 256) -> torch.Tensor:
-    """(N, P) frozen pooled features of the retrieval encoder for the sticker images at ``paths``."""
-    transform = model.collator(train=False).target_transform
-    encoder = model.retrieval_vision or model.vision
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(paths), batch_size):
-        pixels = torch.stack([transform(p) for p in paths[i : i + batch_size]]).to(device)
-        out.append(encoder(pixels).pooled.float().cpu())
-    return torch.cat(out)
-
-
 def _overlap(student: torch.Tensor, teacher: torch.Tensor, k: int = 10) -> float:
     """Mean share of the teacher's top-k that the student also ranks in its top-k. (n, N) scores each."""
     k = min(k, student.shape[1])
@@ -150,7 +137,7 @@ def distill_retrieval(
     teacher = F.softmax(teacher_scores / teacher_tau, dim=-1)  # (n, N)
     reading = (lambda done, total: on_progress(done, total + steps)) if on_progress else None
     states = read_states(model, samples, image_root, reading)  # (n, H)
-    pooled = pooled_features(model, paths)  # (N, P)
+    pooled = model.pooled_features(paths).cpu()  # (N, P)
 
     heads = model.ret_heads
     device, dtype = heads.text.weight.device, heads.text.weight.dtype

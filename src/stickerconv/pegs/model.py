@@ -281,6 +281,19 @@ class PegsModel(nn.Module):
             pooled = (self.retrieval_vision or self.vision)(pixels).pooled  # (B, P)
         return self.ret_heads.embed_image(pooled.float())
 
+    @torch.no_grad()
+    def pooled_features(self, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
+        """(N, P) frozen pooled features of the retrieval encoder for the sticker images at ``paths``, on the
+        model's device: the input of the sticker-side head, computed once per library."""
+        transform = self.collator().target_transform
+        encoder = self.retrieval_vision or self.vision
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(paths), batch_size):
+            pixels = torch.stack([transform(p) for p in paths[start : start + batch_size]])  # (b, 3, S, S)
+            out.append(encoder(pixels.to(device)).pooled.float())  # (b, P)
+        return torch.cat(out)
+
     def forward(self, batch: Batch, gen_targets: torch.Tensor | None = None) -> PegsOutput:
         """All losses the batch supports; the training stage decides which to add (§5.3).
 

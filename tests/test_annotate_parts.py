@@ -23,7 +23,7 @@ from stickerconv.stickers.annotate_prompts import (
     knowledge_prompt,
 )
 
-from conftest import shared_data
+from conftest import fixture_file
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_knowledge_schema_accepts_label_variants_and_rejects_empty_text():
 
 
 def test_caption_questions_are_the_published_ones_and_the_prompt_reads_like_the_authors():
-    path = shared_data("stickers", "caption_sticker_example.jsonl")
+    path = fixture_file("stickerconv", "stickers", "caption_sticker_example.jsonl")
     published = [json.loads(line) for line in path.read_text().splitlines()]
     for record in published:
         assert [q["query"] for q in record["qa"]] == [IMAGE_TOKEN + CAPTION_QUESTIONS[0], *CAPTION_QUESTIONS[1:]]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_data
+from conftest import fixture_file
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 
@@ -84,7 +84,7 @@ def test_ingest_reports_bad_files(tmp_path):
         tmp_path / "src",
         tmp_path / "lib",
         "--labels",
-        shared_data("stickers", "knowledge_sticker_example.jsonl"),
+        fixture_file("stickerconv", "stickers", "knowledge_sticker_example.jsonl"),
     )
     flat = " ".join(result.stdout.split())  # rich wraps long lines at the terminal width
     assert "1 stickers added" in flat and "2 bad file(s)" in flat

@@ -16,7 +16,7 @@ from PIL import Image
 from stickerconv.schema import Conversation, Sticker, sticker_id_from_path
 from stickerconv.stickers.library import StickerLibrary
 
-from conftest import shared_data
+from conftest import fixture_file
 
 # SER30K labels for the 10 knowledge stickers, read off their descriptions (frowning -> Anger, ...).
 LABELS = ["Anger", "Surprise", "Sadness", "Surprise", "Sadness", "Happiness", "Fear", "Neutral", "Sadness", "Happiness"]
@@ -53,7 +53,11 @@ SHAPES = [
 
 def published_stickers() -> list[dict]:
     """The 10 real knowledge stickers as §4.2 dicts (the authors' absolute SER30K paths kept)."""
-    lines = shared_data("stickers", "knowledge_sticker_example.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (
+        fixture_file("stickerconv", "stickers", "knowledge_sticker_example.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    )
     out = []
     for number, (line, label) in enumerate(zip(lines, LABELS, strict=True), start=1):
         raw = json.loads(line)
@@ -71,7 +75,7 @@ def published_stickers() -> list[dict]:
 
 
 def profiles() -> list[dict]:
-    path = shared_data("profiles", "profile_sample.jsonl")
+    path = fixture_file("stickerconv", "profiles", "profile_sample.jsonl")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 

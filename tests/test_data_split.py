@@ -12,7 +12,7 @@ import pytest
 from stickerconv.data.io import load_conversations
 from stickerconv.data.split import SPLITS, assign, split_file
 
-from conftest import shared_data
+from conftest import fixture_file
 from test_data_fixtures import published_sessions, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
@@ -20,7 +20,9 @@ SCRIPT = Path(sys.executable).parent / "stickerconv"
 
 def many_sessions(n_personas: int = 120) -> list[dict]:
     """Sessions for real persona texts (train_profile.jsonl), 1-4 sessions per persona."""
-    lines = shared_data("profiles", "train_profile.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (
+        fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl").read_text(encoding="utf-8").splitlines()
+    )
     base = published_sessions()
     out = []
     rng = random.Random(7)

@@ -10,14 +10,17 @@ from stickerconv.data.plots import PLOTS, write_plots
 from stickerconv.data.report import render_report
 from stickerconv.data.stats import compute_stats, profile_emotions
 
-from conftest import shared_data
+from conftest import fixture_file
 from test_data_fixtures import LABELS, published_sessions, published_stickers, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 
 
 def _profiles() -> list[dict]:
-    return [json.loads(line) for line in shared_data("profiles", "profile_sample.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)
+        for line in fixture_file("stickerconv", "profiles", "profile_sample.jsonl").read_text().splitlines()
+    ]
 
 
 def test_counts_match_the_fixture(tmp_path):

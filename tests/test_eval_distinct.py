@@ -12,7 +12,7 @@ from stickerconv.evaluate import score_texts
 from stickerconv.evaluate.bootstrap import Bootstrap, point
 from stickerconv.evaluate.distinct import corpus_score, intra_statistic
 
-from conftest import shared_data
+from conftest import fixture_file
 
 
 def _dist(hyps: list[str]) -> dict[str, float]:
@@ -53,10 +53,12 @@ def _persona_corpus(pool: list[str], size: int, rng: random.Random) -> list[list
 def test_jackknife_interval_matches_the_spread_of_independent_corpora_and_the_bootstrap_does_not() -> None:
     """Why corpus Distinct-n gets a jackknife interval: drawn with replacement, a bootstrap resample
     repeats responses, which adds n-grams but no distinct ones, so it is biased low and too narrow."""
-    personas = load_personas(shared_data("profiles", "train_profile.jsonl"))
-    pool = [s for p in personas for s in p.persona.split(". ")]
+    personas = load_personas(fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl"))
+    # Sentences of personas and situations: a pool large against the corpus size, as the
+    # independent corpora would be drawn from a population, not from a few hundred sentences.
+    pool = [s for p in personas for s in (*p.persona.split(". "), *p.situation.split(". "))]
     rng = random.Random(0)
-    size = 400
+    size = 200
     independent = [corpus_score(_persona_corpus(pool, size, rng), 2)[0] for _ in range(30)]
     sample = _persona_corpus(pool, size, rng)
     score, (low, high) = corpus_score(sample, 2)

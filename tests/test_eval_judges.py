@@ -27,7 +27,7 @@ from stickerconv.evaluate.judges import (
 from stickerconv.llm import ChatModel, ImagePart
 from stickerconv.llm.policy import RetryPolicy
 
-from conftest import shared_data
+from conftest import fixture_file
 from llm_fakes import ScriptedBackend
 
 STICKER = {
@@ -342,8 +342,12 @@ def test_kendalls_w_on_hand_made_rankings():
 def profile_records(n: int) -> list[dict]:
     """Judge items from real published texts: a persona's situation as the user's message, a sticker's
     annotation as the predicted sticker on every other item."""
-    profiles = [json.loads(line) for line in shared_data("profiles", "train_profile.jsonl").open()][:n]
-    stickers = [json.loads(line) for line in shared_data("stickers", "knowledge_sticker_example.jsonl").open()]
+    profiles = [
+        json.loads(line) for line in fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl").open()
+    ][:n]
+    stickers = [
+        json.loads(line) for line in fixture_file("stickerconv", "stickers", "knowledge_sticker_example.jsonl").open()
+    ]
     replies = [
         "I'm so sorry you're going through this. It's okay to feel this way, and I'm here to listen.",
         "That sounds wonderful! I'm really happy for you, tell me more about it.",

@@ -91,10 +91,11 @@ def test_fast_self_bleu_equals_nltk_on_real_sentences():
 
     from stickerconv.evaluate.quality import _words, self_bleu
 
-    from conftest import shared_data
+    from conftest import fixture_file
 
     profiles = [
-        json.loads(line) for line in shared_data("profiles", "train_profile.jsonl").read_text().splitlines()[:40]
+        json.loads(line)
+        for line in fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl").read_text().splitlines()[:40]
     ]
     tokens = [_words(s) for p in profiles for s in p["situation"].split(". ")][:60]
     tokens += [tokens[0], ["short"]]  # a duplicate (clipping by the second count) and a one-word sentence

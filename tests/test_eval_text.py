@@ -20,7 +20,7 @@ from stickerconv.evaluate.bleu import nltk_bleu_from_sums, nltk_bleu_stats
 from stickerconv.evaluate.cider import cider_d
 from stickerconv.evaluate.tokens import treebank_words
 
-from conftest import shared_data
+from conftest import fixture_file
 
 OFFLINE_FAST = [m for m in METRICS if not m.startswith("bertscore")]
 
@@ -28,7 +28,7 @@ OFFLINE_FAST = [m for m in METRICS if not m.startswith("bertscore")]
 def profile_pairs(n_profiles: int = 40, seed: int = 0) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
     hyps, refs = [], []
-    for p in load_personas(shared_data("profiles", "train_profile.jsonl"))[:n_profiles]:
+    for p in load_personas(fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl"))[:n_profiles]:
         kept = [w for w in p.persona.split() if rng.random() > 0.2]
         i = rng.randrange(len(kept) - 1)
         kept[i], kept[i + 1] = kept[i + 1], kept[i]

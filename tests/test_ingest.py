@@ -17,9 +17,9 @@ from stickerconv.schema import EmotionLabel
 from stickerconv.stickers.ingest import ingest_folder
 from stickerconv.stickers.library import LibraryError, StickerLibrary
 
-from conftest import shared_data
+from conftest import fixture_file
 
-KNOWLEDGE = shared_data("stickers", "knowledge_sticker_example.jsonl")  # fails loudly when missing
+KNOWLEDGE = fixture_file("stickerconv", "stickers", "knowledge_sticker_example.jsonl")  # fails loudly when missing
 
 
 def make_image(path: Path, size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str | None = None) -> Path:

@@ -14,7 +14,7 @@ from stickerconv.llm import ChatModel
 from stickerconv.llm.store import LLMStore
 from stickerconv.schema import EMOTION_LABELS
 
-from conftest import shared_data
+from conftest import fixture_file
 from llm_fakes import ScriptedBackend
 
 WORDS = "you are a teacher who lost the final exam and your dog ran away from the old house by the sea".split()
@@ -31,7 +31,7 @@ def _draft(i: int, situation: str | None = None) -> str:
 
 
 def test_published_profiles_load_in_both_formats(tmp_path):
-    jsonl = shared_data("profiles", "profile_sample.jsonl")
+    jsonl = fixture_file("stickerconv", "profiles", "profile_sample.jsonl")
     personas = load_personas(jsonl)
     assert [p.emotion for p in personas] == ["Sadness", "Joy", "Sadness", "Fear", "Anger"]
     array = tmp_path / "profiles.json"
@@ -89,13 +89,13 @@ def test_generation_dedupes_logs_and_resumes(tmp_path):
 def test_cli_generate_and_check(tmp_path):
     script = Path(sys.executable).parent / "stickerconv"
     check = subprocess.run(
-        [str(script), "personas", "check", str(shared_data("profiles", "train_profile.jsonl"))],
+        [str(script), "personas", "check", str(fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl"))],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert check.returncode == 0, check.stderr
-    assert "Confusion" in check.stdout and "2015 profiles" in check.stdout
+    assert "Confusion" in check.stdout and "306 profiles" in check.stdout
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"emotion": "Boredom", "persona": "p", "situation": "s"}\n')
     result = subprocess.run([str(script), "personas", "check", str(bad)], capture_output=True, text=True, timeout=120)

@@ -36,7 +36,8 @@ from stickerconv.llm.policy import Limits  # noqa: E402
 from stickerconv.llm.types import Completion, Usage  # noqa: E402
 from stickerconv.stickers.index import StickerIndex  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+import reference  # noqa: E402
+
 INTENTS = ["Emotional Expression", "Enhancing Empathy", "Reaction Intensity", "Other", "None"]
 INTENT_WEIGHTS = [0.35, 0.3, 0.1, 0.15, 0.1]
 
@@ -46,10 +47,14 @@ class RealisticReplies:
     identical and both call patterns meet the same kind of text."""
 
     def __init__(self) -> None:
-        profiles = [json.loads(x) for x in (SHARED / "profiles" / "train_profile.jsonl").read_text().splitlines()]
+        profiles = [json.loads(x) for x in reference.profiles().read_text().splitlines()]
         self.sentences = [s.strip() + "." for p in profiles for s in p["situation"].split(". ") if len(s.split()) > 8]
-        lines = (SHARED / "emotion_descriptions" / "emotion_descriptions.jsonl").read_text().splitlines()
-        self.descriptions = [json.loads(x)["text"] for x in lines[::50]]
+        descriptions = reference.emotion_descriptions()
+        if descriptions is not None:
+            self.descriptions = [json.loads(x)["text"] for x in descriptions.read_text().splitlines()[::50]]
+        else:  # a clone: the sticker knowledge texts stand in for the sticker queries
+            lines = reference.knowledge_stickers().read_text().splitlines()
+            self.descriptions = [f"{r['emotion']} {r['description']}" for r in map(json.loads, lines)]
 
     def __call__(self, prompt: str, title: str | None) -> str:
         rng = random.Random(hashlib.sha256(prompt.encode()).digest())
@@ -129,7 +134,7 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
     def tokenize(text: str) -> list[int]:
         return vocab.tokenize(text.encode(), add_bos=False)
 
-    personas = load_personas(SHARED / "profiles" / "train_profile.jsonl")[:n]
+    personas = load_personas(reference.profiles())[:n]
     replies = RealisticReplies()
     print(f"== calls and tokens per session: {n} personas, {len(index)} stickers ==")
     results = {}
@@ -204,7 +209,7 @@ def _step_times(store_path: Path) -> dict[str, tuple[int, float, float]]:
 
 
 def bench_embedded(index: StickerIndex, n: int, patterns: list[str]) -> dict:
-    personas = load_personas(SHARED / "profiles" / "profile_sample.jsonl")
+    personas = load_personas(reference.profile_sample())
     personas = (personas * (n // len(personas) + 1))[:n]
     results = {}
     for name in patterns:
@@ -249,7 +254,7 @@ def bench_scaling(index: StickerIndex, levels: list[int], latency: float) -> dic
         title = fmt.get("json_schema", {}).get("schema", {}).get("title") if fmt.get("type") == "json_schema" else None
         return replies(prompt, title)
 
-    all_personas = load_personas(SHARED / "profiles" / "train_profile.jsonl")
+    all_personas = load_personas(reference.profiles())
     print(f"== throughput against a local server with {latency * 1000:.0f} ms per call ==")
     rates = {}
     with FakeOpenAIServer(reply=reply, latency=latency) as server:

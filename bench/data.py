@@ -27,7 +27,8 @@ from stickerconv.data.stats import compute_stats, profile_emotions
 from stickerconv.data.validate import validate
 from stickerconv.stickers.library import StickerLibrary
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+import reference  # bench/reference.py: the full reference files or the excerpts
+
 LABELS = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 USER_WEIGHTS = (14, 4, 12, 14, 14, 30, 12)  # users mostly send negative stickers (paper figure) ...
 SYSTEM_WEIGHTS = (2, 1, 2, 45, 35, 5, 10)  # ... the system neutral or positive ones
@@ -36,11 +37,9 @@ R: dict = {}  # every figure, for --json-out
 
 
 def _load_shared() -> tuple[list[dict], list[str], list[dict]]:
-    profiles = [json.loads(line) for line in (SHARED / "profiles" / "train_profile.jsonl").open(encoding="utf-8")]
+    profiles = [json.loads(line) for line in reference.profiles().open(encoding="utf-8")]
     sentences = [s for p in profiles for s in re.split(r"(?<=[.!?])\s+", p["situation"]) if len(s.split()) >= 4]
-    knowledge = [
-        json.loads(line) for line in (SHARED / "stickers" / "knowledge_sticker_example.jsonl").open(encoding="utf-8")
-    ]
+    knowledge = [json.loads(line) for line in reference.knowledge_stickers().open(encoding="utf-8")]
     return profiles, sentences, knowledge
 
 
@@ -114,7 +113,7 @@ def bench_synthetic(path: Path, sessions: int, repeats: int, out: Path) -> None:
         R[name] = {"median_s": round(median, 3), "per_10k_s": round(median / per, 3)}
         print(f"{name:<38} {median:>9.2f} {median / per:>17.3f}")
     report = validate(path)
-    profiles = [json.loads(line) for line in (SHARED / "profiles" / "train_profile.jsonl").open(encoding="utf-8")]
+    profiles = [json.loads(line) for line in reference.profiles().open(encoding="utf-8")]
     stats = compute_stats(path, profile_emotions(profiles))
     assert report.ok and report.records == sessions and stats["sessions"] == sessions, "synthetic data must be valid"
     start = time.perf_counter()

@@ -36,7 +36,8 @@ from stickerconv.evaluate.text import with_intervals
 from stickerconv.evaluate.tokens import treebank_words
 from stickerconv.evaluate.wordnet import load_wordnet
 
-PROFILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles" / "train_profile.jsonl"
+import reference  # bench/reference.py: the full reference files or the excerpts
+
 FAST_GROUPS = [g for g in GROUPS if g != "bertscore"]
 
 
@@ -186,12 +187,12 @@ def main() -> None:
     p.add_argument("--bertscore-items", type=int, default=10_000, help="samples BERTScore scores (CPU-heavy)")
     p.add_argument("--skip-bertscore", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profiles", type=Path, default=PROFILES)
+    p.add_argument("--profiles", type=Path, default=None, help="profiles file (default: see bench/reference.py)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    hyps, refs = make_samples(args.n, args.seed, args.profiles)
+    hyps, refs = make_samples(args.n, args.seed, args.profiles or reference.profiles())
     words = sum(len(t.split()) for t in hyps + refs) / (2 * len(hyps))
     print(f"{len(hyps)} samples, {words:.1f} words per text on average; python {sys.version.split()[0]}")
     start = time.perf_counter()

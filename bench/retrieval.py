@@ -23,6 +23,8 @@ from stickerconv.stickers.emoji_pack import build_default_pack  # noqa: E402
 from stickerconv.stickers.index import DEFAULT_EMOTION_WEIGHT, TEXT_TEMPLATES, StickerIndex  # noqa: E402
 from stickerconv.stickers.library import StickerLibrary  # noqa: E402
 
+import reference  # noqa: E402  bench/reference.py: the full reference files or the excerpts
+
 LABELS = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 PREFIX = re.compile(r"^emotion: \w+, emotion describe: ")
 CHAT = [  # short user-utterance-like queries
@@ -378,13 +380,9 @@ def main():
     p.add_argument("--n-synthetic", type=int, default=1_000_000)
     p.add_argument(
         "--descriptions",
-        default=str(
-            Path(__file__).resolve().parents[2]
-            / "shared"
-            / "data"
-            / "emotion_descriptions"
-            / "emotion_descriptions.jsonl"
-        ),
+        default=None,
+        help="labelled emotion descriptions JSONL (default: the full reference files, see bench/reference.py; "
+        "without them the agreement section is skipped)",
     )
     p.add_argument("--agreement-sample", type=int, default=None, help="use a seeded subset of the descriptions")
     p.add_argument("--seed", type=int, default=0)
@@ -392,12 +390,19 @@ def main():
     args = p.parse_args()
     R["args"] = vars(args)
     embedder = load_embedder("minilm")
-    recs = load_descriptions(args.descriptions, None, args.seed)
+    descriptions = args.descriptions or reference.emotion_descriptions()
     library = bench_build(args, embedder)
+    if descriptions is not None:
+        recs = load_descriptions(descriptions, None, args.seed)
+    else:  # a clone has no description file: the pack's own sticker descriptions serve as latency queries
+        recs = [(i, s.label, s.description) for i, s in enumerate(library.stickers)]
     bench_latency(args, library, recs)
     if not args.skip_1m:
         bench_synthetic(args)
-    bench_agreement(args, library, embedder, load_descriptions(args.descriptions, args.agreement_sample, args.seed))
+    if descriptions is not None:
+        bench_agreement(args, library, embedder, load_descriptions(descriptions, args.agreement_sample, args.seed))
+    else:
+        heading("4. emotion agreement skipped: no labelled descriptions (--descriptions, see bench/reference.py)")
     summary(args)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

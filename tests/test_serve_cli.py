@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from stickerconv.cli import app as cli_app
 
 
-def test_serve_builds_the_app_from_its_options(small_index, monkeypatch):
+def test_serve_builds_the_app_from_its_options(small_index, monkeypatch, tmp_path):
     import uvicorn
 
     started = {}
@@ -24,6 +24,7 @@ def test_serve_builds_the_app_from_its_options(small_index, monkeypatch):
             "--cors-origin", "http://a.example",
             "--max-messages", "5",
             "--max-body-mb", "1",
+            "--uploads-dir", str(tmp_path / "uploads"),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -31,6 +32,7 @@ def test_serve_builds_the_app_from_its_options(small_index, monkeypatch):
     settings = started["app"].state.settings
     assert settings.api_key == "k1" and settings.cors_origins == ["http://a.example"]
     assert settings.max_messages == 5 and settings.max_body_bytes == 1024 * 1024
+    assert settings.uploads_dir == tmp_path / "uploads"
     client = TestClient(started["app"])
     assert (
         client.get("/v1/models", headers={"Authorization": "Bearer k1"}).json()["data"][0]["id"] == "stickerconv-tool"
@@ -38,7 +40,7 @@ def test_serve_builds_the_app_from_its_options(small_index, monkeypatch):
     assert client.get("/v1/models").status_code == 401
 
 
-def test_serve_errors_name_the_fix(monkeypatch):
+def test_serve_errors_name_the_fix(monkeypatch, tmp_path):
     runner = CliRunner()
     unknown = runner.invoke(cli_app, ["serve", "--responder", "pegs"])
     assert unknown.exit_code != 0 and "choose from text, tool" in str(unknown.exception)
@@ -46,4 +48,9 @@ def test_serve_errors_name_the_fix(monkeypatch):
     assert no_library.exit_code != 0 and "--stickers" in str(no_library.exception)
     painter = runner.invoke(cli_app, ["serve", "--responder", "pegs-gen"])
     assert painter.exit_code != 0 and "--generated-dir" in str(painter.exception)
+    folder = str(tmp_path / "stickers")
+    shared = runner.invoke(
+        cli_app, ["serve", "--responder", "pegs-gen", "--generated-dir", folder, "--uploads-dir", folder]
+    )
+    assert shared.exit_code != 0 and "must be different folders" in str(shared.exception)
     assert "--api-key" in runner.invoke(cli_app, ["serve", "--help"]).output

@@ -1,6 +1,8 @@
-"""The web chat page in headless Chromium (Selenium + the system chromedriver): type a message, pick a
-sticker from the library search, send, and see the reply's sticker; then upload an image. Needs the
-Debian packages ``chromium`` and ``chromium-driver``; without them the test fails and says so."""
+"""The web chat page in headless Chromium (Selenium + the system chromedriver), against the demo's default
+responder (``pegs-ret`` on a tiny checkpoint: upload an image through the page, see it in the user's bubble,
+get a reply with a sticker that loads) and the tool baseline (type a message, pick a sticker from the library
+search, send, see the reply's sticker; then upload an image). Each saves a screenshot under ``artifacts/``.
+Needs the Debian packages ``chromium`` and ``chromium-driver``; without them the test fails and says so."""
 
 from __future__ import annotations
 
@@ -9,9 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from serve_fixtures import VisionTap, make_responder, tiny_checkpoint, upload_bytes, upload_id
 
-from stickerconv.llm import LLMConfig, LLMFactory
-from stickerconv.responders import build_responder
 from stickerconv.serve import ServerThread, ServeSettings, create_app
 
 from llm_fakes import ScriptedBackend
@@ -56,21 +57,78 @@ def tool_answer(request) -> str:
     )
 
 
-def test_chat_page_with_stickers(browser, small_index, tmp_path):
+def open_chat(browser, server: ServerThread, model: str):
+    """The page at ``server`` with the API key stored, once it shows it talks to ``model``."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    wait = WebDriverWait(browser, 30)
+    browser.get(server.url + "/")
+    browser.execute_script("localStorage.setItem('stickerconv-api-key', arguments[0])", KEY)
+    browser.refresh()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "model"), model))
+    return wait
+
+
+def loaded(browser, image) -> bool:
+    """Whether an <img> finished loading a real image (a broken one has naturalWidth 0)."""
+    return browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
+
+
+def keep_screenshot(browser, tmp_path: Path, name: str) -> None:
+    shot = tmp_path / name
+    assert browser.save_screenshot(str(shot))
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copyfile(shot, artifacts / name)
+    print(f"\nweb chat screenshot: {shot} (copied to {artifacts / name})")
+
+
+def test_demo_responder_pegs_ret_with_an_upload(browser, small_index, tmp_path):
+    """What ``stickerconv demo`` serves: PEGS-Ret. The image a user attaches reaches the model's eyes."""
+    from selenium.webdriver.common.by import By
+
+    responder = make_responder("pegs-ret", small_index, checkpoint=tiny_checkpoint(tmp_path / "pegs"))
+    tap = VisionTap(responder)
+    photo = tmp_path / "my sticker.jpg"
+    photo.write_bytes(upload_bytes(small_index.library, 10, "JPEG"))
+    settings = ServeSettings(api_key=KEY, uploads_dir=tmp_path / "uploads")
+    with ServerThread(create_app(responder, small_index, settings)) as server:
+        wait = open_chat(browser, server, "stickerconv-pegs-ret")
+        browser.find_element(By.ID, "message").send_keys("I failed my exam again")
+        browser.find_element(By.ID, "upload").send_keys(str(photo))
+        wait.until(lambda d: d.find_element(By.ID, "attachment").is_displayed())
+        browser.find_element(By.ID, "send").click()
+
+        bubble = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant"))[0]
+        shown = browser.find_element(By.CSS_SELECTOR, ".msg.user img.sticker")
+        assert shown.get_attribute("src").startswith("data:image/jpeg;base64,") and loaded(browser, shown)
+        assert "I failed my exam again" in browser.find_element(By.CSS_SELECTOR, ".msg.user p").text
+        assert browser.find_element(By.ID, "status").text == ""
+        for sticker in bubble.find_elements(By.CSS_SELECTOR, "img.sticker"):
+            wait.until(lambda d, img=sticker: loaded(d, img))
+        assert bubble.find_elements(By.CSS_SELECTOR, "img.sticker"), "the boosted model sends a sticker"
+        kept = tmp_path / "uploads" / (upload_id(photo.read_bytes()) + ".jpg")
+        assert kept.read_bytes() == photo.read_bytes() and tap.saw(kept)  # the model looked at the upload
+
+        # the next turn sends the whole history again, the upload's data URI and the reply's sticker call with it
+        browser.find_element(By.ID, "message").send_keys("thank you")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant")) == 2)
+        assert browser.find_element(By.ID, "status").text == ""
+        assert len(tap.batches[-1]) == 1 and tap.saw(kept)  # the history's upload, seen again
+        keep_screenshot(browser, tmp_path, "ui-screenshot-pegs-ret.png")
+
+
+def test_chat_page_with_stickers(browser, small_index, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
     backend = ScriptedBackend(default=tool_answer)
-    factory = LLMFactory(LLMConfig(llm="local", cache="off"))
-    factory.register_backend("local", backend)
-    app = create_app(build_responder("tool", factory, small_index), small_index, ServeSettings(api_key=KEY))
-    wait = WebDriverWait(browser, 20)
+    app = create_app(make_responder("tool", small_index, backend=backend), small_index, ServeSettings(api_key=KEY))
     with ServerThread(app) as server:
-        browser.get(server.url + "/")
-        browser.execute_script("localStorage.setItem('stickerconv-api-key', arguments[0])", KEY)
-        browser.refresh()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "model"), "stickerconv-tool"))
+        wait = open_chat(browser, server, "stickerconv-tool")
 
         browser.find_element(By.ID, "message").send_keys("I failed my exam again")
         browser.find_element(By.ID, "sticker-button").click()
@@ -88,7 +146,7 @@ def test_chat_page_with_stickers(browser, small_index, tmp_path):
         browser.find_element(By.ID, "send").click()
 
         reply = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".msg.assistant img.sticker")))
-        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", reply))
+        wait.until(lambda d: loaded(d, reply))
         user_sticker = browser.find_element(By.CSS_SELECTOR, ".msg.user img.sticker")
         assert user_sticker.get_attribute("src").endswith(f"/stickers/{picked_id}")
         assert browser.execute_script("return arguments[0].naturalWidth", user_sticker) > 0
@@ -109,10 +167,4 @@ def test_chat_page_with_stickers(browser, small_index, tmp_path):
         assert small_index.stickers[0].description in seen[-1].text  # the upload matched its library image
         assert "[sends a sticker" in seen[2].text  # the reply's sticker came back in the history
         assert browser.find_element(By.ID, "status").text == ""
-
-        shot = tmp_path / "ui-screenshot.png"
-        assert browser.save_screenshot(str(shot))
-    artifacts = REPO / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    shutil.copyfile(shot, artifacts / "ui-screenshot.png")
-    print(f"\nweb chat screenshot: {shot} (copied to {artifacts / 'ui-screenshot.png'})")
+        keep_screenshot(browser, tmp_path, "ui-screenshot.png")

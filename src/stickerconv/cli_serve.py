@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from stickerconv.cli_common import UserError, console
 from stickerconv.serve.settings import MIB, ServeSettings
@@ -25,6 +26,10 @@ def serve(
     checkpoint: Annotated[Path | None, typer.Option(help="PEGS checkpoint folder (pegs-* responders).")] = None,
     generated_dir: Annotated[
         Path | None, typer.Option(help="Library folder for the stickers pegs-gen/pegs-rag paint; served too.")
+    ] = None,
+    uploads_dir: Annotated[
+        Path | None,
+        typer.Option(help="Library folder to keep users' uploaded images in (default: a temporary one per run)."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: all interfaces).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
@@ -74,20 +79,24 @@ def serve(
     cfg = LLMConfig.load(config) if config else LLMConfig()
     overrides = {"llm": llm, "store": store, "cache": cache or ("off" if "cache" not in cfg.model_fields_set else None)}
     cfg = LLMConfig.model_validate(cfg.model_dump(exclude_unset=True) | {k: v for k, v in overrides.items() if v})
+    try:
+        settings = ServeSettings(
+            model_name=model_name,
+            generated_dir=generated_dir,
+            uploads_dir=uploads_dir,
+            api_key=api_key or None,
+            cors_origins=cors_origin or [],
+            public_url=public_url,
+            concurrency=concurrency,
+            max_queue=max_queue,
+            max_body_bytes=int(max_body_mb * MIB),
+            max_image_bytes=int(max_image_mb * MIB),
+            max_messages=max_messages,
+        )
+    except ValidationError as exc:  # checked before the responder's model loads
+        raise UserError("; ".join(e["msg"] for e in exc.errors())) from None
     index = StickerIndex.load(stickers) if stickers is not None else None
     chosen = build_responder(responder, LLMFactory(cfg), index, checkpoint=checkpoint, generated_dir=generated_dir)
-    settings = ServeSettings(
-        model_name=model_name,
-        generated_dir=generated_dir,
-        api_key=api_key or None,
-        cors_origins=cors_origin or [],
-        public_url=public_url,
-        concurrency=concurrency,
-        max_queue=max_queue,
-        max_body_bytes=int(max_body_mb * MIB),
-        max_image_bytes=int(max_image_mb * MIB),
-        max_messages=max_messages,
-    )
     app = create_app(chosen, index, settings)
     where = f"http://{host}:{port}"
     console.print(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from pathlib import Path
 from typing import Literal
@@ -30,8 +31,9 @@ from stickerconv.pegs.diffusion import StickerPainter, load_sd
 from stickerconv.pegs.model import Generation, PegsModel
 from stickerconv.pegs.sequence import Example, sample_example
 from stickerconv.responders.base import Responder
+from stickerconv.responders.sticker_folder import StickerFolder
 from stickerconv.schema import Conversation, DialogueContext, Reply, Sticker, Turn
-from stickerconv.stickers.library import STICKERS_FILE, StickerLibrary
+from stickerconv.stickers.library import StickerLibrary
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +49,16 @@ def sticker_matrix(model: PegsModel, library: StickerLibrary, batch_size: int = 
     return model.ret_heads.embed_image(pooled)
 
 
-class GeneratedStickers:
-    """A sticker library folder that generated images are appended to, each with provenance in ``meta``."""
-
-    def __init__(self, root: Path | str):
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        self.library = StickerLibrary.load(root) if (root / STICKERS_FILE).is_file() else StickerLibrary(root)
+class GeneratedStickers(StickerFolder):
+    """The library folder painted stickers are added to, each with its provenance in ``meta``; the server
+    serves them from the same folder (``ServeSettings.generated_dir``)."""
 
     def add(self, image: Image.Image, description: str, source: str, meta: dict) -> Sticker:
-        data = image.tobytes()
-        name = f"generated/{hashlib.sha256(data).hexdigest()[:16]}.png"
-        path = self.library.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        name = f"generated/{hashlib.sha256(image.tobytes()).hexdigest()[:16]}.png"
+        encoded = io.BytesIO()
+        image.save(encoded, "PNG")
         sticker = Sticker(id=name.removesuffix(".png"), image=name, description=description, source=source, meta=meta)
-        self.library.stickers = [s for s in self.library.stickers if s.id != sticker.id] + [sticker]
-        self.library.save()
-        return sticker
+        return self.put(sticker, encoded.getvalue())
 
 
 class PegsResponder(Responder):
@@ -99,7 +93,11 @@ class PegsResponder(Responder):
             self.store = GeneratedStickers(generated_dir)
 
     def prompt(self, context: DialogueContext) -> Example:
-        """The context rendered as a §4.4 sample in the model's style, without the response."""
+        """The context rendered as a §4.4 sample in the model's style, without the response.
+
+        Sticker images resolve against the library folder; a sticker from elsewhere (a user's upload, a
+        sticker painted earlier, as the server hands them over) carries an absolute path, which stays as it
+        is, so its pixels reach the vision encoder like a library sticker's."""
         turns = [t.model_copy(update={"turn": i + 1}) for i, t in enumerate(context.history)]
         turns.append(
             Turn(

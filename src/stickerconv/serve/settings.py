@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIB = 1024 * 1024
 
@@ -22,6 +22,7 @@ class ServeSettings(BaseModel):
     cors_origins: list[str] = []  # CORS is off unless origins are listed ("*" allows any)
     public_url: str | None = None  # base of the sticker URLs in replies; default: the URL the request came to
     generated_dir: Path | None = None  # library folder a responder adds stickers to (PEGS-Gen/RAG); served too
+    uploads_dir: Path | None = None  # library folder users' images are kept in; None: a temporary one per server
     max_body_bytes: int = Field(8 * MIB, ge=1024)  # a larger request body is refused with 413
     max_image_bytes: int = Field(2 * MIB, ge=1)  # one decoded image; larger: 413
     max_image_side: int = Field(4096, ge=1)  # pixels, width or height; larger: 413
@@ -32,3 +33,12 @@ class ServeSettings(BaseModel):
     max_search_k: int = Field(60, ge=1)  # largest k of /v1/stickers/search
     concurrency: int = Field(4, ge=1)  # responder calls running at once
     max_queue: int = Field(64, ge=0)  # requests waiting for a slot; beyond that: 429 with Retry-After
+
+    @model_validator(mode="after")
+    def _own_uploads_folder(self) -> ServeSettings:
+        """Uploads and painted stickers each have one writer (the server, the responder); sharing a folder would
+        make two writers of one stickers.jsonl."""
+        if self.uploads_dir is not None and self.generated_dir is not None:
+            if self.uploads_dir.resolve() == self.generated_dir.resolve():
+                raise ValueError("uploads_dir and generated_dir must be different folders")
+        return self

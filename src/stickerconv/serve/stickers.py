@@ -1,11 +1,17 @@
 """Stickers over HTTP: library lookups by id, sticker URLs, and the images users send.
 
 A user's image part is either a data URI (decoded and checked: size in bytes, then width and height
-from the header, then a full decode) or the URL of a library sticker on this server
-(``.../stickers/{id}``), which is resolved by id and never fetched. A data URI whose bytes are exactly a
-library image (SHA-256) becomes that sticker; any other image is accepted as an upload that the
-library does not know. Sticker files are served only through the id tables (the library's, and that of
-the folder a generating responder writes its stickers to), never through a path the client wrote.
+from the header, then a full decode) or the URL of a sticker on this server (``.../stickers/{id}``),
+which is resolved by id and never fetched. A data URI whose bytes are exactly a library image
+(SHA-256) becomes that sticker; any other image is an upload: written once, under a name derived from
+its content, into the uploads folder (``ServeSettings.uploads_dir``, a ``StickerFolder`` like the one
+PEGS-Gen/RAG paint into), so that it is served at ``/stickers/upload/{hash}``, resolves when it comes
+back in the history (as the same data URI or as that URL), and is a real file a model can look at.
+
+Sticker files are served only through the id tables (the library's, the painted stickers', the
+uploads'), never through a path the client wrote. A sticker handed to a responder from outside its
+library (painted or uploaded) carries an absolute image path, so that it resolves whatever folder the
+responder resolves library images against.
 """
 
 from __future__ import annotations
@@ -16,24 +22,27 @@ import hashlib
 import io
 import logging
 import re
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from PIL import Image
 
-from stickerconv.jsonl import RecordError
+from stickerconv.responders.sticker_folder import StickerFolder
 from stickerconv.schema import EmotionLabel, Sticker
 from stickerconv.serve.errors import APIError
 from stickerconv.serve.openai_schema import StickerArgs, StickerHit
 from stickerconv.serve.settings import ServeSettings
 from stickerconv.stickers.index import StickerIndex
-from stickerconv.stickers.library import STICKERS_FILE, LibraryError, StickerLibrary
 
 log = logging.getLogger("stickerconv.serve")
 
 STICKER_ROUTE = "/stickers/"
 UNKNOWN_IMAGE = "an image the library does not know"
-IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
+IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp"}  # accepted, with the suffix kept
+UPLOAD_PREFIX = "upload/"  # the id of an upload: this and the first 16 hex digits of its SHA-256
 MEDIA_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -45,16 +54,22 @@ _DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]
 
 
 class StickerCatalog:
-    """The library behind a server: ids, image hashes, URLs, search. Works without a library too
-    (a text-only server): then every image is an unknown upload and no sticker URL resolves."""
+    """The stickers behind a server: ids, image hashes, URLs, search, uploads. Works without a library
+    too (a text-only server): then every image is an upload and only upload URLs resolve."""
 
     def __init__(self, index: StickerIndex | None, settings: ServeSettings):
         self.index, self.settings = index, settings
         self.root: Path | None = index.library.root.resolve() if index is not None else None
         self.by_id: dict[str, Sticker] = index.library.by_id() if index is not None else {}
-        self.generated_root = settings.generated_dir.resolve() if settings.generated_dir is not None else None
-        self._generated: dict[str, Sticker] = {}
-        self._generated_stamp: tuple[int, int] | None = None
+        if settings.uploads_dir is None:  # kept for the server's lifetime, removed with the catalog
+            scratch = tempfile.mkdtemp(prefix="stickerconv-uploads-")
+            weakref.finalize(self, shutil.rmtree, scratch, ignore_errors=True)
+            self.uploads = StickerFolder(scratch)
+        else:
+            self.uploads = StickerFolder(settings.uploads_dir)
+        # searched after the library, in this order: what a responder painted, then what users sent
+        self.folders = [StickerFolder(settings.generated_dir)] if settings.generated_dir is not None else []
+        self.folders.append(self.uploads)
         self.by_hash: dict[str, Sticker] = {}
         for sticker in self.by_id.values():
             path = self.image_file(sticker.id)
@@ -63,43 +78,30 @@ class StickerCatalog:
 
     # ------------------------------------------------------------------ library
     def get(self, sticker_id: str) -> Sticker | None:
+        """The sticker with this id, as a responder gets it: a library sticker as it is, a painted or
+        uploaded one with its absolute image path (see the module docstring)."""
         found = self._lookup(sticker_id)
-        return found[0] if found else None
+        if found is None:
+            return None
+        sticker, root = found
+        return sticker if root == self.root else _located(sticker, root)
 
     def _lookup(self, sticker_id: str) -> tuple[Sticker, Path] | None:
-        """The sticker and the folder its image path is relative to: the library, else the generated stickers.
+        """The sticker and the folder its image path is relative to: the library, else a growing folder.
         ``.../stickers/noto/1f600.png`` names the same sticker as ``.../stickers/noto/1f600``."""
         stem, dot, ext = sticker_id.rpartition(".")
         names = [sticker_id, stem] if dot and f".{ext.lower()}" in MEDIA_TYPES else [sticker_id]
         for name in names:
             if name in self.by_id and self.root is not None:
                 return self.by_id[name], self.root
-            generated = self._generated_sticker(name)
-            if generated is not None and self.generated_root is not None:
-                return generated, self.generated_root
+            for folder in self.folders:
+                added = folder.get(name)
+                if added is not None:
+                    return added, folder.root
         return None
 
-    def _generated_sticker(self, sticker_id: str) -> Sticker | None:
-        """A sticker of the generated-stickers folder, which a responder writes while serving: its
-        stickers.jsonl is read again whenever it changed."""
-        if self.generated_root is None:
-            return None
-        try:
-            stat = (self.generated_root / STICKERS_FILE).stat()
-        except OSError:
-            return None
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._generated_stamp:
-            try:
-                self._generated = StickerLibrary.load(self.generated_root).by_id()
-            except (LibraryError, RecordError, ValueError) as exc:  # mid-write or broken: keep what we had
-                log.warning("cannot read generated stickers in %s: %s", self.generated_root, exc)
-            else:
-                self._generated_stamp = stamp
-        return self._generated.get(sticker_id)
-
     def image_file(self, sticker_id: str) -> Path | None:
-        """The image of a known sticker, or None; a path outside its library folder is never returned."""
+        """The image of a known sticker, or None; a path outside its folder is never returned."""
         found = self._lookup(sticker_id)
         if found is None:
             return None
@@ -170,21 +172,25 @@ class StickerCatalog:
             raise APIError(400, "the image data URI is not valid base64", param=param, code="invalid_image") from None
         if len(data) > limit:
             raise APIError(413, f"the image is larger than {limit} bytes", param=param, code="image_too_large")
-        self.check_image(data, param)
+        suffix = IMAGE_FORMATS[self.check_image(data, param)]
         digest = hashlib.sha256(data).hexdigest()
         known = self.by_hash.get(digest)
         if known is not None:
             return known
-        return Sticker(
-            id=f"upload/{digest[:16]}",
-            image=f"upload/{digest[:16]}",
-            description=UNKNOWN_IMAGE,
-            emotion="unknown",
-            source="user upload",
+        name = f"{UPLOAD_PREFIX}{digest[:16]}"
+        upload = Sticker(
+            id=name, image=name + suffix, description=UNKNOWN_IMAGE, emotion="unknown", source="user upload"
         )
+        try:
+            stored = self.uploads.put(upload, data, replace=False)
+        except OSError as exc:  # a full or read-only disk is the server's fault, not the client's
+            log.error("cannot keep an upload in %s: %s", self.uploads.root, exc)
+            raise APIError(503, "the server cannot store uploaded images now", param, "upload_failed") from None
+        return _located(stored, self.uploads.root)
 
-    def check_image(self, data: bytes, param: str) -> None:
-        """A supported format within the pixel limits that decodes completely, or an APIError."""
+    def check_image(self, data: bytes, param: str) -> str:
+        """The format (a key of ``IMAGE_FORMATS``) of a supported image within the pixel limits that decodes
+        completely, or an APIError."""
         s = self.settings
         try:
             with Image.open(io.BytesIO(data)) as image:  # reads the header only
@@ -205,9 +211,15 @@ class StickerCatalog:
                         code="image_too_large",
                     )
                 image.load()
+                return image.format
         except APIError:
             raise
         except Exception as exc:  # Pillow raises many types for broken files; all mean the same here
             raise APIError(
                 400, f"not a readable image ({type(exc).__name__})", param=param, code="invalid_image"
             ) from None
+
+
+def _located(sticker: Sticker, root: Path) -> Sticker:
+    """The sticker with its image path made absolute, for a responder that resolves images elsewhere."""
+    return sticker.model_copy(update={"image": str(root / sticker.image)})

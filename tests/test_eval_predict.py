@@ -106,8 +106,8 @@ def test_an_interrupted_prediction_run_resumes_without_repeating(test_split, tmp
 def test_misspelt_prediction_key_is_read_and_bad_files_are_named(tmp_path):
     assert pred_text({"pred_text_reponse": "old spelling"}) == "old spelling"
     bad = tmp_path / "bad.json"
-    bad.write_text('[{"response_text": "x"}]')
-    with pytest.raises(ValueError, match="record 0 has no pred_text_response"):
+    bad.write_text('[{"response_text": "x"}]')  # a sample's key and no predicted text: not a predictions file
+    with pytest.raises(ValueError, match="bad.json: found samples \\(JSON array\\), expected predictions"):
         load_predictions(bad)
 
 

@@ -77,3 +77,13 @@ def test_heads_learn_at_their_own_rate_and_token_rows_without_decay():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(params)
     default = _optimizer(model, params, StageConfig(stage="joint", lr=1e-4))
     assert {g["lr"] for g in default.param_groups} == {1e-4}
+
+
+def test_fewer_examples_than_one_batch_is_refused_not_looped_on(tmp_path, small_pack):
+    library = StickerLibrary.load(small_pack)
+    model = tiny_model()
+    examples = dialogue_examples(dialogue_samples(library, 1), small_pack, model)
+    cfg = StageConfig(stage="joint", warmup_steps=0, max_steps=2, batch_size=len(examples) + 1)
+    with pytest.raises(ValueError, match=f"has {len(examples)} example\\(s\\), fewer than one batch of"):
+        train_stage(model, examples, cfg, tmp_path)
+    assert not (tmp_path / TRAINER_STATE).exists()

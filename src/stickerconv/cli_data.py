@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.markup import escape
@@ -16,10 +16,14 @@ from rich.table import Table
 
 from stickerconv.cli_common import UserError, console, err, progress_bar
 
+if TYPE_CHECKING:
+    from stickerconv.data.io import Layout
+
 data_app = typer.Typer(help="Load, validate, describe, split and convert StickerConv datasets.", no_args_is_help=True)
 
 FileArg = Annotated[
-    Path, typer.Argument(help="Conversations: .jsonl/.json/.parquet, a run folder or a folder of files.")
+    Path,
+    typer.Argument(help="Conversations: .jsonl/.json/.parquet (layout told by content), a run folder or a folder."),
 ]
 StickersOption = Annotated[
     Path | None, typer.Option("--stickers", help="Sticker library folder to resolve sticker references against.")
@@ -61,7 +65,10 @@ def validate(
     file: FileArg,
     stickers: StickersOption = None,
     fix_out: Annotated[
-        Path | None, typer.Option("--fix-out", help="Write the valid conversations (first copies of duplicates) here.")
+        Path | None,
+        typer.Option(
+            "--fix-out", help="Write the valid records (first copies of duplicates) here: .jsonl, .json or .parquet."
+        ),
     ] = None,
     require_images: Annotated[
         bool, typer.Option("--require-images", help="Count library stickers without an image file as problems.")
@@ -69,19 +76,25 @@ def validate(
     max_shown: Annotated[int, typer.Option(min=0, help="Problems to print (0: all).")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (every problem).")] = False,
 ) -> None:
-    """Check schema and semantics; print every problem as file:line: field: message; exit 1 if any."""
+    """Check schema and semantics; print every problem as file:line: field: message; exit 1 if any.
+    Conversations, samples, predictions and chat examples are told apart by their keys."""
     from dataclasses import asdict
 
+    from stickerconv.data.io import open_source, output_layout
     from stickerconv.data.validate import validate as run_validate
 
+    if fix_out is not None:
+        output_layout(fix_out)
+    source = open_source(file)
     resolver = _resolver(stickers)
     with progress_bar("validating") as update:
         report = run_validate(
-            file, resolver=resolver, require_images=require_images, fix_out=fix_out, on_progress=update
+            source, resolver=resolver, require_images=require_images, fix_out=fix_out, on_progress=update
         )
     if as_json:
         console.print_json(json.dumps(asdict(report) | {"ok": report.ok}))
     else:
+        console.print(escape(source.describe()), highlight=False)
         shown = report.problems if max_shown == 0 else report.problems[:max_shown]
         for problem in shown:
             console.print(escape(str(problem)), highlight=False, soft_wrap=True)
@@ -113,15 +126,17 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """The paper's dataset statistics; with --out also plots and a Markdown report."""
+    from stickerconv.data.io import open_source
     from stickerconv.data.stats import compute_stats, profile_emotions
 
+    source = open_source(file, ("conversations",))
     emotions = None
     if profiles is not None:
         from stickerconv.agent4sc.personas import load_personas
 
         emotions = profile_emotions(p.model_dump() for p in load_personas(profiles))
     with progress_bar("reading") as update:
-        result = compute_stats(file, emotions, on_progress=update)
+        result = compute_stats(source, emotions, on_progress=update)
     if result["sessions"] == 0:
         raise UserError(f"{file}: no countable sessions ({result['skipped_records']} malformed record(s))")
     if out is not None:
@@ -134,6 +149,7 @@ def stats(
     if as_json:
         console.print_json(json.dumps(result, ensure_ascii=False))
     else:
+        console.print(escape(source.describe()), highlight=False)
         _print_stats(result)
     if result["skipped_records"]:
         err.print(f"warning: {result['skipped_records']} malformed record(s) skipped; run `stickerconv data validate`")
@@ -219,28 +235,39 @@ def _judge_quality(file: Path, label: str, llm: str, items: int, n: int | None, 
 @data_app.command("split")
 def split(
     file: FileArg,
-    out: Annotated[Path, typer.Option(help="Folder for train/validation/test.jsonl and split.json.")],
+    out: Annotated[Path, typer.Option(help="Folder for train/validation/test files and split.json.")],
     ratios: Annotated[str, typer.Option(help="train,validation,test shares summing to 1.")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Shuffle seed; the same seed gives the same split.")] = 0,
+    layout: Annotated[
+        str, typer.Option("--format", help="Split files: jsonl (JSON Lines), json (one JSON array) or parquet.")
+    ] = "jsonl",
 ) -> None:
     """Split by persona: no persona appears in two splits."""
+    from stickerconv.data.io import LAYOUT_SUFFIXES, open_source
     from stickerconv.data.split import split_file
+
+    if layout not in LAYOUT_SUFFIXES.values():
+        raise UserError(f"--format {layout!r}: choose from {', '.join(LAYOUT_SUFFIXES.values())}")
+    source = open_source(file, ("conversations",))
 
     try:
         shares = [float(r) for r in ratios.split(",")]
     except ValueError:
         raise UserError(f"--ratios must be numbers like 0.8,0.1,0.1, got {ratios!r}") from None
     with progress_bar("reading") as update:
-        report = split_file(file, out, ratios=shares, seed=seed, on_progress=update)
+        report = split_file(source, out, ratios=shares, seed=seed, layout=cast("Layout", layout), on_progress=update)
+    console.print(escape(source.describe()), highlight=False)
     for name, count in report.sessions.items():
-        console.print(f"{name}: {count:,} sessions, {report.groups[name]:,} personas -> {out / (name + '.jsonl')}")
+        console.print(f"{name}: {count:,} sessions, {report.groups[name]:,} personas -> {report.files[name]}")
 
 
 @data_app.command("convert")
 def convert(
     file: FileArg,
-    to: Annotated[str, typer.Option("--to", help="samples (paper §4.4, JSON array), chat (JSONL) or hf (folder).")],
-    out: Annotated[Path, typer.Option(help="Output file (samples, chat) or folder (hf).")],
+    to: Annotated[str, typer.Option("--to", help="samples (paper §4.4), chat (one example a session) or hf.")],
+    out: Annotated[
+        Path, typer.Option(help="Output file (samples, chat: .jsonl, .json = one JSON array, .parquet) or folder (hf).")
+    ],
     style: Annotated[str, typer.Option(help="Prompt style of samples: v1.5 (USER:/ASSISTANT:) or v0 (### Human:).")] = (
         "v1.5"
     ),
@@ -260,6 +287,7 @@ def convert(
     from stickerconv.data.chat import DEFAULT_SYSTEM_PROMPT
     from stickerconv.data.convert import TARGETS, ImageLocator
     from stickerconv.data.convert import convert as run_convert
+    from stickerconv.data.io import LAYOUT_NAMES, open_source, output_layout
     from stickerconv.data.samples import STYLES
 
     if to not in TARGETS:
@@ -268,11 +296,13 @@ def convert(
         raise UserError(f"--style {style!r}: choose from {', '.join(STYLES)}")
     if image_dir is not None and not image_dir.is_dir():
         raise UserError(f"--image-dir {image_dir} is not a folder")
+    written = "a dataset folder" if to == "hf" else LAYOUT_NAMES[output_layout(out)]
+    source = open_source(file, ("conversations",))
     locator = ImageLocator(_resolver(stickers), image_root, image_dir)
     prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt or None
     with progress_bar("reading") as update:
         report = run_convert(
-            file,
+            source,
             to,
             out,
             style=style,
@@ -282,9 +312,10 @@ def convert(
             on_progress=update,
         )
     what = {"samples": "samples", "chat": "chat examples", "hf": "dataset rows"}[to]
+    console.print(escape(source.describe()), highlight=False)
     console.print(
         f"{report.sessions:,} sessions, {report.turns:,} turns, {report.stickers:,} stickers -> "
-        f"{report.written:,} {what} in {out}"
+        f"{report.written:,} {what} in {out} ({written})"
     )
     if report.unknown_stickers:
         err.print(f"warning: {report.unknown_stickers:,} sticker(s) are not in {stickers}; kept their own paths")

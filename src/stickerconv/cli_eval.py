@@ -15,8 +15,10 @@ eval_app = typer.Typer(help="Predict with a responder, score predictions, compar
 @eval_app.command("predict")
 def predict(
     responder: Annotated[str, typer.Option(help="text, tool (LLM baselines), pegs-ret, pegs-gen or pegs-rag.")],
-    data: Annotated[Path, typer.Option(help="Test conversations (JSONL/JSON/parquet/run folder) or a samples file.")],
-    out: Annotated[Path, typer.Option(help="Predictions file to write (a JSON array of samples + predictions).")],
+    data: Annotated[
+        Path, typer.Option(help="Test conversations or samples (.jsonl/.json/.parquet, a run folder; told by content).")
+    ],
+    out: Annotated[Path, typer.Option(help="Predictions file to write: .json (one JSON array), .jsonl or .parquet.")],
     stickers: Annotated[
         Path | None, typer.Option(help="Indexed sticker library (the tool responder needs one).")
     ] = None,
@@ -32,6 +34,7 @@ def predict(
     """Predict a reply (text + sticker) for every assistant turn; rerun to resume after a crash."""
     import asyncio
 
+    from stickerconv.data.io import open_source, output_layout
     from stickerconv.evaluate.predict import load_items
     from stickerconv.evaluate.predict import predict as run_predict
     from stickerconv.llm import LLMConfig, LLMFactory
@@ -40,7 +43,10 @@ def predict(
 
     if style not in ("v0", "v1.5"):
         raise UserError(f"unknown style {style!r}; choose v1.5 or v0")
-    items = load_items(data, style=style, image_root=image_root)[: limit or None]
+    output_layout(out)
+    source = open_source(data, ("conversations", "samples"))
+    items = load_items(source, style=style, image_root=image_root)[: limit or None]
+    console.print(source.describe())
     if not items:
         raise UserError(f"{data}: no assistant turns to predict")
     cfg = LLMConfig.load(config) if config else LLMConfig()
@@ -59,7 +65,9 @@ def predict(
 
 @eval_app.command("score")
 def score(
-    pred: Annotated[list[Path], typer.Option("--pred", help="Predictions file (repeat to compare systems).")],
+    pred: Annotated[
+        list[Path], typer.Option("--pred", help="Predictions file, any layout (repeat to compare systems).")
+    ],
     out: Annotated[Path, typer.Option(help="Folder for scores.json, report.md and metrics.png.")],
     metrics: Annotated[
         str | None,
@@ -91,6 +99,7 @@ def score(
     """Score prediction files and write a side-by-side report."""
     import asyncio
 
+    from stickerconv.data.io import open_source
     from stickerconv.evaluate.predict import load_predictions
     from stickerconv.evaluate.report import write_report
     from stickerconv.evaluate.score import judge_subset, judge_systems, score_predictions
@@ -101,6 +110,7 @@ def score(
         raise UserError(f"{len(names)} --name for {len(pred)} --pred; give one name per file")
     if len(set(names)) != len(names):
         raise UserError(f"system names must differ: {', '.join(names)} (use --name)")
+    sources = {system: open_source(path, ("predictions",)) for system, path in zip(names, pred, strict=True)}
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     sticker_encoder = None
     if encoder != "none":
@@ -115,7 +125,9 @@ def score(
         from stickerconv.evaluate.epitome import EpitomeScorer
 
         epitome_scorer = EpitomeScorer(epitome)
-    systems = {system: load_predictions(path) for system, path in zip(names, pred, strict=True)}
+    systems = {system: load_predictions(source) for system, source in sources.items()}
+    for source in sources.values():
+        console.print(source.describe())
     scores = {}
     for system, records in systems.items():
         scores[system] = score_predictions(
@@ -148,7 +160,7 @@ def score(
 
 @eval_app.command("retrieval")
 def retrieval(
-    data: Annotated[Path, typer.Option(help="Test samples (a samples file or predictions file).")],
+    data: Annotated[Path, typer.Option(help="Test samples or predictions, any layout (told by content).")],
     stickers: Annotated[
         Path, typer.Option(help="Sticker library: the pool, and the retriever's index unless --checkpoint.")
     ],
@@ -185,7 +197,8 @@ def retrieval(
     then the forced [IMG] block's retrieval embedding per sample)."""
     import json
 
-    from stickerconv.evaluate.multimodal import read_samples
+    from stickerconv.data.io import open_source
+    from stickerconv.data.samples import load_sample_records
     from stickerconv.evaluate.retrieval import (
         IndexScorer,
         RetrievalConfig,
@@ -198,7 +211,10 @@ def retrieval(
         raise UserError(f"--scorer {scorer_name!r}: choose index or tool (or give --checkpoint for PEGS)")
     if checkpoint is not None and scorer_name != "index":
         raise UserError("--checkpoint ranks with PEGS: leave out --scorer")
-    records = read_samples(data)
+    source = open_source(data, ("samples", "predictions"))
+    records = load_sample_records(source)
+    console.print(source.describe())
+    train_records = load_sample_records(train) if train is not None else None
     config = RetrievalConfig(context=context, neg_seed=seed)
     if checkpoint is not None:
         from stickerconv.evaluate.pegs_scorer import PegsScorer
@@ -228,8 +244,8 @@ def retrieval(
 
         scorer = IndexScorer(StickerIndex.load(stickers))
     groups = {"all": None}
-    if train is not None:
-        split = split_seen(train, records)
+    if train_records is not None:
+        split = split_seen(train_records, records)
         groups |= {"seen": split.seen, "unseen": split.unseen}
     payload = {}
     for group, indices in groups.items():

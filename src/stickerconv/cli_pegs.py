@@ -10,6 +10,7 @@ import typer
 from stickerconv.cli_common import UserError, console, progress_bar
 
 if TYPE_CHECKING:
+    from stickerconv.data.io import DataSource
     from stickerconv.data.samples import Sample
     from stickerconv.pegs.config import PegsConfig
     from stickerconv.pegs.model import PegsModel
@@ -31,7 +32,10 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder: one checkpoint folder per stage, then final/.")],
     data: Annotated[
         Path | None,
-        typer.Option(help="Dialogue samples for the joint and distill stages (data convert --to samples)."),
+        typer.Option(
+            help="Dialogues for the joint and distill stages: samples (data convert --to samples) or conversations "
+            "(rendered one sample a turn); any layout, told by content."
+        ),
     ] = None,
     stages: Annotated[str, typer.Option(help="Comma-separated stages, in order.")] = ",".join(STAGE_ORDER),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps per stage.")] = 200,
@@ -66,9 +70,6 @@ def train(
     The distill stage fits the retrieval heads so that PEGS ranks the stickers for each training turn
     as the library's text index ranks them (plus the turn's gold sticker); it needs the library's
     index (`stickerconv stickers index`)."""
-    import json
-
-    from stickerconv.data.samples import Sample
     from stickerconv.pegs.config import PRESETS, PegsConfig
     from stickerconv.pegs.model import PegsModel
     from stickerconv.pegs.train import StageConfig, dialogue_examples, sticker_examples, train_stage, untrained_cnns
@@ -81,8 +82,14 @@ def train(
     for stage in ("joint", "distill"):
         if stage in chosen and data is None:
             raise UserError(
-                f"the {stage} stage trains on dialogues: give --data SAMPLES (stickerconv data convert --to samples)"
+                f"the {stage} stage trains on dialogues: give --data SAMPLES (stickerconv data convert --to samples) "
+                "or --data CONVERSATIONS"
             )
+    source = None
+    if data is not None:
+        from stickerconv.data.io import open_source
+
+        source = open_source(data, ("samples", "conversations"))  # a wrong file fails before anything loads
     pegs_config = PegsConfig.preset(config) if config in PRESETS else PegsConfig.load(Path(config))
     if "generation" in chosen and pegs_config.sd is None:
         console.print("skipping the generation stage: the config has no Stable Diffusion section")
@@ -92,12 +99,7 @@ def train(
         chosen.remove("distill")
     library = StickerLibrary.load(stickers)
     index = _distill_index(library) if "distill" in chosen else None  # checked before any training
-    samples = None
-    if data is not None:
-        try:
-            samples = [Sample.model_validate(x) for x in json.loads(data.read_text(encoding="utf-8"))]
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{data}: not a samples file (stickerconv data convert --to samples): {exc}") from None
+    samples = _load_samples(source, library, pegs_config) if source is not None else None
     if "vision" in chosen:
         chosen.remove("vision")
         pegs_config = _pretrain_vision(pegs_config, library, out / VISION_DIR, vision_steps, seed)
@@ -121,6 +123,11 @@ def train(
             if stage == "joint"
             else sticker_examples(library, stage)
         )
+        if len(examples) < batch_size:  # the loader drops incomplete batches: no batch at all would never end
+            raise UserError(
+                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {batch_size}; "
+                "lower --batch-size or give more data"
+            )
         n_steps = joint_steps if stage == "joint" and joint_steps is not None else steps
         settings = StageConfig(
             stage=stage,
@@ -143,6 +150,23 @@ def train(
         previous = stage_dir
     final = model.save_pretrained(out / "final")
     console.print(f"PEGS checkpoint: {final} (use it with --responder pegs-ret --checkpoint {final})")
+
+
+def _load_samples(source: DataSource, library: StickerLibrary, config: PegsConfig) -> list[Sample]:
+    """The training samples, and one line saying what was read; conversations are rendered in the model's
+    prompt style with library-relative image paths, as `data convert --to samples --stickers` would."""
+    from stickerconv.data.convert import ImageLocator
+    from stickerconv.data.resolve import StickerResolver
+    from stickerconv.data.samples import load_samples
+
+    samples = load_samples(source, config.style, ImageLocator(StickerResolver(library)).path)
+    rendered = (
+        f" -> {len(samples):,} samples (one a turn, {config.style} style)" if source.kind == "conversations" else ""
+    )
+    console.print(source.describe() + rendered)
+    if not samples:
+        raise UserError(f"{source.name}: no dialogue turns to train on")
+    return samples
 
 
 def _pretrain_vision(config: PegsConfig, library: StickerLibrary, out: Path, steps: int, seed: int) -> PegsConfig:

@@ -4,7 +4,9 @@ All three targets name sticker images the same way (:class:`ImageLocator`): a st
 given library takes its library-relative path (and that library's file); any other takes its path
 relative to the image root (a configurable prefix, else the SER30K ``Images/`` folder), and its file
 is looked up under ``image_dir``. Input is read on the strict path, so a broken record stops the
-conversion with its location instead of producing a silently shorter dataset.
+conversion with its location instead of producing a silently shorter dataset. Samples and chat
+examples are written in the layout the output's extension names (``.jsonl``, ``.json``, ``.parquet``);
+an unknown extension and an input that is not conversations are refused before anything is read.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Literal
 
 from stickerconv.data.chat import to_chat
 from stickerconv.data.hf import export_hf
-from stickerconv.data.io import Progress, load_conversations, write_records
+from stickerconv.data.io import DataSource, Progress, load_conversations, output_layout, write_records
 from stickerconv.data.resolve import StickerResolver, sample_image_path
 from stickerconv.data.samples import Style, render_samples, write_samples
 from stickerconv.schema import Conversation, Sticker
@@ -71,7 +73,7 @@ class ConvertReport:
 
 
 def convert(
-    path: Path | str,
+    path: Path | str | DataSource,
     target: Target,
     out: Path | str,
     *,
@@ -81,8 +83,11 @@ def convert(
     require_images: bool = False,
     on_progress: Progress = None,
 ) -> ConvertReport:
+    """Convert the conversations behind ``path`` into ``target`` at ``out``; bad names fail before reading."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    if target != "hf":
+        output_layout(out)
     locator = locator or ImageLocator()
     out = Path(out)
     conversations = load_conversations(path, on_progress)

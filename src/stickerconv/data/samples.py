@@ -5,18 +5,34 @@ style the original code used: ``v0`` (``### Human:``/``### Assistant:``, the dat
 on) or ``v1.5`` (``USER:``/``ASSISTANT:``, the later default and ours). Every sample satisfies
 ``input_text.count("<IMG>") == len(input_image)``: the images are every earlier user and system
 sticker plus the current user sticker, in placeholder order; the current system sticker is the target.
+
+A prediction (what ``eval predict`` writes, ``eval score`` reads) is a sample with the responder's reply
+added, so both models live here, with the readers that training and evaluation share: a samples
+file, or conversations rendered into samples on the fly, whatever the file's layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from stickerconv.data.io import atomic_text
+from stickerconv.data.io import (
+    PRED_TEXT,
+    PRED_TEXT_MISSPELT,
+    DataSource,
+    Kind,
+    Progress,
+    RawRecord,
+    open_source,
+    parse_conversation,
+    parse_model,
+    write_records,
+)
+from stickerconv.jsonl import RecordError
 from stickerconv.schema import Conversation, Sticker
 
 IMG = "<IMG>"
@@ -123,13 +139,63 @@ def render_samples(conversation: Conversation, style: Style, image_path: ImagePa
     return samples
 
 
+class Prediction(Sample):
+    """A sample with a responder's reply: the predicted text (under either spelling; the original code
+    wrote ``pred_text_reponse``), the predicted sticker's path (0 or 1) and its dict, and provenance."""
+
+    item_id: str | None = None
+    pred_text_response: str = Field(validation_alias=AliasChoices(PRED_TEXT, PRED_TEXT_MISSPELT))
+    pred_image: list[str] = []
+    pred_image_metadata: dict[str, Any] | None = None
+    pred_meta: dict[str, Any] | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = super().problems()
+        if len(self.pred_image) > 1:
+            out.append(("pred_image", f"{len(self.pred_image)} images (at most one sticker per reply)"))
+        return out
+
+
+SAMPLE_MODELS: dict[Kind, type[Sample]] = {"samples": Sample, "predictions": Prediction}
+
+
+def parse_sample(record: RawRecord, model: type[Sample] = Sample) -> Sample:
+    """A sample (or prediction) whose ``<IMG>`` placeholders match its images, or a located :class:`RecordError`."""
+    sample = parse_model(record, model)
+    for field, message in sample.problems():
+        raise RecordError(record.file, record.line, message, field)
+    return sample
+
+
 def write_samples(path: Path | str, samples: Iterable[Sample]) -> int:
-    """Write samples as one JSON array (the §4.4 file form), streaming and atomically."""
-    count = 0
-    with atomic_text(path) as fh:
-        fh.write("[")
-        for sample in samples:
-            fh.write(("\n" if count == 0 else ",\n") + sample.model_dump_json())
-            count += 1
-        fh.write("\n]\n" if count else "]\n")
-    return count
+    """Write samples in the layout ``path``'s extension names (``.json``: one JSON array, the §4.4 file
+    form; ``.jsonl``; ``.parquet``), streaming where the layout allows and atomically."""
+    return write_records(path, (sample.model_dump(mode="json") for sample in samples))
+
+
+def load_samples(
+    path: Path | str | DataSource, style: Style, image_path: ImagePath, on_progress: Progress = None
+) -> list[Sample]:
+    """The samples of a samples file, or of conversations rendered one per turn in ``style`` (image paths
+    by ``image_path``): training takes either, so nobody has to convert first."""
+    source = open_source(path, ("samples", "conversations"))
+    samples: list[Sample] = []
+    for record, kind in source.checked(on_progress):
+        if kind == "samples":
+            samples.append(parse_sample(record))
+        else:
+            samples.extend(render_samples(parse_conversation(record), style, image_path))
+    return samples
+
+
+def load_sample_records(
+    path: Path | str | DataSource, accept: Sequence[Kind] = ("samples", "predictions")
+) -> list[dict[str, Any]]:
+    """Samples or predictions as plain dicts (what the evaluation code reads), each validated first so
+    that a broken record stops here with its file, line and field rather than deep inside a metric."""
+    source = open_source(path, accept)
+    records = []
+    for record, kind in source.checked():
+        parse_sample(record, SAMPLE_MODELS[kind])
+        records.append(record.data)
+    return records

@@ -5,7 +5,8 @@ persona and whole groups are assigned. The group key is the persona text; where 
 persona id (``meta.persona_id``, our runs), records sharing either the text or the id are one group
 (the published profiles reuse some persona texts under different ids, so neither key alone is enough).
 Groups are shuffled with a seeded generator after sorting by a content hash, so the same input,
-ratios and seed give the same split on any machine and in any input order.
+ratios and seed give the same split on any machine and in any input order. The split files are
+written in the layout asked for (JSON Lines by default; a JSON array or parquet).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stickerconv.data.io import Progress, iter_raw, parse_conversation, write_records
+from stickerconv.data.io import (
+    LAYOUT_SUFFIXES,
+    DataSource,
+    Layout,
+    Progress,
+    open_source,
+    parse_conversation,
+    write_records,
+)
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
@@ -32,6 +41,7 @@ class SplitReport:
     ratios: tuple[float, ...]
     sessions: dict[str, int] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
@@ -98,31 +108,37 @@ def assign(records: Sequence[dict[str, Any]], ratios: Sequence[float], seed: int
 
 
 def split_file(
-    path: Path | str,
+    path: Path | str | DataSource,
     out: Path | str,
     *,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     seed: int = 0,
+    layout: Layout = "jsonl",
     on_progress: Progress = None,
 ) -> SplitReport:
-    """Write ``train/validation/test.jsonl`` (records unchanged) and ``split.json`` into ``out``.
+    """Write ``train/validation/test.<layout>`` (records unchanged) and ``split.json`` into ``out``.
 
     Every record is validated first (the first bad one raises with its location), so a split never
-    carries a broken record.
+    carries a broken record; a file of anything but conversations is refused before that.
     """
+    suffix = next((s for s, name in LAYOUT_SUFFIXES.items() if name == layout), None)
+    if suffix is None:
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUT_SUFFIXES.values())}")
     out = Path(out)
     records = []
-    for raw in iter_raw(path, on_progress):
+    source = open_source(path, ("conversations",))
+    for raw, _ in source.checked(on_progress):
         parse_conversation(raw)
         records.append(raw.data)
     names = assign(records, ratios, seed)
     report = SplitReport(out, seed, tuple(ratios))
     for split in SPLITS:
         chosen = [r for r, name in zip(records, names, strict=True) if name == split]
-        report.sessions[split] = write_records(out / f"{split}.jsonl", chosen)
+        report.files[split] = out / f"{split}{suffix}"
+        report.sessions[split] = write_records(report.files[split], chosen)
         report.groups[split] = len({persona_keys(r)[0] for r in chosen})
     manifest = {
-        "source": str(path),
+        "source": str(source.path),
         "seed": seed,
         "ratios": dict(zip(SPLITS, ratios, strict=True)),
         "group_key": "user_persona text, joined with meta.persona_id where present",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stickerconv.data.io import Progress, accumulate
+from stickerconv.data.io import DataSource, Progress, accumulate
 from stickerconv.schema import EMOTION_LABELS, normalise_emotion, sticker_id_from_path
 from stickerconv.stickers.emotion_lexicon import text_emotions
 
@@ -214,11 +214,12 @@ def _emotion_words(tokens: Counter[str]) -> list[dict[str, Any]]:
 
 
 def compute_stats(
-    path: Path | str,
+    path: Path | str | DataSource,
     persona_emotions: Mapping[tuple[str, str], str] | None = None,
     on_progress: Progress = None,
 ) -> dict[str, Any]:
-    """Statistics of every record behind ``path`` (unparseable lines are counted as skipped)."""
+    """Statistics of every record behind ``path`` (unparseable lines are counted as skipped); a file of
+    samples or predictions is refused, naming what it holds."""
     acc = StatsAccumulator(persona_emotions)
-    accumulate(path, acc, on_progress)
-    return {"source": str(path), **acc.result()}
+    source = accumulate(path, acc, on_progress)
+    return {"source": str(source.path), **acc.result()}

@@ -6,8 +6,10 @@ line says so), records that are not objects, wrong types (pydantic's error locat
 have (§4.2/§4.3: provenance belongs under ``meta``), turns that do not run 1, 2, 3, ..., empty
 messages, sessions without a sticker, stickers a given library does not hold, and duplicate sessions
 (same persona, situation and messages; reported with the first copy's location). Files that
-``data convert`` writes (per-turn samples, chat examples) are recognised and checked against their
-own formats, so converted output can be re-validated.
+``data convert`` and ``eval predict`` write (per-turn samples, chat examples, predictions) are
+recognised by their keys (:func:`stickerconv.data.io.record_kind`) and checked against their own
+formats, so converted output can be re-validated; a record of another kind than the file's is a
+problem of its own.
 """
 
 from __future__ import annotations
@@ -16,22 +18,32 @@ import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from stickerconv.data.chat import ChatExample
-from stickerconv.data.io import Progress, RawRecord, field_path, iter_raw, json_type, write_records
+from stickerconv.data.io import (
+    DataSource,
+    Kind,
+    Progress,
+    RawRecord,
+    field_path,
+    json_type,
+    open_source,
+    other_kind,
+    output_layout,
+    record_kind,
+    write_records,
+)
 from stickerconv.data.resolve import StickerResolver
-from stickerconv.data.samples import Sample
+from stickerconv.data.samples import Prediction, Sample
 from stickerconv.schema import Conversation, Sticker, sticker_id_from_path
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["conversations", "samples", "chat"]
 TOP_KEYS = ("conversation", "user_persona", "user_status")
 TURN_KEYS = ("turn", "user_message", "system_message", "user_sticker", "system_sticker")
 STICKER_KEYS = ("seq_num", "image", "description", "emotion", "recommendation", "origin_anno")
@@ -64,15 +76,6 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def detect_kind(data: Any) -> Kind:
-    """What a file holds, from its first record: conversations unless it looks like converted output."""
-    if isinstance(data, dict) and "input_text" in data:
-        return "samples"
-    if isinstance(data, dict) and "messages" in data and "conversation" not in data:
-        return "chat"
-    return "conversations"
 
 
 def _input_note(value: Any) -> str:
@@ -195,12 +198,12 @@ def session_key(data: dict) -> bytes:
     return hashlib.blake2b(body.encode("utf-8"), digest_size=16).digest()
 
 
+MODELS: dict[Kind, type[BaseModel]] = {"samples": Sample, "predictions": Prediction, "chat": ChatExample}
+
+
 def _model_problems(model: type[BaseModel], data: Any, text: bytes | str) -> list[tuple[str, str]]:
     if not isinstance(data, dict):
         return [("record", f"expected a JSON object, got {json_type(data)}")]
-    if model is Sample:  # predictions belong to the evaluation layer; checked there
-        data = {k: v for k, v in data.items() if not k.startswith("pred_")}
-        text = json.dumps(data, ensure_ascii=False)
     try:
         parsed = model.model_validate_json(text, strict=True)
     except ValidationError as exc:
@@ -211,28 +214,28 @@ def _model_problems(model: type[BaseModel], data: Any, text: bytes | str) -> lis
 class _Validator:
     """Carries the per-file state (duplicate keys, report) through one pass over the records."""
 
-    def __init__(self, resolver: StickerResolver | None, require_images: bool):
+    def __init__(self, kind: Kind, resolver: StickerResolver | None, require_images: bool):
         self.resolver, self.require_images = resolver, require_images
-        self.report: ValidationReport | None = None
+        self.report = ValidationReport(kind)
         self.first_copy: dict[bytes, tuple[Path, int]] = {}
 
     def check(self, record: RawRecord) -> bool:
         """Add the record's problems to the report; True when it has none."""
-        if self.report is None:
-            self.report = ValidationReport(detect_kind(record.data))
         report = self.report
         report.records += 1
         missing: list[tuple[str, str]] = []
+        kind = record_kind(record.data)
         if record.error is not None:
             problems = [("record", record.error)]
+        elif kind is not None and kind != report.kind:
+            problems = [("record", other_kind(kind, report.kind))]
         elif report.kind == "conversations":
             problems, missing, stickers = check_conversation(record.data, record.json_text(), self.resolver)
             report.stickers_checked += stickers
             if isinstance(record.data, dict):
                 problems += self._duplicate(record)
         else:
-            model = Sample if report.kind == "samples" else ChatExample
-            problems = _model_problems(model, record.data, record.json_text())
+            problems = _model_problems(MODELS[report.kind], record.data, record.json_text())
         located = [Problem(str(record.file), record.line, f, m) for f, m in missing]
         if self.require_images:
             problems += missing
@@ -251,34 +254,28 @@ class _Validator:
 
 
 def validate(
-    path: Path | str,
+    path: Path | str | DataSource,
     *,
     resolver: StickerResolver | None = None,
     require_images: bool = False,
     fix_out: Path | str | None = None,
     on_progress: Progress = None,
 ) -> ValidationReport:
-    """Check every record behind ``path``; with ``fix_out``, write the valid conversations there.
+    """Check every record behind ``path`` as the kind its records say (conversations when none says);
+    with ``fix_out``, write the valid records there, in the layout its extension names.
 
     Known stickers whose image file is missing are warnings (``missing_images``) unless
     ``require_images`` makes them problems: SER30K images are obtained separately.
     """
-    validator = _Validator(resolver, require_images)
-    valid = _valid_records(validator, iter_raw(path, on_progress), fix_out is not None)
-    written: int | None = None
     if fix_out is not None:
-        written = write_records(fix_out, valid)
+        output_layout(fix_out)
+    source = open_source(path)
+    validator = _Validator(source.kind or "conversations", resolver, require_images)
+    valid = (record.data for record in source.raw(on_progress) if validator.check(record))
+    report = validator.report
+    if fix_out is not None:
+        report.written = write_records(fix_out, valid)
     else:
         deque(valid, maxlen=0)  # run the checks; nothing to keep
-    report = validator.report or ValidationReport("conversations")
-    report.written = written
     log.info("%s: %d record(s), %d valid, %d problem(s)", path, report.records, report.valid, len(report.problems))
     return report
-
-
-def _valid_records(validator: _Validator, records: Iterable[RawRecord], fixing: bool) -> Iterator[dict]:
-    for record in records:
-        if validator.check(record):
-            yield record.data
-        if fixing and validator.report is not None and validator.report.kind != "conversations":
-            raise ValueError(f"--fix-out writes conversations; {record.file} holds {validator.report.kind}")

@@ -1,15 +1,16 @@
 """Predictions of a responder for every assistant turn of a test set, in the per-turn sample format
 (method reference §4.4) with the prediction keys added: ``pred_text_response``, ``pred_image`` (0 or 1
-path) and ``pred_image_metadata`` (the predicted sticker's dict, or null).
+path) and ``pred_image_metadata`` (the predicted sticker's dict, or null); the record model is
+:class:`stickerconv.data.samples.Prediction`.
 
-Input is either conversations (JSONL / JSON / parquet / a run folder: the contexts are exact, with
-every earlier sticker) or a samples file written by ``stickerconv data convert --to samples`` (the
-contexts are rebuilt from its ``history`` pairs, whose earlier stickers survive only as ``<IMG>``
-placeholders, and its current user sticker).
+Input is conversations (the contexts are exact, with every earlier sticker) or samples written by
+``stickerconv data convert --to samples`` (the contexts are rebuilt from their ``history`` pairs, whose
+earlier stickers survive only as ``<IMG>`` placeholders, and their current user sticker), told apart
+by the records' keys in any layout (:mod:`stickerconv.data.io`).
 
 Predictions are appended to ``OUT.partial.jsonl`` as they finish (fsynced), so a crashed or
-interrupted run resumes where it stopped; the JSON array ``OUT`` is written at the end in test-set
-order.
+interrupted run resumes where it stopped; ``OUT`` is written at the end in test-set order, in the
+layout its extension names (``.json``: one JSON array, the §4.4 file form; ``.jsonl``; ``.parquet``).
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stickerconv.data.io import DataInputError, atomic_text, data_files, iter_conversations
+from stickerconv.data.io import (
+    PRED_TEXT,
+    PRED_TEXT_MISSPELT,
+    DataSource,
+    open_source,
+    output_layout,
+    parse_conversation,
+    write_records,
+)
 from stickerconv.data.resolve import sample_image_path
-from stickerconv.data.samples import DEFAULT_STYLE, IMG, Style, render_samples
+from stickerconv.data.samples import DEFAULT_STYLE, IMG, Style, load_sample_records, parse_sample, render_samples
 from stickerconv.jsonl import drop_torn_tail
 from stickerconv.responders.base import Responder
 from stickerconv.schema import DialogueContext, Sticker, Turn
-
-PRED_TEXT, PRED_TEXT_MISSPELT = "pred_text_response", "pred_text_reponse"  # the original wrote the latter
 
 
 @dataclass
@@ -37,14 +44,6 @@ class EvalItem:
     item_id: str  # "<session>:<turn>", stable across reruns
     sample: dict[str, Any]
     context: DialogueContext
-
-
-def _is_samples_file(path: Path) -> bool:
-    if path.is_dir() or path.suffix.lower() != ".json":
-        return False
-    with path.open(encoding="utf-8") as fh:
-        head = fh.read(4096).lstrip()
-    return head.startswith("[") and '"input_text"' in head
 
 
 def context_from_sample(sample: dict[str, Any]) -> DialogueContext:
@@ -64,24 +63,20 @@ def context_from_sample(sample: dict[str, Any]) -> DialogueContext:
     )
 
 
-def load_items(path: Path | str, *, style: Style = DEFAULT_STYLE, image_root: str | None = None) -> list[EvalItem]:
-    """Every assistant turn of a test set, as a sample (the gold answer) and the responder's context."""
-    path = Path(path)
-    files = data_files(path)
-    if len(files) == 1 and _is_samples_file(files[0]):
-        samples = json.loads(files[0].read_text(encoding="utf-8"))
-        if not isinstance(samples, list):
-            raise DataInputError(f"{files[0]}: a samples file must hold one JSON array")
-        items = []
-        for i, sample in enumerate(samples):
-            if not isinstance(sample, dict) or not {"query", "history", "response_text"} <= sample.keys():
-                raise DataInputError(f"{files[0]}: element {i} is not a §4.4 sample (query, history, response_text)")
-            items.append(EvalItem(f"s{i}", sample, context_from_sample(sample)))
-        return items
+def load_items(
+    path: Path | str | DataSource, *, style: Style = DEFAULT_STYLE, image_root: str | None = None
+) -> list[EvalItem]:
+    """Every assistant turn of a test set (conversations or samples), as a sample (the gold answer) and
+    the responder's context. Any other kind of file is refused before a record is read."""
     items = []
-    for session, (_, conversation) in enumerate(iter_conversations(path)):
+    for number, (record, kind) in enumerate(open_source(path, ("conversations", "samples")).checked()):
+        if kind == "samples":
+            sample = parse_sample(record).model_dump(mode="json")
+            items.append(EvalItem(f"s{number}", sample, context_from_sample(sample)))
+            continue
+        conversation = parse_conversation(record)
         samples = render_samples(conversation, style, lambda s: sample_image_path(s.image, image_root))
-        for turn, sample in zip(conversation.conversation, samples, strict=True):
+        for turn, rendered in zip(conversation.conversation, samples, strict=True):
             context = DialogueContext(
                 history=conversation.conversation[: turn.turn - 1],
                 user_message=turn.user_message,
@@ -89,7 +84,7 @@ def load_items(path: Path | str, *, style: Style = DEFAULT_STYLE, image_root: st
                 user_persona=conversation.user_persona,
                 user_status=conversation.user_status,
             )
-            items.append(EvalItem(f"{session}:{turn.turn}", sample.model_dump(mode="json"), context))
+            items.append(EvalItem(f"{number}:{turn.turn}", rendered.model_dump(mode="json"), context))
     return items
 
 
@@ -128,7 +123,9 @@ async def predict(
     image_root: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Answer every item with ``responder``, resumably; write ``out`` (a JSON array); return its size."""
+    """Answer every item with ``responder``, resumably; write ``out`` in the layout its extension names
+    (checked before any answer); return its size."""
+    output_layout(out)
     out = Path(out)
     partial = _partial(out)
     done = _done(partial)
@@ -160,38 +157,12 @@ async def predict(
             on_progress(finished, len(items))
 
     await asyncio.gather(*(one(item) for item in todo))
-    count = write_array(out, _iter_in_order(items, done))
+    count = write_records(out, _iter_in_order(items, done))
     partial.unlink()
     return count
 
 
-def write_array(path: Path | str, records: Iterable[dict[str, Any]]) -> int:
-    """One JSON array, one record per line inside it (the §4.4 file form), written atomically."""
-    count = 0
-    with atomic_text(path) as fh:
-        fh.write("[")
-        for record in records:
-            fh.write(("\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
-            count += 1
-        fh.write("\n]\n")
-    return count
-
-
-def load_predictions(path: Path | str) -> list[dict[str, Any]]:
-    """A predictions file (JSON array or JSON Lines); every record must carry a predicted text."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        records = (
-            json.loads(text)
-            if text.lstrip().startswith("[")
-            else [json.loads(x) for x in text.splitlines() if x.strip()]
-        )
-    except json.JSONDecodeError as exc:
-        raise DataInputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    for i, record in enumerate(records):
-        if not isinstance(record, dict) or not ({PRED_TEXT, PRED_TEXT_MISSPELT} & record.keys()):
-            raise DataInputError(f"{path}: record {i} has no {PRED_TEXT} (is this a predictions file?)")
-        if "response_text" not in record:
-            raise DataInputError(f"{path}: record {i} has no gold response_text")
-    return records
+def load_predictions(path: Path | str | DataSource) -> list[dict[str, Any]]:
+    """A predictions file in any layout, every record validated as a prediction; samples, conversations
+    or anything else are refused, naming what the file holds."""
+    return load_sample_records(path, ("predictions",))

@@ -293,6 +293,8 @@ def train_stage(
 
     out_dir = Path(out_dir)
     stage = cfg.stage
+    if len(examples) < cfg.batch_size:  # the loader drops incomplete batches, so no step would ever be taken
+        raise ValueError(f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {cfg.batch_size}")
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=cfg.mixed_precision,

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from stickerconv.jsonl import RecordError, iter_jsonl
-from stickerconv.schema import EmotionLabel, Sticker, sticker_id_from_path
+from stickerconv.schema import EMOTION_LABELS, EmotionLabel, Sticker, sticker_id_from_path
 from stickerconv.stickers.library import STICKERS_FILE, LibraryError, StickerLibrary
 
 log = logging.getLogger(__name__)
@@ -91,34 +91,114 @@ class _Annotation(BaseModel):
         return value
 
 
-def _validated(path: Path, number: int, data: Any) -> _Annotation:
+def _validated(path: Path, number: int, data: Any, key: str | None = None, *, plain: bool = False) -> _Annotation:
+    """One annotation. ``key``: the image name when ``data`` comes from a name -> label object, which
+    locates errors (``plain``: the value was a bare label, so every error is the key's)."""
     if not isinstance(data, dict):
         raise RecordError(path, number, f"expected an object, got {type(data).__name__}")
     try:
         return _Annotation.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise RecordError(path, number, err["msg"], ".".join(map(str, err["loc"])) or None) from None
+        field = ".".join(map(str, err["loc"])) or None
+        message = err["msg"]
+        if err["type"] == "enum" and field == "label":
+            message = f"unknown label {err['input']!r}; use one of {', '.join(EMOTION_LABELS)} (any case)"
+        if key is not None:
+            field = key if plain else f"{key}.{field}"
+        raise RecordError(path, number, message, field) from None
+
+
+def _mapping_annotation(path: Path, number: int, key: str, value: Any) -> _Annotation:
+    """An entry of a name -> label object: the value is a label, or an object with a record's keys."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise RecordError(path, number, f"empty label; use one of {', '.join(EMOTION_LABELS)}", key)
+        return _validated(path, number, {"image": key, "label": value}, key, plain=True)
+    if isinstance(value, dict):
+        if {"image", "path"} & value.keys():
+            raise RecordError(path, number, "the key names the image; leave 'image' and 'path' out of the value", key)
+        return _validated(path, number, {"image": key} | value, key)
+    raise RecordError(
+        path,
+        number,
+        f"expected a label ({', '.join(EMOTION_LABELS)}) or an object with label, description, emotion and "
+        f"recommendation, got {_json_name(value)}",
+        key,
+    )
+
+
+def _json_name(value: Any) -> str:
+    names = {list: "an array", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _object_members(text: str) -> Iterator[tuple[int, str, Any]]:
+    """(line, key, value) of every member of the JSON object ``text`` in file order, duplicates included
+    (``json.loads`` keeps only the last). ``text`` is known to parse."""
+    decoder = json.JSONDecoder()
+    pos = _skip_ws(text, text.index("{") + 1)
+    line, counted = 1, 0
+    while text[pos] != "}":
+        line += text.count("\n", counted, pos)
+        counted = pos
+        key, end = decoder.raw_decode(text, pos)
+        pos = _skip_ws(text, _skip_ws(text, end) + 1)  # past the ':'
+        value, end = decoder.raw_decode(text, pos)
+        yield line, key, value
+        pos = _skip_ws(text, end)
+        if text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _iter_annotations(path: Path) -> Iterator[tuple[int, _Annotation]]:
-    """Sniff the format from content, not name: the published JSONL files are named ``.json``."""
+    """Sniff the format from content, not name: the published JSONL files are named ``.json``.
+
+    CSV (by extension, as spreadsheets write it); else JSON: an array of records, one object mapping
+    image names to labels (or to objects with a record's keys), one record, or JSON Lines of records.
+    A whole-file object without an ``image``/``path`` key is a mapping; one with it is a single record.
+    """
     if path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             for row in reader:
                 yield reader.line_num, _validated(path, reader.line_num, {k: v for k, v in row.items() if k})
         return
-    text = path.read_text(encoding="utf-8")
-    if not text.lstrip().startswith("["):
+    text = path.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    if not stripped.startswith(("[", "{")):
         yield from iter_jsonl(path, _Annotation)
         return
     try:
-        records = json.loads(text)
+        whole = json.loads(text)
     except json.JSONDecodeError as exc:
+        first_line = stripped.splitlines()[0]
+        if stripped.startswith("{") and (exc.msg == "Extra data" or _is_json(first_line)):
+            yield from iter_jsonl(path, _Annotation)  # JSON Lines: one record a line
+            return
         raise RecordError(path, exc.lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    for index, data in enumerate(records, start=1):
-        yield index, _validated(path, index, data)
+    if isinstance(whole, list):
+        for index, data in enumerate(whole, start=1):
+            yield index, _validated(path, index, data)
+    elif {"image", "path"} & whole.keys():
+        yield 1, _validated(path, 1, whole)
+    else:
+        for line, key, value in _object_members(text):
+            yield line, _mapping_annotation(path, line, key, value)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def load_annotations(path: Path) -> dict[str, _Annotation]:

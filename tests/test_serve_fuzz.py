@@ -33,11 +33,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
-from serve_fixtures import make_responder, tiny_checkpoint
 
 from stickerconv.serve import ServerThread, ServeSettings, create_app
 
 from llm_fakes import ScriptedBackend
+from serve_fixtures import make_responder, tiny_checkpoint
 
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

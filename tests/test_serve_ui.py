@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serve_fixtures import VisionTap, make_responder, tiny_checkpoint, upload_bytes, upload_id
 
 from stickerconv.serve import ServerThread, ServeSettings, create_app
 
 from llm_fakes import ScriptedBackend
+from serve_fixtures import VisionTap, make_responder, tiny_checkpoint, upload_bytes, upload_id
 
 KEY = "ui-key"
 REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,14 @@ import httpx
 import openai
 import pytest
 import torch
+
+from stickerconv.responders.sticker_folder import StickerFolder
+from stickerconv.schema import Sticker
+from stickerconv.serve import ServerThread, ServeSettings, create_app
+from stickerconv.serve.stickers import UNKNOWN_IMAGE
+from stickerconv.stickers.library import StickerLibrary
+
+from llm_fakes import ScriptedBackend
 from serve_fixtures import (
     RESPONDER_NAMES,
     TOOL_TEXT,
@@ -23,14 +31,6 @@ from serve_fixtures import (
     upload_bytes,
     upload_id,
 )
-
-from stickerconv.responders.sticker_folder import StickerFolder
-from stickerconv.schema import Sticker
-from stickerconv.serve import ServerThread, ServeSettings, create_app
-from stickerconv.serve.stickers import UNKNOWN_IMAGE
-from stickerconv.stickers.library import StickerLibrary
-
-from llm_fakes import ScriptedBackend
 
 KEY = "uploads-key"
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png"}

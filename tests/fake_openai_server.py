@@ -3,6 +3,9 @@
 Why a real server rather than mocks: the LLM client layer is built on the official ``openai`` SDK, and what
 matters (retries, timeouts, Retry-After, how the SDK reacts to broken bodies) happens in the SDK's HTTP stack.
 Only a real socket exercises that code. The server runs uvicorn in a daemon thread on 127.0.0.1.
+
+A ``Dialect`` says which ``response_format`` kinds the server takes and how it refuses the others, so one
+fake plays OpenAI, llama.cpp's Python server (a 500 for ``json_schema``), or servers with less support.
 """
 
 from __future__ import annotations
@@ -31,6 +34,24 @@ SCHEMA_MARKER = "JSON schema:"
 FAULT_KINDS = ("429", "500", "slow", "truncated", "invalid_json", "non_schema")
 RATE_LIMITED = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
 SERVER_ERROR = {"error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}}
+FORMAT_KINDS = ("json_schema", "json_object_schema", "json_object")  # json_object_schema: json_object + "schema"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The ``response_format`` kinds a server takes (FORMAT_KINDS) and the HTTP status it refuses the rest with."""
+
+    name: str
+    accepts: frozenset[str]
+    refusal_status: int = 400
+
+
+OPENAI = Dialect("openai", frozenset(FORMAT_KINDS))
+# llama-cpp-python's server validates response_format.type as 'text' | 'json_object' and answers 500 otherwise.
+LLAMA_CPP = Dialect("llama.cpp", frozenset({"json_object_schema", "json_object"}), refusal_status=500)
+NO_JSON_SCHEMA = Dialect("no json_schema", frozenset({"json_object_schema", "json_object"}))
+JSON_OBJECT_ONLY = Dialect("json_object only", frozenset({"json_object"}))
+NO_RESPONSE_FORMAT = Dialect("no response_format", frozenset())
 
 
 @dataclass
@@ -118,6 +139,50 @@ def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def format_kind(body: dict[str, Any]) -> str | None:
+    """The FORMAT_KINDS entry a request asks for; None for no response_format (or type "text")."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
+        return "json_object_schema"
+    return fmt.get("type") if fmt.get("type") in FORMAT_KINDS else None
+
+
+def requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema the answer must follow: from response_format, else from a "JSON schema: {...}" in the prompt
+    (the fake model follows such instructions), else None."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt.get("json_schema", {}).get("schema", {})
+    if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]
+    for msg in reversed(body["messages"]):
+        text = _text(msg.get("content"))
+        if msg["role"] in ("system", "user") and SCHEMA_MARKER in text:
+            rest = text.split(SCHEMA_MARKER, 1)[1]
+            try:
+                schema, _ = json.JSONDecoder().raw_decode(rest[rest.index("{") :])
+            except ValueError:
+                return None
+            return schema if isinstance(schema, dict) else None
+    return None
+
+
+def _refusal(dialect: Dialect, kind: str) -> JSONResponse:
+    """How ``dialect`` refuses a response_format ``kind``: llama.cpp's pydantic validation error in a 500, or an
+    OpenAI-style 400 naming the parameter."""
+    if dialect.refusal_status >= 500:
+        message = (
+            "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+            f"'msg': \"Input should be 'text' or 'json_object'\", 'input': '{kind}'}}"
+        )
+        body = {"error": {"message": message, "type": "internal_server_error", "param": None, "code": None}}
+        return JSONResponse(body, status_code=dialect.refusal_status)
+    message = f"response_format of type '{kind}' is not supported by this server"
+    if kind == "json_object_schema":
+        message = "Additional properties are not allowed ('schema' was unexpected) - 'response_format'"
+    return _error(dialect.refusal_status, message, "response_format", "unsupported_parameter")
+
+
 def _text(content: Any) -> str:
     """The text of a message content: a string, or the text parts of a list of parts."""
     if isinstance(content, str):
@@ -187,13 +252,13 @@ class FakeOpenAIServer:
         faults: FaultPlan | None = None,
         model: str = "fake-model",
         reply: Callable[[dict[str, Any]], str] | None = None,
-        json_schema_supported: bool = True,
+        dialect: Dialect = OPENAI,
         latency: float = 0.0,
     ) -> None:
         self.model = model
         self.latency = latency  # seconds every valid chat request waits before it is answered (benchmarks)
         self.reply = reply
-        self.json_schema_supported = json_schema_supported
+        self.dialect = dialect
         self.requests: list[dict[str, Any]] = []
         self.faults_injected: Counter[str] = Counter()
         self.port = 0
@@ -210,26 +275,6 @@ class FakeOpenAIServer:
         with self._lock:
             self.faults = faults
             self._rng = random.Random(faults.seed)
-
-    def _schema_for(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The schema the answer must follow: from response_format, or (no json_schema support) from the prompt."""
-        fmt = body.get("response_format") or {}
-        if fmt.get("type") == "json_schema":
-            return fmt.get("json_schema", {}).get("schema", {})
-        if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
-            return fmt["schema"]
-        if self.json_schema_supported or fmt.get("type") not in (None, "json_object"):
-            return None
-        for msg in reversed(body["messages"]):  # a model that follows "JSON schema: {...}" in its prompt
-            text = _text(msg.get("content"))
-            if msg["role"] in ("system", "user") and SCHEMA_MARKER in text:
-                rest = text.split(SCHEMA_MARKER, 1)[1]
-                try:
-                    schema, _ = json.JSONDecoder().raw_decode(rest[rest.index("{") :])
-                except ValueError:
-                    return None
-                return schema if isinstance(schema, dict) else None
-        return None
 
     def _completion(self, body: dict[str, Any], content: str) -> dict[str, Any]:
         prompt = sum(len(_text(m.get("content")).split()) for m in body["messages"])
@@ -256,11 +301,10 @@ class FakeOpenAIServer:
                 self.requests.append(body)
         if (invalid := _validate(body)) is not None:
             return invalid
-        fmt_type = (body.get("response_format") or {}).get("type")
-        if fmt_type == "json_schema" and not self.json_schema_supported:
-            msg = "response_format of type 'json_schema' is not supported by this server"
-            return _error(400, msg, "response_format", "unsupported_parameter")
-        schema = self._schema_for(body)
+        kind = format_kind(body)
+        if kind is not None and kind not in self.dialect.accepts:
+            return _refusal(self.dialect, kind)
+        schema = requested_schema(body)
         if self.latency:
             await asyncio.sleep(self.latency)
         with self._lock:  # one draw per valid request, in arrival order (handlers run on one event loop)
@@ -331,14 +375,14 @@ class FakeOpenAIServer:
 
 def dialogue_reply(body: dict) -> str:
     """Deterministic answers for the Agent4SC simulator: prompt-derived utterances (drafted ones with a sticker
-    plan), schema instances for the other structured calls."""
-    fmt = body.get("response_format") or {}
+    plan), schema instances for the other structured calls. A drafted utterance is recognised by its fields,
+    since json_object_schema requests carry the schema without its title."""
     digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:10]
     message = f"I keep thinking about it, really ({digest})."
-    if fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-        if schema.get("title") == "DraftedMessage":  # an utterance with its sticker plan drafted
-            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
-            return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
-        return json.dumps(schema_instance(schema))
-    return message
+    schema = requested_schema(body)
+    if schema is None:
+        return message
+    if {"message", "intention", "query"} <= set(schema.get("properties", {})):
+        query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
+        return json.dumps({"message": message, "intention": "Emotional Expression", "query": query})
+    return json.dumps(schema_instance(schema))

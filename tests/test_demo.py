@@ -4,6 +4,8 @@ it touches; with serving on, the printed URL answers with the chat page and the 
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import socket
 import subprocess
@@ -94,6 +96,32 @@ def test_serves_the_chat_at_the_printed_url(built) -> None:
         assert "<html" in page.lower()
         models = json.loads(urllib.request.urlopen(url + "/v1/models", timeout=5).read())
         assert models["data"][0]["id"] == "stickerconv-pegs-ret"
+        _upload_through_the_sdk(url, out)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _upload_through_the_sdk(url: str, out: Path) -> None:
+    """A user's own JPEG and PNG (not library stickers) through the official SDK: the demo's default
+    responder answers, and the images are kept with the run."""
+    from openai import OpenAI
+    from PIL import Image, ImageDraw
+
+    client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    for fmt, colour in (("JPEG", "orange"), ("PNG", "teal")):
+        image = Image.new("RGB", (96, 96), "white")
+        ImageDraw.Draw(image).ellipse((8, 8, 88, 88), fill=colour)
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        data = base64.b64encode(buffer.getvalue()).decode()
+        content = [
+            {"type": "text", "text": "This is how I feel after my exam."},
+            {"type": "image_url", "image_url": {"url": f"data:image/{fmt.lower()};base64,{data}"}},
+        ]
+        reply = client.chat.completions.create(
+            model="stickerconv-pegs-ret", messages=[{"role": "user", "content": content}], timeout=120
+        )
+        assert reply.choices[0].message.content is not None
+    stored = sorted(p.suffix for p in (out / "uploads").rglob("*") if p.suffix in (".jpg", ".jpeg", ".png"))
+    assert len(stored) == 2, stored

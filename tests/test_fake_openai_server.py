@@ -19,7 +19,17 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from fake_openai_server import FakeOpenAIServer, FaultPlan, free_port, schema_instance
+from fake_openai_server import (
+    JSON_OBJECT_ONLY,
+    LLAMA_CPP,
+    NO_JSON_SCHEMA,
+    NO_RESPONSE_FORMAT,
+    Dialect,
+    FakeOpenAIServer,
+    FaultPlan,
+    free_port,
+    schema_instance,
+)
 
 USER = [{"role": "user", "content": "hello there"}]
 
@@ -146,7 +156,7 @@ def test_missing_messages_and_stream_are_400(srv: FakeOpenAIServer) -> None:
 
 
 def test_json_schema_unsupported_and_prompt_fallback() -> None:
-    with FakeOpenAIServer(json_schema_supported=False) as server:
+    with FakeOpenAIServer(dialect=NO_JSON_SCHEMA) as server:
         with pytest.raises(openai.BadRequestError) as info:
             client(server).chat.completions.create(model="m", messages=USER, response_format=schema_format(Reply))
         assert info.value.body["param"] == "response_format"
@@ -156,6 +166,29 @@ def test_json_schema_unsupported_and_prompt_fallback() -> None:
         Reply.model_validate_json(out.choices[0].message.content)
         plain = client(server).chat.completions.create(model="m", messages=USER)
         assert plain.choices[0].message.content == "echo: hello there"
+
+
+def test_llama_cpp_dialect_refuses_json_schema_with_a_500_naming_response_format() -> None:
+    with FakeOpenAIServer(dialect=LLAMA_CPP) as server:
+        with pytest.raises(openai.InternalServerError) as info:
+            client(server).chat.completions.create(model="m", messages=USER, response_format=schema_format(Reply))
+        assert "response_format" in info.value.response.text and "json_schema" in info.value.response.text
+        fmt = {"type": "json_object", "schema": Reply.model_json_schema()}
+        out = client(server).chat.completions.create(model="m", messages=USER, response_format=fmt)
+        Reply.model_validate_json(out.choices[0].message.content)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "fmt"),
+    [
+        (JSON_OBJECT_ONLY, {"type": "json_object", "schema": {"type": "object"}}),
+        (NO_RESPONSE_FORMAT, {"type": "json_object"}),
+    ],
+)
+def test_dialects_refuse_what_they_lack_with_a_400(dialect: Dialect, fmt: dict) -> None:
+    with FakeOpenAIServer(dialect=dialect) as server, pytest.raises(openai.BadRequestError) as info:
+        client(server).chat.completions.create(model="m", messages=USER, response_format=fmt)
+    assert info.value.body["param"] == "response_format" and server.faults_injected == {}
 
 
 def fault_server(kind: str, **plan: object) -> FakeOpenAIServer:

@@ -25,7 +25,13 @@ from stickerconv.llm import (
 from stickerconv.llm.backends.openai_compat import parse_retry_after
 from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
 from stickerconv.llm.store import LLMStore
-from stickerconv.llm.structured import extract_json, parse_structured, with_schema_instruction
+from stickerconv.llm.structured import (
+    STRUCTURED_MODES,
+    StructuredNegotiation,
+    extract_json,
+    parse_structured,
+    with_schema_instruction,
+)
 from stickerconv.llm.types import ImagePart, Request
 
 from llm_fakes import ScriptedBackend
@@ -58,6 +64,7 @@ def test_request_key_is_content_addressed():
     assert a.key() != Request(backend="b", model="m", messages=[user("hi")], settings=Settings(seed=1)).key()
     assert a.key() != Request(backend="b", model="m2", messages=[user("hi")], settings=Settings()).key()
     assert a.key() != a.model_copy(update={"json_schema": {"type": "object"}}).key()
+    assert a.key() == a.model_copy(update={"structured_output": "prompt"}).key()  # how it is asked, not what
 
 
 def test_cache_then_replay_is_free_and_identical(tmp_path):
@@ -94,6 +101,36 @@ def test_structured_output_validates_and_retries_with_resampling():
     assert result.parsed == Verdict(inconsistent=True, reason="sad") and result.attempts == 2
     assert backend.requests[0].json_schema["title"] == "Verdict"
     assert backend.requests[1].settings.temperature >= 0.3 and backend.requests[1].settings.seed == 1
+
+
+def test_resampling_seed_counts_invalid_answers_only():
+    """A server fault before an invalid answer must not change the resampled request (kill/fault runs equal
+    undisturbed ones)."""
+    replies = [TransientError("503"), '{"inconsistent": "maybe"}', TransientError("429"), '{"inconsistent": false}']
+    backend = ScriptedBackend(replies=[*replies, '{"inconsistent": true, "reason": "ok"}'])
+    policy = FAST.model_copy(update={"max_attempts": 5})
+    result = run(ChatModel(backend, retry=policy, settings=Settings(seed=7)).complete([user("x")], Verdict))
+    assert result.parsed.inconsistent and result.attempts == 5
+    assert [r.settings.seed for r in backend.requests] == [7, 7, 8, 8, 9]
+
+
+def test_negotiation_moves_down_the_order_and_confirms_once():
+    negotiation = StructuredNegotiation("srv")
+    assert negotiation.mode() == "json_schema" and negotiation.confirmed is None
+    assert negotiation.rejected("json_schema", "HTTP 500")
+    assert negotiation.rejected("json_schema", "HTTP 500")  # a concurrent call's late refusal: still move on
+    negotiation.accepted("json_schema")  # a late answer to a refused mode confirms nothing
+    assert negotiation.mode() == "json_object_schema" and negotiation.confirmed is None
+    negotiation.accepted("json_object_schema")
+    assert negotiation.confirmed == "json_object_schema" and negotiation.mode() == "json_object_schema"
+    assert not negotiation.rejected("json_object_schema", "HTTP 400")  # confirmed: the refusal is the request's
+    assert negotiation.rejected("json_object", "HTTP 400")  # an older call's probe: recorded, the choice stays
+    assert negotiation.mode() == "json_object_schema"
+    assert negotiation.mode("prompt") == "prompt" and not negotiation.rejected("json_schema", "x", "json_schema")
+    last = StructuredNegotiation("srv")
+    for mode in STRUCTURED_MODES[:-1]:
+        assert last.rejected(mode, "no")
+    assert last.mode() == "prompt" and not last.rejected("prompt", "no")  # the last resort is never ruled out
 
 
 def test_structured_output_gives_up_with_typed_error():
@@ -177,7 +214,7 @@ def test_ledger_counts_tokens_cost_and_roles(tmp_path):
     assert judge.cost_usd == pytest.approx((10 * 1.0 + 2 * 2.0) / 1e6)
     assert rows["user_agent"].cost_usd is None  # no price for this model -> reported as unpriced
     assert store.calls("role = ?", ("judge",))[0]["key"].startswith("sha256:")
-    assert store.migrations() == ["001_responses", "002_calls", "003_calls_index"]
+    assert store.migrations() == ["001_responses", "002_calls", "003_calls_index", "004_calls_structured_mode"]
 
 
 def test_rate_limiter_enforces_concurrency_and_rpm():
@@ -224,14 +261,18 @@ def test_llm_spec_and_config_file(tmp_path):
     path = tmp_path / "llm.toml"
     path.write_text(
         'llm = "local"\n[limits]\nconcurrency = 3\n[prices."gpt-4o-mini"]\ninput_per_mtok = 0.15\n'
-        "output_per_mtok = 0.6\n[roles.judge]\ntemperature = 0.7\nmax_tokens = 50\n"
+        "output_per_mtok = 0.6\n[roles.judge]\ntemperature = 0.7\nmax_tokens = 50\nstructured_output = 'prompt'\n"
     )
     cfg = LLMConfig.load(path)
     assert cfg.limits.concurrency == 3 and cfg.price_table() == {"gpt-4o-mini": (0.15, 0.6)}
     factory = LLMFactory(cfg)
     judge = factory.chat_model("judge")
     assert (judge.settings.temperature, judge.settings.max_tokens, judge.role) == (0.7, 50, "judge")
+    assert (judge.structured_output, factory.chat_model("manager").structured_output) == ("prompt", "auto")
     assert factory.chat_model("manager").backend is judge.backend  # one local model for all roles
     path.write_text("[roles.judge]\ntemprature = 0.7\n")
     with pytest.raises(ConfigError, match=r"roles.judge.temprature: Extra inputs are not permitted"):
+        LLMConfig.load(path)
+    path.write_text('structured_output = "grammar"\n')
+    with pytest.raises(ConfigError, match=r"structured_output: Input should be 'auto', 'json_schema'"):
         LLMConfig.load(path)

@@ -217,21 +217,39 @@ StoreOption = Annotated[Path | None, typer.Option("--store", help="SQLite file o
 
 
 def _llm_config(
-    llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None
+    llm: str | None,
+    config: Path | None,
+    store: Path | None,
+    cache: str | None,
+    base_url: str | None = None,
+    structured_output: str | None = None,
 ):
     from stickerconv.llm import LLMConfig
 
     cfg = LLMConfig.load(config) if config else LLMConfig()
-    overrides = {"llm": llm, "store": store, "cache": cache, "base_url": base_url}
+    overrides = {
+        "llm": llm,
+        "store": store,
+        "cache": cache,
+        "base_url": base_url,
+        "structured_output": structured_output,
+    }
     return LLMConfig.model_validate(
         cfg.model_dump(exclude_unset=True) | {k: v for k, v in overrides.items() if v is not None}
     )
 
 
-def _factory(llm: str | None, config: Path | None, store: Path | None, cache: str | None, base_url: str | None = None):
+def _factory(
+    llm: str | None,
+    config: Path | None,
+    store: Path | None,
+    cache: str | None,
+    base_url: str | None = None,
+    structured_output: str | None = None,
+):
     from stickerconv.llm import LLMFactory
 
-    return LLMFactory(_llm_config(llm, config, store, cache, base_url))
+    return LLMFactory(_llm_config(llm, config, store, cache, base_url, structured_output))
 
 
 @llm_app.command("chat")
@@ -242,6 +260,13 @@ def llm_chat(
     system_prompt: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     image: Annotated[list[Path] | None, typer.Option(help="Attach an image (vision models only; repeatable).")] = None,
     json_schema: Annotated[Path | None, typer.Option(help="JSON schema file the answer must match.")] = None,
+    structured_output: Annotated[
+        str | None,
+        typer.Option(
+            help="How --json-schema reaches the server: auto (negotiate; default), json_schema, json_object_schema "
+            "(llama.cpp's server), json_object or prompt."
+        ),
+    ] = None,
     temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0)] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
@@ -262,7 +287,7 @@ def llm_chat(
             raise UserError(f"cannot read JSON schema {json_schema}: {exc}") from None
     images = [ImagePart.from_file(p) for p in image or []]
     messages = ([system(system_prompt)] if system_prompt else []) + [user(message, images)]
-    factory = _factory(llm, config, store, cache, base_url)
+    factory = _factory(llm, config, store, cache, base_url, structured_output)
     model = factory.chat_model(role)
     overrides = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     settings = model.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -274,9 +299,11 @@ def llm_chat(
     else:
         typer.echo(result.text)
     cost = "n/a" if result.cost_usd is None else f"${result.cost_usd:.6f}"
+    mode = f" · structured output: {result.structured_mode}" if result.structured_mode else ""
     err.print(
         f"[dim]{result.backend}:{result.model} · {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens"
-        f" · {result.latency_s:.2f}s · {'cached' if result.cached else f'{result.attempts} attempt(s)'} · {cost}[/]"
+        f" · {result.latency_s:.2f}s · {'cached' if result.cached else f'{result.attempts} attempt(s)'} · {cost}"
+        f"{mode}[/]"
     )
 
 
@@ -285,7 +312,7 @@ def llm_ledger(
     store: Annotated[Path, typer.Argument(help="SQLite file of the cache and ledger.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Calls, tokens and cost per model and role."""
+    """Calls, tokens and cost per model and role, and the structured-output mode each server took."""
     from dataclasses import asdict
 
     from stickerconv.llm.store import LLMStore
@@ -297,12 +324,13 @@ def llm_ledger(
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
         return
     table = Table(title=f"LLM ledger {store}", title_justify="left")
-    for column in ("model", "role", "calls", "cached", "errors", "prompt tok", "completion tok", "cost USD"):
-        table.add_column(column)
+    columns = ("model", "role", "calls", "cached", "errors", "prompt tok", "completion tok", "cost USD", "structured")
+    for column in columns:
+        table.add_column(column, overflow="fold")  # wrapped, not cut: a narrow terminal still shows each mode
     for r in rows:
         cost = "unpriced" if r.cost_usd is None else f"{r.cost_usd:.4f}"
         table.add_row(
-            r.model,
+            f"{r.backend}:{r.model}",
             r.role,
             str(r.calls),
             str(r.cached),
@@ -310,6 +338,7 @@ def llm_ledger(
             str(r.prompt_tokens),
             str(r.completion_tokens),
             cost,
+            r.structured_output or "-",
         )
     console.print(table)
 
@@ -409,7 +438,7 @@ def generate(
 
     from stickerconv.agent4sc.pattern import CALL_PATTERNS
     from stickerconv.agent4sc.personas import load_personas
-    from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
+    from stickerconv.agent4sc.runner import CONVERSATIONS, SUMMARY, run_generation
     from stickerconv.llm import LLMFactory
     from stickerconv.stickers.index import StickerIndex
 
@@ -446,6 +475,9 @@ def generate(
         f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
         f"{dict(report.end_reasons)}; {report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"
     )
+    modes = json.loads((out / SUMMARY).read_text(encoding="utf-8"))["structured_output"]
+    if modes:
+        console.print("structured output: " + ", ".join(f"{server} {mode}" for server, mode in modes.items()))
     if (out / CONVERSATIONS).is_file():  # the cheap quality figures of the whole run, every time
         from stickerconv.evaluate.quality import dataset_quality
         from stickerconv.evaluate.quality_report import write_quality

@@ -327,6 +327,7 @@ def demo(
             responder=responder,
             stickers=pack,
             checkpoint=checkpoint if responder.startswith("pegs") else None,
+            uploads_dir=out / "uploads",  # users' images stay with the run, beside what it built
             host=host,
             port=port,
         )

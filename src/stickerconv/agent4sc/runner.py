@@ -32,12 +32,14 @@ from stickerconv.schema import Persona
 from stickerconv.stickers.index import StickerIndex
 
 CONVERSATIONS, REJECTED, SUMMARY = "conversations.jsonl", "rejected.jsonl", "summary.json"
-# Sampling per role from the method reference's table (§2.2).
+# Sampling per role from the method reference's table (§2.2). Every role has a seed (the agents' utterances
+# get each session's own): the sticker plan and memory calls sample too, and without a seed an OpenAI-compatible
+# server samples differently on every run, so a resumed run could not match an uninterrupted one.
 ROLE_SETTINGS = {
-    "user_agent": Settings(temperature=0.7, max_tokens=150),
-    "assistant_agent": Settings(temperature=0.5, max_tokens=150),
-    "memory": Settings(temperature=0.1, max_tokens=150),
-    "manager": Settings(temperature=0.0, max_tokens=200),
+    "user_agent": Settings(temperature=0.7, max_tokens=150, seed=0),
+    "assistant_agent": Settings(temperature=0.5, max_tokens=150, seed=0),
+    "memory": Settings(temperature=0.1, max_tokens=150, seed=0),
+    "manager": Settings(temperature=0.0, max_tokens=200, seed=0),
 }
 
 
@@ -207,9 +209,20 @@ def session_stats(out: Path) -> dict:
     }
 
 
+def structured_modes(ledger: list[dict]) -> dict[str, str]:
+    """``backend:model`` -> the structured-output mode(s) its server took, from the ledger rows: the first
+    thing to look at when a server answers schemas badly (llm/structured.py)."""
+    modes: dict[str, set[str]] = {}
+    for row in ledger:
+        if row.get("structured_output"):
+            modes.setdefault(f"{row['backend']}:{row['model']}", set()).update(row["structured_output"].split(","))
+    return {server: ",".join(sorted(found)) for server, found in sorted(modes.items())}
+
+
 def write_summary(out: Path, report: RunReport, ledger: list[dict], **extra) -> None:
-    """``summary.json``: this invocation's counts, the whole folder's session statistics and the LLM
-    ledger (calls, tokens and cost per model and role, over every call the run's store recorded)."""
+    """``summary.json``: this invocation's counts, the whole folder's session statistics, the LLM
+    ledger (calls, tokens and cost per model and role, over every call the run's store recorded) and
+    the structured-output mode each server took."""
     summary = {
         "kept": report.kept,
         "rejected": report.rejected,
@@ -218,6 +231,7 @@ def write_summary(out: Path, report: RunReport, ledger: list[dict], **extra) -> 
         "wall_s": round(report.wall_s, 2),
         "dataset": session_stats(out),
         "llm": ledger,
+        "structured_output": structured_modes(ledger),
         **extra,
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -26,6 +26,7 @@ from stickerconv.llm.types import (
     Request,
     RetryBudgetExhausted,
     Settings,
+    StructuredOutput,
     StructuredOutputError,
     TransientError,
     Usage,
@@ -56,6 +57,7 @@ class ChatModel:
         limiter: RateLimiter | None = None,
         prices: PriceTable | None = None,
         seed: int = 0,
+        structured_output: StructuredOutput = "auto",
     ):
         if cache not in CACHE_MODES:
             raise ValueError(f"unknown cache mode {cache!r}; choose from {', '.join(CACHE_MODES)}")
@@ -66,6 +68,7 @@ class ChatModel:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter(Limits())
         self.prices = prices or {}
+        self.structured_output = structured_output  # how schemas reach the server; "auto" lets the backend learn
         self._rng = random.Random(seed)
 
     @property
@@ -90,6 +93,7 @@ class ChatModel:
             messages=list(messages),
             settings=settings or self.settings,
             json_schema=json_schema_of(schema) if schema is not None else None,
+            structured_output=self.structured_output,
         )
         key = request.key()
         start = time.perf_counter()
@@ -120,7 +124,7 @@ class ChatModel:
     async def _call_with_retries(self, request: Request, schema: Schema | None) -> tuple[Completion, int]:
         policy, started = self.retry, time.monotonic()
         estimate = _estimate_tokens(request)
-        attempt, sent = 0, request
+        attempt, invalid, sent = 0, 0, request
         while True:
             attempt += 1
             await self.limiter.acquire(estimate)
@@ -149,7 +153,8 @@ class ChatModel:
                     ) from error
                 log.info("attempt %d failed (%s); retrying in %.2fs", attempt, error, wait)
                 if isinstance(error, StructuredOutputError):
-                    sent = _resample(request, attempt)
+                    invalid += 1  # counted apart from other failures, so a server fault does not change the seed
+                    sent = _resample(request, invalid)
                 await asyncio.sleep(wait)
             except LLMError as exc:
                 self._record_failure(request, attempt, exc)
@@ -172,6 +177,7 @@ class ChatModel:
             attempts=attempts,
             latency_s=time.perf_counter() - start,
             cost_usd=cost,
+            structured_mode=None if cached else completion.structured_mode,
         )
         if self.store is not None:
             self.store.record(
@@ -184,6 +190,7 @@ class ChatModel:
                 latency_s=result.latency_s,
                 cached=cached,
                 attempts=attempts,
+                structured_mode=result.structured_mode,
             )
         return result
 
@@ -206,11 +213,13 @@ class ChatModel:
         await self.backend.aclose()
 
 
-def _resample(request: Request, attempt: int) -> Request:
-    """The request for a retry after an invalid structured answer: asking greedy decoding the same
-    question again gives the same wrong answer, so sample (temperature >= 0.3) with a new seed."""
+def _resample(request: Request, invalid: int) -> Request:
+    """The request for a retry after the ``invalid``-th invalid structured answer: asking greedy decoding the
+    same question again gives the same wrong answer, so sample (temperature >= 0.3) with a new seed. The seed
+    depends only on how many answers were invalid, so a run hit by transient faults (429, 5xx, timeouts)
+    resamples exactly as an undisturbed run does."""
     settings = request.settings.model_copy(
-        update={"seed": (request.settings.seed or 0) + attempt, "temperature": max(request.settings.temperature, 0.3)}
+        update={"seed": (request.settings.seed or 0) + invalid, "temperature": max(request.settings.temperature, 0.3)}
     )
     return request.model_copy(update={"settings": settings})
 

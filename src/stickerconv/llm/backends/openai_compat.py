@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp's server, Ollama) via the official SDK.
 
 The SDK's own retries are switched off: retrying is the ChatModel's job, so that backoff, the
-retry budget and the ledger see every attempt.
+retry budget and the ledger see every attempt. How a JSON schema is passed is negotiated with the
+server once per backend (llm/structured.py): a refused mode falls to the next within the same call.
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ import logging
 import os
 from email.utils import parsedate_to_datetime
 from time import time
+from typing import TYPE_CHECKING
 
 from stickerconv.llm.backends import Backend
-from stickerconv.llm.structured import schema_name, with_schema_instruction
-from stickerconv.llm.types import Completion, ConfigError, PermanentError, Request, TransientError, Usage
+from stickerconv.llm.structured import (
+    StructuredNegotiation,
+    response_format,
+    schema_in_prompt,
+    with_schema_instruction,
+)
+from stickerconv.llm.types import Completion, ConfigError, Message, PermanentError, Request, TransientError, Usage
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,17 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time())
     except (TypeError, ValueError):
         return None
+
+
+class ResponseFormatRejected(PermanentError):
+    """The server refused the request's ``response_format``: an HTTP error (4xx or 5xx) whose body names
+    ``response_format`` or ``json_schema``. The status alone says nothing: llama.cpp's server refuses with a
+    500, and a plain 500 is a transient failure worth retrying."""
+
+    def __init__(self, exc: openai.APIStatusError):
+        self.status = exc.status_code
+        self.reason = f"HTTP {exc.status_code}: {_message(exc)[:300]}"
+        super().__init__(self.reason)
 
 
 class OpenAICompatBackend(Backend):
@@ -60,35 +81,36 @@ class OpenAICompatBackend(Backend):
         self._key = key
         self._client = None  # an openai.AsyncOpenAI, made per event loop
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self.json_schema_supported: bool | None = None  # learnt from the first structured call
+        self.structured = StructuredNegotiation(str(self))  # shared by every ChatModel on this backend
 
     async def generate(self, request: Request, timeout: float) -> Completion:
-        kwargs = self._kwargs(request)
-        if request.json_schema is not None and self.json_schema_supported is not False:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": schema_name(request.json_schema), "schema": request.json_schema},
-            }
+        if request.json_schema is None:
+            return await self._send(self._kwargs(request.messages, request), timeout)
+        pinned = request.structured_output
+        while True:  # each pass either returns, raises, or rules a mode out, and "prompt" cannot be ruled out
+            mode = self.structured.mode(pinned)
+            messages = request.messages
+            if schema_in_prompt(mode):
+                messages = with_schema_instruction(messages, request.json_schema)
+            kwargs = self._kwargs(messages, request)
+            if (fmt := response_format(mode, request.json_schema)) is not None:
+                kwargs["response_format"] = fmt
             try:
                 completion = await self._send(kwargs, timeout)
-                self.json_schema_supported = True
-                return completion
-            except PermanentError as exc:
-                if self.json_schema_supported:  # it worked before, so this 4xx is about something else
-                    raise
-                log.info("%s rejects response_format json_schema (%s); using the schema in the prompt", self, exc)
-                self.json_schema_supported = False
-                del kwargs["response_format"]
-        if request.json_schema is not None:
-            messages = with_schema_instruction(request.messages, request.json_schema)
-            kwargs["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in messages]
-        return await self._send(kwargs, timeout)
+            except ResponseFormatRejected as exc:
+                if self.structured.rejected(mode, exc.reason, pinned):
+                    continue  # the next mode, within this attempt: a refusal is an answer, not a failure
+                why = "pinned by structured_output; try 'auto'" if pinned != "auto" else "it worked for earlier calls"
+                raise PermanentError(f"{self} refused structured output {mode} ({why}): {exc}") from exc
+            if pinned == "auto":
+                self.structured.accepted(mode)
+            return completion.model_copy(update={"structured_mode": mode})
 
-    def _kwargs(self, request: Request) -> dict:
+    def _kwargs(self, messages: list[Message], request: Request) -> dict:
         s = request.settings
         kwargs = {
             "model": self.model,
-            "messages": [m.model_dump(mode="json", exclude_none=True) for m in request.messages],
+            "messages": [m.model_dump(mode="json", exclude_none=True) for m in messages],
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
         }
@@ -115,6 +137,8 @@ class OpenAICompatBackend(Backend):
         except openai.RateLimitError as exc:
             raise TransientError(f"rate limited (429): {exc}", parse_retry_after(_header(exc, "retry-after"))) from exc
         except openai.InternalServerError as exc:  # every 5xx
+            if "response_format" in kwargs and _names_response_format(exc):
+                raise ResponseFormatRejected(exc) from exc  # llama.cpp's server refuses json_schema with a 500
             raise TransientError(
                 f"server error {exc.status_code}: {exc}", parse_retry_after(_header(exc, "retry-after"))
             ) from exc
@@ -125,8 +149,11 @@ class OpenAICompatBackend(Backend):
         except openai.APIStatusError as exc:  # 4xx other than 429
             if exc.status_code in (408, 409):
                 raise TransientError(f"{exc.status_code}: {exc}") from exc
+            if "response_format" in kwargs and _names_response_format(exc):
+                raise ResponseFormatRejected(exc) from exc
             raise PermanentError(f"{self.base_url} answered {exc.status_code}: {_message(exc)}") from exc
-        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON: the SDK lets this through as is
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a 200 whose body is not JSON, or not even
+            # text (binary garbage reads as UTF-16 to json's encoding sniffing): the SDK lets both through as is
             raise TransientError(f"response body is not valid JSON: {exc}") from exc
         return _completion(response)
 
@@ -163,6 +190,12 @@ def _completion(response) -> Completion:
 def _header(exc, name: str) -> str | None:
     response = getattr(exc, "response", None)
     return response.headers.get(name) if response is not None else None
+
+
+def _names_response_format(exc: openai.APIStatusError) -> bool:
+    """Whether an error body is about the response format (rather than, say, an overloaded server)."""
+    body = exc.response.text if getattr(exc, "response", None) is not None else str(exc.body)
+    return "response_format" in body or "json_schema" in body
 
 
 def _message(exc) -> str:

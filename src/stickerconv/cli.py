@@ -103,7 +103,10 @@ def ingest(
     out_dir: Annotated[Path, typer.Argument(help="New library folder.")],
     labels: Annotated[
         Path | None,
-        typer.Option(help="JSONL/JSON/CSV annotations: image + label/description/emotion/recommendation."),
+        typer.Option(
+            help="Annotations: a JSON object {image name: label}, or records (JSONL, JSON array, CSV) with "
+            "image + label/description/emotion/recommendation."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

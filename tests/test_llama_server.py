@@ -58,13 +58,15 @@ def whole_run(server, personas, small_index, tmp_path_factory):
     return out, result, time.monotonic() - started
 
 
-def test_generate_negotiates_json_object_schema_and_completes(whole_run):
-    out, result, _ = whole_run
+def test_generate_negotiates_json_object_schema_and_completes(server, small_index, tmp_path):
+    """Straight at the server, nothing in between (the other runs here pass the proxy, for the kill test)."""
+    out = tmp_path / "direct"
+    personas = persona_file(tmp_path / "personas.jsonl", 1)
+    result = run_command(_generate(personas, small_index, out), server_env(server.base_url), RUN_TIMEOUT)
+    assert result.returncode == 0, f"{result.stderr}\nserver log:\n{server.log_tail()}"
     lines = records(out)
-    assert [json.loads(line)["meta"]["persona_id"] for line in lines] == [f"p{i:06d}" for i in range(PERSONAS)]
-    kept = (out / "conversations.jsonl").read_text().splitlines()
-    assert kept  # a 135M model still gets sessions with stickers through the lean pattern
-    for line in kept:
+    assert [json.loads(line)["meta"]["persona_id"] for line in lines] == ["p000000"]
+    for line in lines:  # kept or rejected by the manager, the session is a whole, valid record
         conversation = Conversation.model_validate_json(line)
         assert 1 <= len(conversation.conversation) <= 2
     summary = json.loads((out / "summary.json").read_text())
@@ -119,3 +121,4 @@ def test_kill_9_under_faults_gives_the_uninterrupted_records(server, whole_run, 
     ids = [json.loads(line)["meta"]["persona_id"] for line in records(out)]
     assert ids == [f"p{i:06d}" for i in range(PERSONAS)]  # every session exactly once
     assert records(out) == records(whole_run[0])
+    assert (whole_run[0] / "conversations.jsonl").read_text().strip()  # the 135M model gets sessions kept

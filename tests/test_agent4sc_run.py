@@ -1,12 +1,16 @@
 import asyncio
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
-from stickerconv.agent4sc.agent import clean_utterance
+from stickerconv.agent4sc.agent import clean_utterance, fresh_lines
 from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY, run_generation
@@ -15,6 +19,7 @@ from stickerconv.llm.policy import RetryPolicy
 from stickerconv.llm.types import RetryBudgetExhausted
 from stickerconv.schema import Conversation, Persona
 
+from fake_openai_server import FakeOpenAIServer, dialogue_reply
 from llm_fakes import ScriptedBackend
 
 
@@ -22,6 +27,11 @@ def _utterance(request):
     """A pure function of the prompt, so runs are reproducible in any call order."""
     digest = hashlib.sha256(request.key().encode()).hexdigest()[:8]
     return f"B: message {digest} about the exam"  # the prefix must be stripped
+
+
+def _farewell(request):
+    """An utterance with a winding-down cue, so that the default rules let the closure judge decide."""
+    return _utterance(request) + ", thanks, I have to go now. Bye!"
 
 
 def scripted_world(select_idx=0, inconsistent=False, closure="CONT", utterance=_utterance):
@@ -63,6 +73,48 @@ PERSONAS = [
 def test_clean_utterance():
     assert clean_utterance("B: Hey! I failed again.\nSecond line") == "I failed again."
     assert clean_utterance('  "A: That sounds hard."  ') == "That sounds hard."
+    assert clean_utterance("A: I'm here to listen, I'm there to listen. Tell me what") == "I'm here to listen."
+    assert clean_utterance("B: [2/4] I got 3/4 right.") == "I got 3/4 right."  # the prompt's turn counter goes
+    assert clean_utterance("2/4 B is my friend.") == "B is my friend."
+    assert clean_utterance("3/4 of my friends came.") == "3/4 of my friends came."
+
+
+def test_fresh_lines_skip_what_the_prompt_showed():
+    prompt = "You are B\nInnate traits: You are shy and kind.\nB: I failed my exam again today.\nA: Oh no.\n"
+    answer = (
+        "B: I failed my exam again today.\n"  # the history copied
+        "Innate traits: You are shy and kind.\n"  # the profile block copied
+        "A: Oh no.\n"  # a short line that is a whole line of the prompt
+        "B: I failed my exam again today. I don't know what to do, I don't know what to do.\n"
+        "Oh no, I'm so tired"
+    )
+    assert fresh_lines(answer, prompt) == ("I don't know what to do.", "Oh no.")
+
+
+def test_a_copied_first_line_gives_way_to_a_fresh_one_unless_the_papers_rules_apply(tmp_path, small_index):
+    """The small model copies its previous message, then writes a new one on the next line."""
+
+    def copy_then_say(request):
+        name = request.messages[0].text.splitlines()[0].removeprefix("You are ")
+        own = [ln for ln in request.messages[-1].text.splitlines() if ln.startswith(f"{name}: ") and ln[3:].strip()]
+        fresh = _utterance(request).removeprefix("B: ")
+        return f"{own[-1]}\n{name}: {fresh}" if own else fresh
+
+    default, original = tmp_path / "default", tmp_path / "original"
+    backend = scripted_world(utterance=copy_then_say)
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "d", backend), default))
+    conv = Conversation.model_validate_json((default / CONVERSATIONS).read_text())
+    assert len(conv.conversation) == 6 and conv.meta["end_reason"] == "max_turns"
+    assert any(d["event"] == "fresh_line" for d in conv.meta["decisions"])
+    backend = scripted_world(utterance=copy_then_say)
+    rules = ManagerConfig.original()
+    factory = _factory(tmp_path / "o", backend)
+    asyncio.run(run_generation(PERSONAS[:1], small_index, factory, original, manager_config=rules))
+    record = json.loads(
+        ((original / CONVERSATIONS) if (original / CONVERSATIONS).exists() else original / REJECTED).read_text()
+    )
+    assert len(record["conversation"]) == 1 and record["meta"]["end_reason"] == "repetition"
+    assert record["meta"]["manager_rules"]["fresh_lines"] is False
 
 
 def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, small_index):
@@ -120,9 +172,62 @@ def test_inconsistent_stickers_are_dropped_and_sessions_rejected(tmp_path, small
 
 def test_closure_ends_the_dialogue_at_turn_four(tmp_path, small_index):
     out = tmp_path / "run"
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, scripted_world(closure="FINI")), out))
+    backend = scripted_world(closure="FINI", utterance=_farewell)
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out))
     conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text())
     assert len(conv.conversation) == 4 and conv.meta["end_reason"] == "closure"
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["end_reasons"] == {"closure": 1} and summary["turns_per_simulated_session"] == 4
+
+
+def test_without_a_closure_cue_the_judge_is_not_asked_unless_the_papers_rules_apply(tmp_path, small_index):
+    """The 135M judge answers FINI to anything: under the default rules it decides only after a farewell or thanks."""
+    default, original = scripted_world(closure="FINI"), scripted_world(closure="FINI")
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "d", default), tmp_path / "default"))
+    conv = Conversation.model_validate_json((tmp_path / "default" / CONVERSATIONS).read_text())
+    assert len(conv.conversation) == 6 and conv.meta["end_reason"] == "max_turns"
+    closure = [d for d in conv.meta["decisions"] if d["event"] == "closure"]
+    assert closure == [{"event": "closure", "turn": 4, "decision": "CONT", "judged": False}]
+    assert _titles(default)["Closure"] == 0
+    rules = ManagerConfig.original()
+    factory = _factory(tmp_path / "o", original)
+    asyncio.run(run_generation(PERSONAS[:1], small_index, factory, tmp_path / "orig", manager_config=rules))
+    conv = Conversation.model_validate_json((tmp_path / "orig" / CONVERSATIONS).read_text())
+    assert len(conv.conversation) == 4 and conv.meta["end_reason"] == "closure"  # as before: turn 4 of 6
+    assert _titles(original)["Closure"] == 1
+
+
+def test_generate_takes_the_papers_rules_and_prints_how_sessions_ended(tmp_path, small_index):
+    """The CLI against an OpenAI-compatible fake whose closure judge answers FINI to anything."""
+    personas = tmp_path / "personas.jsonl"
+    personas.write_text("".join(p.model_dump_json() + "\n" for p in PERSONAS[:2]))
+    script = str(Path(sys.executable).parent / "stickerconv")
+    ended = {}
+    with FakeOpenAIServer(reply=dialogue_reply) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test"}
+        for rules in ("default", "original"):
+            out = tmp_path / rules
+            args = ["generate", "--personas", str(personas), "--stickers", str(small_index.library.root)]
+            args += ["--out", str(out), "--llm", "openai:fake-model", "--max-turns", "4", "--manager-rules", rules]
+            result = subprocess.run([script, *args], env=env, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr
+            ended[rules] = (json.loads((out / SUMMARY).read_text())["end_reasons"], " ".join(result.stdout.split()))
+    assert ended["default"][0] == {"max_turns": 2} and "ended by: max_turns 2; 4.0 turns each" in ended["default"][1]
+    assert ended["original"][0] == {"closure": 2} and "ended by: closure 2; 2.0 turns each" in ended["original"][1]
+
+
+def test_end_reasons_count_every_session_of_the_folder(tmp_path, small_index):
+    """summary.json's end_reasons cover kept and rejected sessions, those of earlier invocations included."""
+    out = tmp_path / "run"
+    one_word = scripted_world(utterance=lambda request: "Okay")
+    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "a", one_word), out))
+    record = json.loads((out / REJECTED).read_text())
+    assert record["meta"]["end_reason"] == "no_utterance" and record["meta"]["reject_reason"].endswith("(no_utterance)")
+    asyncio.run(run_generation(PERSONAS[:2], small_index, _factory(tmp_path / "b", scripted_world()), out))
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["end_reasons"] == {"max_turns": 1, "no_utterance": 1} and summary["kept"] == 1
+    assert summary["turns_per_simulated_session"] == 3.0  # (0 + 6) / 2
 
 
 def test_repetition_regenerates_then_ends(tmp_path, small_index):
@@ -221,7 +326,7 @@ def test_an_unparsable_drafted_message_falls_back_to_a_plain_utterance(tmp_path,
 
 
 def test_lean_pattern_skips_memory_work_after_the_last_turn(tmp_path, small_index):
-    lean, original = scripted_world(closure="FINI"), scripted_world(closure="FINI")
+    lean, original = (scripted_world(closure="FINI", utterance=_farewell) for _ in range(2))
     asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "l", lean), tmp_path / "lean"))
     pattern = CallPattern.original()
     asyncio.run(
@@ -240,7 +345,7 @@ def _fast_factory(tmp_path, backend):
 
 
 def _garbage_for(title):
-    backend = scripted_world()
+    backend = scripted_world(utterance=_farewell)
     world = backend.default
     backend.default = lambda r: "no json here" if (r.json_schema or {}).get("title") == title else world(r)
     return backend

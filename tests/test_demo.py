@@ -1,6 +1,7 @@
 """``stickerconv demo`` end to end at toy sizes, as a user runs it (a subprocess): every step builds
-its outputs and the report; a second run reuses every step; a changed option redoes only the steps
-it touches; with serving on, the printed URL answers with the chat page and the API."""
+its outputs and the report, on the embedded model, and the console shows only the steps' tables; a
+second run reuses every step; a changed option redoes only the steps it touches; with serving on, the
+printed URL answers with the chat page and the API. tests/test_demo_llm.py runs it on a served model."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 STEPS = ("pack", "personas", "simulate", "dataset", "pegs", "evaluate")
+LLM_STEPS = ("personas", "simulate", "evaluate")
 TOY = tuple("--pack-limit 60 --personas 3 --max-turns 2 --pegs-config tiny".split())
 TOY += tuple("--pegs-steps 2 --joint-steps 2 --vision-steps 20".split())
 
@@ -44,10 +46,16 @@ def test_first_run_builds_every_step_and_the_report(built) -> None:
     assert (out / "pegs" / "final" / "pegs_config.json").is_file()
     assert (out / "dataset" / "stats" / "report.md").is_file() and (out / "eval" / "report.md").is_file()
     report = (out / "REPORT.md").read_text()
-    for section in ("## Simulated dataset", "## Replies on the held-out turns", "## Sticker retrieval"):
+    for section in ("## Simulated sessions", "## Dataset", "## Evaluation on the held-out turns", "### Signatures"):
         assert section in report
     for system in ("text", "tool", "pegs-ret"):
         assert f"| {system} " in report or f" {system} |" in report
+    # the embedded model ran every LLM step, and the report says so
+    assert {s: state[s]["llm"] for s in STEPS} == {s: "local" if s in LLM_STEPS else None for s in STEPS}
+    calls = report.split("## LLM calls", 1)[1].split("\n## ", 1)[0]
+    assert "| personas | local:SmolLM2-135M-Instruct.Q4_1 | persona_generator |" in calls and "openai:" not in calls
+    # the console shows the steps' tables, the report everything else
+    assert len(result.stdout.splitlines()) <= 60 and "|version:" not in result.stdout
     predictions = json.loads((out / "eval" / "pred-pegs-ret.json").read_text())
     assert len(predictions) in (1, 2) and all("pred_text_response" in p for p in predictions)
     flat = " ".join(result.stdout.split())

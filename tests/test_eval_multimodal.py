@@ -1,5 +1,6 @@
 """Multimodal metrics (§6.6): hand-computed MM-Relevance for every sticker combination, CLIP score
-only over predicted stickers, the real CLIP path on a tiny random model, the labelled proxy."""
+only over predicted stickers, the real CLIP path on a tiny random model, the labelled proxy; and the
+sticker fit (beyond the paper) on hand-checked cases of its table."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from stickerconv.evaluate.encoders import (
     load_encoder,
 )
 from stickerconv.evaluate.multimodal import (
+    STICKER_FIT,
     MultimodalConfig,
     SampleRecordError,
     compute_terms,
@@ -22,7 +24,10 @@ from stickerconv.evaluate.multimodal import (
     pred_text,
     read_samples,
     score_multimodal,
+    sticker_fit,
+    sticker_fit_table_id,
     sticker_frequency,
+    user_state,
 )
 
 # Unit vectors with easy cosines: tt = 60, vv = 80, sim(t̂, v) = 28, sim(v̂, t) = 96,
@@ -200,6 +205,100 @@ def test_read_samples_takes_a_json_array_or_json_lines(tmp_path) -> None:
     (tmp_path / "a.json").write_text(json.dumps([BOTH, NEITHER]))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in (BOTH, NEITHER)) + "\n")
     assert read_samples(tmp_path / "a.json") == read_samples(tmp_path / "b.jsonl") == [BOTH, NEITHER]
+
+
+# ---------------------------------------------------------------------------------------- sticker fit
+def fit_sample(pred: str | None, *, user: str | None = None, query: str = "ok", gold: str | None = None) -> dict:
+    """A sample whose user sent a sticker labelled ``user`` (or none), answered with a ``pred`` sticker."""
+
+    def sticker(label: str | None, name: str) -> dict | None:
+        return None if label is None else {"image": f"{name}.png", "description": "", "origin_anno": label}
+
+    return {
+        "query": query,
+        "input_image_metadata": sticker(user, "user"),
+        "response_text": "gold",
+        "response_image": [] if gold is None else ["gold.png"],
+        "response_image_metadata": sticker(gold, "gold"),
+        "pred_text_response": "pred",
+        "pred_image": [] if pred is None else ["pred.png"],
+        "pred_image_metadata": sticker(pred, "pred"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("user", "pred", "fits"),
+    [
+        ("Sadness", "Happiness", True),  # comfort: warmth
+        ("Sadness", "Neutral", True),  # comfort: calm presence
+        ("Sadness", "Sadness", False),  # crying along echoes the pain
+        ("Fear", "Neutral", True),
+        ("Anger", "Neutral", True),  # de-escalation
+        ("Anger", "Happiness", False),  # cheerful reads as dismissive
+        ("Anger", "Anger", False),
+        ("Disgust", "Happiness", False),
+        ("Happiness", "Surprise", True),  # share the amazement
+        ("Happiness", "Neutral", False),  # flat
+        ("Surprise", "Neutral", True),
+        ("Neutral", "Fear", False),
+    ],
+)
+def test_sticker_fit_follows_the_table_on_the_users_sticker(user, pred, fits) -> None:
+    out = sticker_fit([fit_sample(pred, user=user)], bootstrap=0)
+    assert out["sticker_fit"].score == (1.0 if fits else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("query", "state", "fitting", "unfitting"),
+    [
+        ("I failed my exam again", "negative message", "Happiness", "Surprise"),  # VADER compound -0.51
+        ("We won the championship!", "positive message", "Surprise", "Neutral"),  # +0.78
+        ("ok", "neutral message", "Neutral", "Sadness"),  # +0.30 is not yet positive: 0.296
+    ],
+)
+def test_without_a_user_sticker_the_message_polarity_is_the_state(query, state, fitting, unfitting) -> None:
+    assert user_state(fit_sample(None, query=query), 0) == state
+    out = sticker_fit([fit_sample(fitting, query=query), fit_sample(unfitting, query=query)], bootstrap=0)
+    assert out["sticker_fit"].per_item == [1.0, 0.0]
+    # the user's sticker, when there is one, outranks the message: a Sadness sticker on a joyful message
+    assert user_state(fit_sample(None, user="Sadness", query="We won the championship!"), 0) == "Sadness"
+
+
+def test_sticker_fit_averages_over_labelled_stickers_with_an_interval() -> None:
+    unlabelled = fit_sample("Happiness", user="Sadness") | {"pred_image_metadata": {"description": "no label"}}
+    records = [
+        fit_sample("Happiness", user="Sadness", gold="Neutral"),  # fits; gold fits
+        fit_sample("Sadness", user="Sadness", gold="Sadness"),  # does not; gold does not
+        fit_sample("Neutral", user="Anger"),  # fits; no gold sticker
+        fit_sample(None, user="Fear", gold="Happiness"),  # no prediction: skipped; gold fits
+        unlabelled,  # a sticker without a label: skipped, counted
+        fit_sample("Surprise", user="Happiness"),  # fits
+    ]
+    out = sticker_fit(records, bootstrap=200, seed=1)
+    fit = out["sticker_fit"]
+    assert fit.score == pytest.approx(3 / 4) and fit.n_items == 4
+    assert fit.per_item == [1.0, 0.0, 1.0, None, None, 1.0]
+    assert 0.0 <= fit.ci[0] <= fit.score <= fit.ci[1] <= 1.0 and fit.ci[0] < fit.ci[1]
+    assert fit.signature["unlabelled"] == "1" and fit.signature["side"] == "pred"
+    assert fit.signature["table"] == sticker_fit_table_id() and fit.signature["table"].startswith("comfort-v1:")
+    assert fit.signature["state"] == "user-sticker-label,else-vader-query:0.3"
+    assert fit.signature["samples"] == "6" and "vaderSentiment-" in fit.signature["version"]
+    gold = out["sticker_fit_gt"]
+    assert gold.score == pytest.approx(2 / 3) and gold.n_items == 3 and gold.signature["unlabelled"] == "0"
+
+
+def test_a_text_only_system_has_no_sticker_fit_and_a_missing_message_is_named() -> None:
+    out = sticker_fit([fit_sample(None, user="Sadness", gold="Neutral")], bootstrap=0)
+    assert "sticker_fit" not in out and out["sticker_fit_gt"].score == 1.0
+    assert sticker_fit([fit_sample(None) | {"query": None}], bootstrap=0) == {}  # no sticker: no message needed
+    with pytest.raises(SampleRecordError, match="sample 1: field 'query'"):
+        sticker_fit([fit_sample("Neutral"), fit_sample("Neutral") | {"query": None}], bootstrap=0)
+
+
+def test_the_fit_table_covers_every_state_and_never_rewards_a_negative_sticker() -> None:
+    labels = {"Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise"}
+    assert set(STICKER_FIT) == labels | {"negative message", "positive message", "neutral message"}
+    assert all(fitting and fitting <= {"Happiness", "Neutral", "Surprise"} for fitting in STICKER_FIT.values())
 
 
 # ---------------------------------------------------------------------------------------- proxy

@@ -59,9 +59,11 @@ def test_both_baselines_are_predicted_scored_and_reported(test_split, small_inde
     scorer = TextScorer()
     scores = {n: score_predictions(r, scorer, ["bleu", "rouge", "dist"], bootstrap=50) for n, r in preds.items()}
     assert scores["text"]["bleu1"].n_items == turns and scores["tool"]["rouge1"].ci is not None
+    assert "sticker_fit" not in scores["text"] and scores["tool"]["sticker_fit"].n_items == turns  # labels only
     report = write_report(scores, tmp_path / "report")
     text = report.read_text()
     assert "| metric | text | tool |" in text and "| bleu4 |" in text and "## Signatures" in text
+    assert "| sticker_fit | - |" in text and "`sticker_fit`: the share of predicted stickers" in text
     assert (tmp_path / "report" / "metrics.png").stat().st_size > 1000
     assert set(json.loads((tmp_path / "report" / "scores.json").read_text())) == {"text", "tool"}
 

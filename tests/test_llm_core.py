@@ -67,6 +67,29 @@ def test_request_key_is_content_addressed():
     assert a.key() == a.model_copy(update={"structured_output": "prompt"}).key()  # how it is asked, not what
 
 
+def test_penalties_unset_keep_the_keys_of_earlier_caches():
+    """A key written before the penalties existed (this literal) still finds its answer; a set penalty is keyed."""
+    settings = Settings(temperature=0.5, max_tokens=200, seed=3)
+    request = Request(backend="local", model="SmolLM2", messages=[user("I failed my exam.")], settings=settings)
+    assert request.key() == "sha256:cea16f4ca54372d6180e3abb122ceeb84e55d61b59abfd0f280d4abc50c87e33"
+    keys = {request.key()}
+    for penalty in ("frequency_penalty", "presence_penalty", "repeat_penalty"):
+        keys.add(request.model_copy(update={"settings": settings.model_copy(update={penalty: 0.5})}).key())
+    assert len(keys) == 4
+
+
+def test_penalties_set_are_sent_to_an_openai_compatible_server():
+    from stickerconv.llm.backends.openai_compat import OpenAICompatBackend
+
+    backend = OpenAICompatBackend("m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    plain = Request(backend="openai", model="m", messages=[user("hi")], settings=Settings())
+    assert not {"frequency_penalty", "presence_penalty", "extra_body"} & set(backend._kwargs(plain.messages, plain))
+    settings = Settings(frequency_penalty=0.3, presence_penalty=0.2, repeat_penalty=1.15)
+    kwargs = backend._kwargs(plain.messages, plain.model_copy(update={"settings": settings}))
+    assert (kwargs["frequency_penalty"], kwargs["presence_penalty"]) == (0.3, 0.2)
+    assert kwargs["extra_body"] == {"repeat_penalty": 1.15}  # llama.cpp's, outside OpenAI's parameters
+
+
 def test_cache_then_replay_is_free_and_identical(tmp_path):
     store_path = tmp_path / "llm.sqlite"
     backend = ScriptedBackend(default=lambda r: f"answer to {r.messages[-1].text}")

@@ -52,6 +52,22 @@ def test_plain_chat_answers_and_is_deterministic_with_a_seed(local_model):
     assert a.text.strip() and a.text == b.text and a.cost_usd == 0.0
 
 
+def test_decoding_penalties_reach_llama_cpp(local_model, monkeypatch):
+    """Unset, the embedded model's repeat penalty is the backend default; set, each penalty is passed on."""
+    from stickerconv.llm.backends import local
+
+    llama = local_model.backend.load()
+    seen = []
+    real = llama.create_chat_completion
+    monkeypatch.setattr(llama, "create_chat_completion", lambda **kw: seen.append(kw) or real(**kw))
+    messages = [user("Say hello.")]
+    asyncio.run(local_model.complete(messages, settings=Settings(max_tokens=4)))
+    penalties = Settings(max_tokens=4, repeat_penalty=1.3, frequency_penalty=0.2, presence_penalty=0.1)
+    asyncio.run(local_model.complete(messages, settings=penalties))
+    assert seen[0]["repeat_penalty"] == local.REPEAT_PENALTY and "frequency_penalty" not in seen[0]
+    assert (seen[1]["repeat_penalty"], seen[1]["frequency_penalty"], seen[1]["presence_penalty"]) == (1.3, 0.2, 0.1)
+
+
 def test_cli_chat_with_json_schema(tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(SelectAnswer.model_json_schema()))

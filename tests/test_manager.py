@@ -3,8 +3,10 @@ import asyncio
 import pytest
 
 from stickerconv.agent4sc.manager import (
+    MANAGER_RULES,
     Manager,
     ManagerConfig,
+    closure_cue,
     closure_due,
     keep,
     polarity_conflict,
@@ -58,6 +60,31 @@ def test_closure_is_due_at_turn_four_of_six_only():
     assert [t for t in range(1, 7) if closure_due(t, config)] == [4]
     assert [t for t in range(1, 9) if closure_due(t, ManagerConfig(max_turns=8))] == [6]
     assert [t for t in range(1, 7) if closure_due(t, ManagerConfig(closure_even_turns_only=False))] == [4, 5]
+
+
+@pytest.mark.parametrize(
+    ("user_message", "system_message", "cue"),
+    [
+        ("Thanks, that really helped.", "Anytime.", True),  # the user's thanks wrap up
+        ("I should sleep now. Good night!", "Sleep well.", True),
+        ("Maybe tomorrow.", "Take care, see you soon!", True),  # a farewell from either side
+        ("I failed my exam.", "Thank you for sharing that with me.", False),  # the assistant's thanks do not
+        ("Why does this keep happening?", "That sounds so frustrating.", False),
+        ("I went to Byers last week.", "How was the goodbyes party?", False),  # whole words only
+    ],
+)
+def test_closure_cue(user_message, system_message, cue):
+    assert closure_cue(user_message, system_message) is cue
+
+
+def test_the_papers_rules_stay_reachable():
+    """``original()`` is the method reference's manager: the judges alone decide, the first line or nothing."""
+    paper = ManagerConfig.original()
+    assert MANAGER_RULES["original"] == paper and MANAGER_RULES["default"] == ManagerConfig()
+    assert not (paper.review_needs_polarity_conflict or paper.closure_needs_cue or paper.fresh_lines)
+    assert (paper.max_turns, paper.max_regenerations, paper.summary_token_limit) == (6, 3, 2000)
+    assert [t for t in range(1, 7) if closure_due(t, paper)] == [4]  # the closure turn is the paper's either way
+    assert ManagerConfig.original(max_turns=8).max_turns == 8
 
 
 def test_repetition_checks():

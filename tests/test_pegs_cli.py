@@ -1,4 +1,5 @@
-"""`stickerconv pegs train` chains the stages into a checkpoint that `eval predict --responder pegs-ret` uses."""
+"""`stickerconv pegs train` chains the stages into a checkpoint that `eval predict --responder pegs-ret` uses, and
+its predictions carry what the when-to-send metrics and the sticker frequency are computed from."""
 
 import asyncio
 import json
@@ -8,7 +9,9 @@ from typer.testing import CliRunner
 from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
 from stickerconv.cli import app
 from stickerconv.data.convert import convert
+from stickerconv.evaluate.multimodal import sticker_frequency
 from stickerconv.evaluate.predict import load_predictions
+from stickerconv.evaluate.retrieval import send_decisions
 
 from test_agent4sc_run import PERSONAS, _factory, scripted_world
 
@@ -20,12 +23,13 @@ def test_train_tiny_then_predict_with_pegs_ret(tmp_path, small_index):
     lib = str(small_index.library.root)
     runner = CliRunner()
     args = ["pegs", "train", "--config", "tiny", "--stickers", lib, "--out", str(tmp_path / "pegs")]
-    args += ["--data", str(samples), "--stages", "perception,retrieval,joint", "--steps", "3", "--batch-size", "4"]
+    args += ["--data", str(samples), "--stages", "perception,retrieval,joint,send", "--steps", "3", "--batch-size", "4"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    for stage in ("01-perception", "02-retrieval", "03-joint", "final"):
+    for stage in ("01-perception", "02-retrieval", "03-joint", "04-send", "final"):
         assert (tmp_path / "pegs" / stage).is_dir()
     assert "joint: 3 steps" in " ".join(result.output.split())
+    assert "send threshold" in " ".join(result.output.split())
     rerun = runner.invoke(app, args)  # finished stages are resumed, not trained again
     assert rerun.exit_code == 0, rerun.output
     out = tmp_path / "pred.json"
@@ -37,7 +41,14 @@ def test_train_tiny_then_predict_with_pegs_ret(tmp_path, small_index):
     records = load_predictions(out)
     assert len(records) == 3 and all(r["pred_meta"]["responder"] == "pegs-ret" for r in records)
     assert all(len(r["pred_image"]) <= 1 for r in records)
+    assert all(r["pred_meta"]["send_decision"].startswith("threshold ") for r in records)  # the fitted decision
     json.dumps(records)  # plain JSON
+    scores = send_decisions(records, bootstrap=20) | sticker_frequency(records, bootstrap=20)
+    sent = sum(bool(r["pred_image"]) for r in records)
+    assert scores["sticker_frequency"].score == sent / len(records)
+    gold = sum(bool(r["response_image"]) for r in records)
+    hits = sum(bool(r["pred_image"]) and bool(r["response_image"]) for r in records)
+    assert scores["send_f1"].score == (2 * hits / (sent + gold) if sent + gold else 0.0)
 
 
 def test_bad_stage_and_missing_data_are_user_errors(tmp_path, small_index):

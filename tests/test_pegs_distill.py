@@ -34,7 +34,7 @@ def _varied_samples(library, n=24) -> list[Sample]:
     return out
 
 
-def test_context_read_ignores_the_reply_and_matches_block_state(small_pack):
+def test_context_read_ignores_the_reply_and_matches_the_distill_reading(small_pack):
     from stickerconv.stickers.library import StickerLibrary
 
     library = StickerLibrary.load(small_pack)
@@ -51,7 +51,7 @@ def test_context_read_ignores_the_reply_and_matches_block_state(small_pack):
     reply = tiny_model().eval()  # the paper's position: after the generated text, so the text matters
     with torch.no_grad():
         embeds = reply.embed(reply.collator()([prompt]))
-        at_prompt = reply.ret_heads.embed_text(reply.block_state(embeds))
+        at_prompt = reply.ret_heads.embed_text(reply.context_state(embeds))
     gen = reply.generate(prompt, max_new_tokens=12, force_sticker=True)
     assert gen.text and not torch.allclose(at_prompt, gen.ret_embedding, atol=1e-3)
 

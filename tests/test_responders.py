@@ -34,6 +34,17 @@ def test_text_only_sees_the_dialogue_but_no_stickers():
     assert request.settings.temperature == 0.5 and request.settings.max_tokens == 200  # the paper's decoding
 
 
+def test_baseline_replies_are_readable(small_index):
+    """Cut by the token budget and repeating itself, the model's answer still reads as a finished reply."""
+    rambling = "A: It hurts, I know. I'm here to listen, I'm there to listen. It hurts, I know! I know how hard you"
+    reply = asyncio.run(TextOnlyResponder(ChatModel(ScriptedBackend(replies=[rambling]))).respond(CONTEXT))
+    assert reply.text == "It hurts, I know. I'm here to listen."
+    answer = {"text": "I hear you. I hear you! Rest now and", "tool": "none", "query": ""}
+    backend = ScriptedBackend(replies=[json.dumps(answer)])
+    reply = asyncio.run(StickerToolResponder(ChatModel(backend), small_index).respond(CONTEXT))
+    assert reply.text == "I hear you."
+
+
 def test_tool_responder_retrieves_the_top_sticker_for_its_query(small_index):
     answer = {"text": "That sounds so hard.", "tool": "send_sticker", "query": "a sad crying face, tears"}
     backend = ScriptedBackend(replies=[json.dumps(answer)])

@@ -435,10 +435,17 @@ def generate(
     call_pattern: Annotated[
         str, typer.Option(help="lean (fewer calls and tokens, every step kept) or original (the paper's calls).")
     ] = "lean",
+    manager_rules: Annotated[
+        str,
+        typer.Option(
+            help="default (judges checked by cues, fresh answer lines; for small models) or original (the paper's)."
+        ),
+    ] = "default",
 ) -> None:
     """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
     import asyncio
 
+    from stickerconv.agent4sc.manager import MANAGER_RULES
     from stickerconv.agent4sc.pattern import CALL_PATTERNS
     from stickerconv.agent4sc.personas import load_personas
     from stickerconv.agent4sc.runner import CONVERSATIONS, SUMMARY, run_generation
@@ -450,6 +457,8 @@ def generate(
     if call_pattern not in CALL_PATTERNS:
         raise UserError(f"unknown call pattern {call_pattern!r}; choose {' or '.join(CALL_PATTERNS)}")
     pattern = CALL_PATTERNS[call_pattern]
+    if manager_rules not in MANAGER_RULES:
+        raise UserError(f"unknown manager rules {manager_rules!r}; choose {' or '.join(MANAGER_RULES)}")
     index = StickerIndex.load(stickers)  # also checks the library before any shard starts
     llm_config = _llm_config(llm, config, out / "llm.sqlite", cache)
     if "concurrency" not in llm_config.limits.model_fields_set:  # else the default of 4 calls would cap the sessions
@@ -463,6 +472,7 @@ def generate(
             "seed": seed,
             "on_progress": update,
             "call_pattern": pattern,
+            "manager_config": MANAGER_RULES[manager_rules],
         }
         if executor == "ray":
             try:
@@ -474,11 +484,14 @@ def generate(
             )
         else:
             report = asyncio.run(run_generation(people, index, LLMFactory(llm_config), out, **options))
+    summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
     console.print(
         f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
-        f"{dict(report.end_reasons)}; {report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"
+        f"{report.wall_s:.1f}s. Sessions in {out / CONVERSATIONS}"
     )
-    modes = json.loads((out / SUMMARY).read_text(encoding="utf-8"))["structured_output"]
+    reasons = ", ".join(f"{reason} {n}" for reason, n in summary["end_reasons"].items())
+    console.print(f"sessions ended by: {reasons or 'none yet'}; {summary['turns_per_simulated_session']} turns each")
+    modes = summary["structured_output"]
     if modes:
         console.print("structured output: " + ", ".join(f"{server} {mode}" for server, mode in modes.items()))
     if (out / CONVERSATIONS).is_file():  # the cheap quality figures of the whole run, every time

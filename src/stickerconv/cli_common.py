@@ -1,14 +1,16 @@
-"""What every ``stickerconv`` command module shares: the consoles, the user-error type and the
-progress bar. Command modules (``cli.py``, ``cli_data.py``, ...) import from here, never from each other;
-the one exception is ``cli_demo.py``, which runs the other commands in sequence.
+"""What every ``stickerconv`` command module shares: the consoles, the user-error type, the progress bar,
+and a way to send the console's output to a file. Command modules (``cli.py``, ``cli_data.py``, ...) import
+from here, never from each other; the one exception is ``cli_demo.py``, which runs the other commands in
+sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, ConsoleRenderable, RenderHook, RichCast
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,3 +45,38 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+Renderable = ConsoleRenderable | RichCast
+
+
+class _Divert(RenderHook):
+    """Renders what ``console`` is asked to print on another console, and nothing on the terminal."""
+
+    def __init__(self, target: Console):
+        self.target = target
+
+    def process_renderables(
+        self, renderables: list[ConsoleRenderable | RichCast]
+    ) -> list[ConsoleRenderable | RichCast]:
+        for renderable in renderables:
+            self.target.print(renderable)
+        return []
+
+
+@contextmanager
+def console_to(path: Path) -> Iterator[Path]:
+    """Within the block, what is printed on ``console`` goes to ``path`` (plain text, 120 columns, overwritten)
+    instead of the terminal; ``err`` (progress bars, warnings, errors) still reaches the terminal.
+
+    Why: ``stickerconv demo`` runs the other commands as a user would, and their full output (every metric
+    with its signature, every file written) belongs in its report, not between the figures a person wants;
+    a render hook diverts it without a quiet flag on every command, and the commands alone print as ever.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as sink:
+        console.push_render_hook(_Divert(Console(file=sink, width=120, color_system=None, emoji=False)))
+        try:
+            yield path
+        finally:
+            console.pop_render_hook()

@@ -12,17 +12,30 @@ from stickerconv.cli_common import UserError, console, progress_bar
 if TYPE_CHECKING:
     from stickerconv.data.io import DataSource
     from stickerconv.data.samples import Sample
-    from stickerconv.pegs.config import PegsConfig
+    from stickerconv.pegs.config import PegsConfig, SendFit
     from stickerconv.pegs.model import PegsModel
     from stickerconv.stickers.index import StickerIndex
     from stickerconv.stickers.library import StickerLibrary
 
 pegs_app = typer.Typer(
-    help="Train the PEGS model (vision pretraining, perception, retrieval, generation, joint SFT, distillation).",
+    help=(
+        "Train the PEGS model (vision pretraining, perception, retrieval, generation, joint SFT, distillation, "
+        "send threshold)."
+    ),
     no_args_is_help=True,
 )
-STAGE_ORDER = ("vision", "perception", "retrieval", "generation", "joint", "distill")
+STAGE_ORDER = ("vision", "perception", "retrieval", "generation", "joint", "distill", "send")
 VISION_DIR = "00-vision"  # before the numbered model stages, whichever of them run
+DATA_STAGES = ("joint", "distill", "send")  # the stages that read the dialogues of --data
+SEND_RECORD = "send.json"  # written last into the send stage's folder: its presence marks the stage finished
+SEND_TARGETS = ("share", "f1")
+SEND_FIT_HELP = (
+    "What the send threshold matches on the training turns: share (the gold assistant sticker share; the default) "
+    "or f1 (the best when-to-send F1)."
+)
+SEND_TURNS_HELP = (
+    "Training turns the send threshold is fitted on (a seeded sample when there are more; each is a reply)."
+)
 
 
 @pegs_app.command("train")
@@ -33,8 +46,8 @@ def train(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Dialogues for the joint and distill stages: samples (data convert --to samples) or conversations "
-            "(rendered one sample a turn); any layout, told by content."
+            help="Dialogues for the joint, distill and send stages: samples (data convert --to samples) or "
+            "conversations (rendered one sample a turn); any layout, told by content."
         ),
     ] = None,
     stages: Annotated[str, typer.Option(help="Comma-separated stages, in order.")] = ",".join(STAGE_ORDER),
@@ -59,6 +72,8 @@ def train(
     distill_steps: Annotated[
         int, typer.Option(min=1, help="Fitting steps of the distill stage (retrieval heads on cached states; fast).")
     ] = 1000,
+    send_fit: Annotated[str, typer.Option(help=SEND_FIT_HELP)] = "share",
+    send_turns: Annotated[int, typer.Option(min=2, help=SEND_TURNS_HELP)] = 128,
 ) -> None:
     """Train the chosen stages in order; each starts from the previous one's checkpoint. Rerun the same
     command to resume: a finished stage is loaded, an interrupted one continues from its last checkpoint.
@@ -69,17 +84,23 @@ def train(
 
     The distill stage fits the retrieval heads so that PEGS ranks the stickers for each training turn
     as the library's text index ranks them (plus the turn's gold sticker); it needs the library's
-    index (`stickerconv stickers index`)."""
+    index (`stickerconv stickers index`).
+
+    The send stage fits the send threshold (docs/pegs.md, "The send decision"): the model replies to up to
+    --send-turns training turns as the responders do, and the threshold on its send score at the end of those
+    replies is set to match --send-fit. Without it the checkpoint sends only on a greedy [IMG1]."""
     from stickerconv.pegs.config import PRESETS, PegsConfig
     from stickerconv.pegs.model import PegsModel
     from stickerconv.pegs.train import StageConfig, dialogue_examples, sticker_examples, train_stage, untrained_cnns
     from stickerconv.stickers.library import StickerLibrary
 
+    if send_fit not in SEND_TARGETS:
+        raise UserError(f"--send-fit {send_fit!r}: choose from {', '.join(SEND_TARGETS)}")
     chosen = [s.strip() for s in stages.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in STAGE_ORDER]
     if unknown or not chosen:
         raise UserError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STAGE_ORDER)}")
-    for stage in ("joint", "distill"):
+    for stage in DATA_STAGES:
         if stage in chosen and data is None:
             raise UserError(
                 f"the {stage} stage trains on dialogues: give --data SAMPLES (stickerconv data convert --to samples) "
@@ -108,15 +129,19 @@ def train(
     if not chosen:
         return
     model = PegsModel(pegs_config)
-    previous: Path | None = None
+    previous: Path | None = None  # the checkpoint the next gradient stage starts from
     for number, stage in enumerate(chosen, 1):
         stage_dir = out / f"{number:02d}-{stage}"
         if previous is not None:
             model = PegsModel.from_pretrained(previous)
-        if stage == "distill":
+            previous = None
+        if stage == "distill":  # distill and send leave in memory exactly what they save: no reload after them
             assert samples is not None and index is not None  # checked above
             model = _distill(model, samples, image_root or stickers, index, stage_dir, distill_steps, seed, number)
-            previous = stage_dir
+            continue
+        if stage == "send":
+            assert samples is not None  # checked above
+            model = _send(model, samples, image_root or stickers, stage_dir, send_fit, send_turns, seed, number)
             continue
         examples = (
             dialogue_examples(samples, image_root or stickers, model)
@@ -148,8 +173,109 @@ def train(
             f"{tenth} step(s)); checkpoint {stage_dir}"
         )
         previous = stage_dir
+    if "send" not in chosen:
+        console.print("no send stage: the checkpoint sends only when greedy decoding emits [IMG1]")
     final = model.save_pretrained(out / "final")
     console.print(f"PEGS checkpoint: {final} (use it with --responder pegs-ret --checkpoint {final})")
+
+
+@pegs_app.command("fit-send")
+def fit_send(
+    checkpoint: Annotated[Path, typer.Option(help="A PEGS checkpoint folder; its pegs_config.json is rewritten.")],
+    data: Annotated[Path, typer.Option(help="Its training dialogues: samples or conversations, as for train.")],
+    stickers: Annotated[Path, typer.Option(help="Sticker library the dialogues' stickers resolve in.")],
+    image_root: Annotated[
+        Path | None, typer.Option(help="Root of the samples' image paths (default: --stickers).")
+    ] = None,
+    target: Annotated[str, typer.Option(help=SEND_FIT_HELP)] = "share",
+    turns: Annotated[int, typer.Option(min=2, help=SEND_TURNS_HELP)] = 128,
+    decision: Annotated[
+        str, typer.Option(help="threshold (the fitted threshold decides) or greedy (only a greedy [IMG1] sends).")
+    ] = "threshold",
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """Fit the send threshold of an existing checkpoint and set its decision mode, in place: for checkpoints
+    trained before the send stage existed, or to refit the threshold to another target."""
+    from stickerconv.data.io import open_source
+    from stickerconv.pegs.config import SendConfig
+    from stickerconv.pegs.model import CONFIG_FILE, PegsModel
+    from stickerconv.stickers.library import StickerLibrary
+
+    if target not in SEND_TARGETS:
+        raise UserError(f"--target {target!r}: choose from {', '.join(SEND_TARGETS)}")
+    if decision not in ("threshold", "greedy"):
+        raise UserError(f"--decision {decision!r}: choose threshold or greedy")
+    if not (checkpoint / CONFIG_FILE).is_file():
+        raise UserError(f"{checkpoint}: not a PEGS checkpoint (no {CONFIG_FILE})")
+    source = open_source(data, ("samples", "conversations"))
+    model = PegsModel.from_pretrained(checkpoint)
+    model.config = model.config.model_copy(update={"send": SendConfig(decision=decision)})  # type: ignore[arg-type]
+    samples = _load_samples(source, StickerLibrary.load(stickers), model.config)
+    _report_send(_fit_send(model, samples, image_root or stickers, target, turns, seed, "send threshold"))
+    model.config.save(checkpoint / CONFIG_FILE)  # the threshold lives in the config: the weights are unchanged
+    console.print(f"send decision {decision}: written to {checkpoint / CONFIG_FILE}")
+
+
+def _fit_send(
+    model: PegsModel, samples: list[Sample], image_root: Path, target: str, turns: int, seed: int, title: str
+) -> SendFit:
+    """Reply to up to ``turns`` training turns and give ``model`` the threshold fitted on those replies."""
+    from stickerconv.pegs.send import fit_send
+
+    try:
+        with progress_bar(f"{title} (reply to {min(turns, len(samples))} turns)") as update:
+            return fit_send(
+                model,
+                samples,
+                image_root,
+                target,
+                limit=turns,
+                seed=seed,
+                on_progress=update,  # type: ignore[arg-type]
+            )
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(f"send threshold: {exc}") from None
+
+
+def _send(
+    model: PegsModel,
+    samples: list[Sample],
+    image_root: Path,
+    stage_dir: Path,
+    target: str,
+    turns: int,
+    seed: int,
+    number: int,
+) -> PegsModel:
+    """Run (or reuse) the send stage into ``stage_dir``: the model with its fitted threshold (the weights are
+    the previous stage's); ``send.json`` records the fit and marks the stage finished. A finished stage fitted
+    to another target or number of turns is fitted again."""
+    import json
+
+    from stickerconv.pegs.config import SendFit
+    from stickerconv.pegs.model import PegsModel
+
+    record_path = stage_dir / SEND_RECORD
+    if record_path.is_file():
+        fit = SendFit.model_validate(json.loads(record_path.read_text(encoding="utf-8")))
+        if fit.target == target and fit.turns == min(turns, len(samples)):
+            console.print(f"send: reusing the finished stage in {stage_dir}")
+            _report_send(fit)
+            return PegsModel.from_pretrained(stage_dir)
+        console.print(f"send: {stage_dir} was fitted to {fit.target} on {fit.turns} turns; fitting again")
+    fit = _fit_send(model, samples, image_root, target, turns, seed, f"stage {number}: send")
+    model.save_pretrained(stage_dir)
+    record_path.write_text(fit.model_dump_json(indent=1) + "\n", encoding="utf-8")  # last: marks it finished
+    _report_send(fit)
+    return model
+
+
+def _report_send(fit: SendFit) -> None:
+    console.print(
+        f"send threshold {fit.threshold:.3f} on log p([IMG1]) - log p(EOS) at the reply's end, fitted to "
+        f"{fit.target}: sends on {fit.share:.1%} of {fit.turns} training turns (gold share {fit.gold_share:.1%}); "
+        f"training when-to-send F1 {fit.f1:.3f} (precision {fit.precision:.3f}, recall {fit.recall:.3f})"
+    )
 
 
 def _load_samples(source: DataSource, library: StickerLibrary, config: PegsConfig) -> list[Sample]:

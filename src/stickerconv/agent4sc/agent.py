@@ -11,10 +11,12 @@ import logging
 import re
 from dataclasses import dataclass
 
+from stickerconv.agent4sc.manager import normalise
 from stickerconv.agent4sc.memory import MemoryStream
 from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.plan import INTENT_GUIDE, QUERY_GUIDE, DraftedMessage, Intent, PlanOutcome, StickerTool
 from stickerconv.llm import ChatModel, Settings, system, user
+from stickerconv.llm.replies import readable, sentences
 from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.schema import Sticker
 
@@ -27,6 +29,9 @@ RULES = (
     "Rules: mention no names; vary your style; no long explanations; do not repeat yourself or the other person; "
     "avoid fillers such as 'hey', 'uh' or 'um'. Write one short message."
 )
+
+
+COPY_MIN_WORDS = 4
 
 
 @dataclass
@@ -43,18 +48,52 @@ def observation(name: str, sticker: Sticker | None) -> str:
     return f"{name}'s action: Speak and use a sticker {sticker.emotion} {sticker.description}"
 
 
-def clean_utterance(text: str) -> str:
-    """First line, without a speaker prefix ("B: ", "A:") or a leading "Hey!"."""
-    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "").strip().strip('"').strip()
-    line = re.sub(r"^[\w .'-]{1,20}:\s+", "", line)
+def _strip_line(line: str) -> str:
+    """A line without a speaker prefix ("B: ", "A:"), the prompt's turn counter ("[2/4]"), a leading "Hey!"
+    or quotes."""
+    line = line.strip().strip('"').strip()
+    line = re.sub(r"^[\w .'-]{1,20}:(?:\s+|$)", "", line)
+    line = re.sub(r"^(?:\[\d+/\d+\]|\d+/\d+(?=\s+[A-Z])):?\s*", "", line)
     line = re.sub(r"^\s*hey!\s*", "", line, flags=re.IGNORECASE)
     return line.strip().strip('"').strip()
 
 
+def clean_utterance(text: str) -> str:
+    """The first line, cleaned as the method reference cleans it (§2.6: no speaker prefix, no leading
+    "Hey!"), and made ``readable`` (complete sentences, nothing said twice): a small model under a token
+    budget stops mid-sentence and repeats its clauses, which gpt-3.5 rarely did."""
+    return readable(_strip_line(next((ln for ln in text.strip().splitlines() if ln.strip()), "")))
+
+
+def fresh_lines(text: str, prompt: str) -> tuple[str, ...]:
+    """The answer's lines, cleaned, without the sentences copied from the prompt; lines left empty go.
+
+    A small model often continues the transcript it was shown: it copies the last history line (its
+    own previous message), the observation or its profile block, and writes its new message after it,
+    on the same line or a later one. The first line is then a repeat the guard rejects however often
+    it regenerates; these are what the manager may take instead (``ManagerConfig.fresh_lines``). A
+    sentence of fewer than ``COPY_MIN_WORDS`` words counts as copied only when it is a whole line of
+    the prompt: short phrases ("I'm sorry.") occur inside longer lines without being copies."""
+    shown = normalise(prompt)
+    shown_lines = {normalise(_strip_line(ln)) for ln in prompt.splitlines()}
+
+    def copied(sentence: str) -> bool:
+        key = normalise(sentence)
+        return key in shown_lines or (len(key.split()) >= COPY_MIN_WORDS and key in shown)
+
+    fresh = []
+    for line in (_strip_line(ln) for ln in text.splitlines()):
+        kept = readable(" ".join(s for s in sentences(line) if not copied(s)))
+        if kept:
+            fresh.append(kept)
+    return tuple(fresh)
+
+
 @dataclass
 class Utterance:
-    text: str
+    text: str  # the first line: the method reference's utterance
     draft: tuple[Intent, str] | None = None  # sticker intent and query, when drafted with the message
+    fresh: tuple[str, ...] = ()  # the answer's lines not copied from the prompt (``fresh_lines``)
 
 
 class Agent:
@@ -101,9 +140,13 @@ class Agent:
             )
         messages = [system(self.block())]
         settings = settings or self.settings
+
+        def read(text: str, asked: str, draft: tuple[Intent, str] | None = None) -> Utterance:
+            return Utterance(clean_utterance(text), draft, fresh_lines(text, f"{self.block()}\n{asked}"))
+
         if not (self.pattern.fuse_plan and sticker_allowed):
             result = await self.model.complete([*messages, user(f"{prompt}{name}: ")], settings=settings)
-            return Utterance(clean_utterance(result.text))
+            return read(result.text, prompt)
         options = ", ".join(i.value for i in Intent)
         drafting = (
             f"{prompt}Answer with {name}'s message, then whether {name} adds a sticker to it (intention: one of "
@@ -118,8 +161,8 @@ class Agent:
             # The plain utterance, and the plan then asks for the intent itself.
             log.info("%s: no drafted message (%s); plain utterance instead", name, exc)
             result = await self.model.complete([*messages, user(f"{prompt}{name}: ")], settings=settings)
-            return Utterance(clean_utterance(result.text))
-        return Utterance(clean_utterance(result.parsed.message), result.parsed.draft)
+            return read(result.text, prompt)
+        return read(result.parsed.message, drafting, result.parsed.draft)
 
     async def plan(self, message: str, draft: tuple[Intent, str] | None = None) -> PlanOutcome:
         return await self.tool.plan(self.profile.name, self.block(), message, draft)

@@ -4,10 +4,21 @@ Consistency review: the answer field is ``inconsistent`` and the sticker is drop
 (the original named it ``consistency`` while asking about inconsistency, §9 item 1). Repetition:
 all four cross-checks the original intended (§9 item 5). Sticker frequency: the rules that
 actually decided the original's outcome; its interval rule never did (§9 item 6).
+
+Three defaults keep a weak model (the embedded 135M one) from ending or emptying dialogues that a
+gpt-3.5 judge would have let run; ``ManagerConfig.original()`` restores the paper's rules:
+
+* a sticker is dropped only when the judge and the message's polarity agree (``review_needs_polarity_conflict``);
+* closure is judged only when the last turn shows a winding-down cue (``closure_needs_cue``): the
+  135M judge answers FINI to every history, which ended 4 of 5 sessions at turn 2 of 4 (docs/agent4sc.md);
+* an utterance may come from any line of the answer that is not copied from the prompt
+  (``fresh_lines``): the model often copies its previous message before writing the new one, and the
+  paper's first line then repeats however often it is regenerated.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +51,20 @@ class ManagerConfig:
     # then cannot empty the dataset. False restores the original: the judge alone decides.
     review_needs_polarity_conflict: bool = True
     summary_token_limit: int = 2000  # the shared history's buffer; older lines fold into a running summary
+    # Ask the closure judge only when the last turn has a winding-down cue (``closure_cue``); without one the
+    # dialogue goes on. False restores the original: the judge alone decides.
+    closure_needs_cue: bool = True
+    # Take the utterance from the first line of the answer not copied from the prompt that passes the guard
+    # (agent.fresh_lines), else the first line, before regenerating. False restores the original: the first line.
+    fresh_lines: bool = True
+
+    @classmethod
+    def original(cls, **changes) -> ManagerConfig:
+        """The method reference's rules (§2.8): the judges alone decide, the first line is the utterance."""
+        return cls(review_needs_polarity_conflict=False, closure_needs_cue=False, fresh_lines=False, **changes)
+
+
+MANAGER_RULES = {"default": ManagerConfig(), "original": ManagerConfig.original()}
 
 
 def normalise(text: str) -> str:
@@ -75,6 +100,21 @@ def closure_due(turn: int, config: ManagerConfig) -> bool:
     if turn < config.max_turns - config.closure_from_end or turn >= config.max_turns:
         return False
     return turn % 2 == 0 if config.closure_even_turns_only else True
+
+
+# Farewells end a chat from either side; thanks only from the user (an assistant thanks for sharing anywhere).
+_FAREWELL = re.compile(
+    r"\b(?:good ?bye|bye|farewell|good ?night|take care|see you|see ya|talk (?:to you )?(?:later|soon)|"
+    r"catch you later|until next time|have a (?:good|great|nice|lovely|wonderful) (?:day|night|evening|weekend|one)|"
+    r"(?:got|have|gotta) to go|gotta go|signing off|i(?:'ll| will) let you go)\b",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(r"\b(?:thanks|thank you|thank u|i appreciate (?:it|that|you))\b", re.IGNORECASE)
+
+
+def closure_cue(user_message: str, system_message: str) -> bool:
+    """Whether a turn shows a winding-down cue: a farewell from either side, or thanks from the user."""
+    return bool(_FAREWELL.search(user_message) or _FAREWELL.search(system_message) or _THANKS.search(user_message))
 
 
 _POSITIVE, _NEGATIVE = {"Happiness"}, {"Anger", "Disgust", "Fear", "Sadness"}

@@ -158,6 +158,7 @@ async def run_generation(
                 "persona_label": persona.label.value,  # normalised to the 7 classes
                 "models": {r: f"{m.backend.name}:{m.model}" for r, m in models.items()},
                 "call_pattern": asdict(pattern),
+                "manager_rules": asdict(manager.config),
                 "prompts": PROMPTS_HASH,
             }
             report.end_reasons[result.end_reason] += 1
@@ -209,6 +210,26 @@ def session_stats(out: Path) -> dict:
     }
 
 
+def ended(out: Path) -> dict:
+    """How every session simulated into the run folder ended, kept or rejected (this invocation's and
+    earlier ones'): the count per end reason, and the mean number of completed turns."""
+    reasons: Counter = Counter()
+    turns = sessions = 0
+    for name in (CONVERSATIONS, REJECTED):
+        path = out / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            reasons[record["meta"].get("end_reason", "unknown")] += 1
+            turns += len(record.get("conversation", []))
+            sessions += 1
+    return {
+        "end_reasons": dict(sorted(reasons.items())),
+        "turns_per_simulated_session": round(turns / sessions, 3) if sessions else 0.0,
+    }
+
+
 def structured_modes(ledger: list[dict]) -> dict[str, str]:
     """``backend:model`` -> the structured-output mode(s) its server took, from the ledger rows: the first
     thing to look at when a server answers schemas badly (llm/structured.py)."""
@@ -220,14 +241,15 @@ def structured_modes(ledger: list[dict]) -> dict[str, str]:
 
 
 def write_summary(out: Path, report: RunReport, ledger: list[dict], **extra) -> None:
-    """``summary.json``: this invocation's counts, the whole folder's session statistics, the LLM
-    ledger (calls, tokens and cost per model and role, over every call the run's store recorded) and
-    the structured-output mode each server took."""
+    """``summary.json``: this invocation's counts, how the folder's sessions ended (``ended``: every
+    session, kept or rejected, so a resumed run reports them all), the whole folder's session statistics,
+    the LLM ledger (calls, tokens and cost per model and role, over every call the run's store recorded)
+    and the structured-output mode each server took."""
     summary = {
         "kept": report.kept,
         "rejected": report.rejected,
         "skipped_done": report.skipped_done,
-        "end_reasons": dict(report.end_reasons),
+        **ended(out),
         "wall_s": round(report.wall_s, 2),
         "dataset": session_stats(out),
         "llm": ledger,

@@ -1,13 +1,16 @@
 """One simulated dialogue: the turn loop of the method reference (§2.9) with the manager's checks.
 
 Returns the conversation in the StickerConv schema, with the manager's decisions, every plan
-outcome (intent, query, candidates, selection) and the end reason under ``meta``.
+outcome (intent, query, candidates, selection) and the end reason under ``meta``. End reasons:
+``max_turns``; ``closure`` (the judge said FINI); ``repetition`` (an utterance still repeated an earlier
+one after the regenerations); ``no_utterance`` (still empty, one word or the prompt echoed back).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -15,6 +18,7 @@ from stickerconv.agent4sc.agent import Agent, Utterance, observation
 from stickerconv.agent4sc.dialogue import DialogueMemory
 from stickerconv.agent4sc.manager import (
     Manager,
+    closure_cue,
     closure_due,
     system_may_attempt,
     system_repeats,
@@ -41,28 +45,45 @@ class DialogueResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _pick(said: Utterance, is_repeat: Callable[[str], bool], fresh: bool) -> Utterance | None:
+    """The utterance the guard accepts from one answer, or None: the first line (the method reference), or
+    with ``fresh`` the first line not copied from the prompt that is an utterance and no repeat, else the
+    first line as the method reference takes it (so the guard never refuses what the paper's accepts)."""
+    candidates = (*said.fresh, said.text) if fresh else (said.text,)
+    for text in candidates:
+        if _is_utterance(text) and not is_repeat(text):
+            return replace(said, text=text)
+    return None
+
+
 async def _guarded(
     agent: Agent,
-    is_repeat,
+    is_repeat: Callable[[str], bool],
     speak_args: tuple,
     sticker_allowed: bool,
     manager: Manager,
     rng: random.Random,
     log: list[dict],
-) -> Utterance | None:
-    """An utterance that repeats nothing said before, regenerated up to N times at a sampled temperature."""
+) -> Utterance | str:
+    """An utterance that repeats nothing said before, regenerated up to N times at a sampled temperature;
+    or, when every try failed, why the last one did: "repetition" or "no_utterance" (empty, a single
+    word, or the prompt's observation line echoed back)."""
+    fresh = manager.config.fresh_lines
     said = await agent.speak(*speak_args, sticker_allowed=sticker_allowed)
     tries = 0
-    while is_repeat(said.text) or not _is_utterance(said.text):
+    while (picked := _pick(said, is_repeat, fresh)) is None:
         if tries >= manager.config.max_regenerations:
-            log.append({"event": "repetition_unresolved", "speaker": agent.profile.name, "text": said.text})
-            return None
+            reason = "repetition" if is_repeat(said.text) else "no_utterance"
+            log.append({"event": f"{reason}_unresolved", "speaker": agent.profile.name, "text": said.text})
+            return reason
         tries += 1
         temperature = rng.choice([t / 10 for t in range(1, 11)])  # seeded, as §9 item 13 asks
         log.append({"event": "regenerate", "speaker": agent.profile.name, "try": tries, "temperature": temperature})
         settings = agent.settings.model_copy(update={"temperature": temperature, "seed": rng.randrange(2**31)})
         said = await agent.speak(*speak_args, settings, sticker_allowed=sticker_allowed)
-    return said
+    if picked.text != said.text:
+        log.append({"event": "fresh_line", "speaker": agent.profile.name, "first_line": said.text})
+    return picked
 
 
 async def _sticker(
@@ -138,8 +159,8 @@ async def simulate(
             rng,
             decisions,
         )
-        if said_u is None:
-            end = "repetition"
+        if isinstance(said_u, str):
+            end = said_u
             break
         u, u_stk = said_u.text, None
         if user_allowed:
@@ -155,8 +176,8 @@ async def simulate(
             rng,
             decisions,
         )
-        if said_s is None:
-            end = "repetition"
+        if isinstance(said_s, str):
+            end = said_s
             break
         s, s_stk = said_s.text, None
         if system_allowed:
@@ -169,10 +190,13 @@ async def simulate(
             decisions.append({"event": "summary_fold", "turn": t, "summary": dialogue.summary})
         ending = t >= max_turns
         if not ending and closure_due(t, manager.config):
-            verdict = await manager.closure(dialogue.render())
-            decisions.append({"event": "closure", "turn": t, "decision": verdict})
-            if verdict == "FINI":
-                end, ending = "closure", True
+            if manager.config.closure_needs_cue and not closure_cue(u, s):
+                decisions.append({"event": "closure", "turn": t, "decision": "CONT", "judged": False})
+            else:
+                verdict = await manager.closure(dialogue.render())
+                decisions.append({"event": "closure", "turn": t, "decision": verdict, "judged": True})
+                if verdict == "FINI":
+                    end, ending = "closure", True
         if not (ending and user_agent.pattern.skip_final_memory):
             await _update_memories(user_agent, system_agent, t, u, s, u_stk, s_stk, decisions)
         if ending:

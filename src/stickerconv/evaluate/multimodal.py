@@ -15,6 +15,11 @@ when both stickers exist (else 0) and ``S = tt + vv``:
   item 41, reproduced); ``clip_score_gt`` is the same for the gold pairs. Neither is reported when
   no sample has the sticker it needs (a text-only system has no CLIP score).
 * **Sticker frequency**: the share of samples with a predicted sticker, and the gold share.
+* **Sticker fit** (beyond the paper): the share of predicted stickers whose emotion label is an
+  appropriate answer to the user's state, by the table ``STICKER_FIT`` (and the same for the gold
+  stickers). Why: MM-Relevance compares a reply with one gold reply, but a reply can fit the user
+  without resembling the simulated assistant's; a user who sends a sad sticker should get a comforting
+  one, not a laughing or a crying one. It needs no encoder: labels only.
 
 Encoders come from :mod:`stickerconv.evaluate.encoders`; with the offline proxy every metric name
 ends in ``_proxy`` and its signature says what the proxy is. Intervals are the shared percentile
@@ -27,6 +32,7 @@ Samples are the §4.4 dicts with predictions: ``pred_text_response`` (the misspe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -40,6 +46,8 @@ from stickerconv.evaluate.bootstrap import Bootstrap, mean_statistic
 from stickerconv.evaluate.encoders import PROXY_SUFFIX, ImageTextEncoder, StickerImage
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
 from stickerconv.evaluate.tokens import clean
+from stickerconv.schema import EMOTION_LABELS
+from stickerconv.stickers.emotion_lexicon import polarity
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +254,112 @@ def sticker_frequency(
         _Metric("sticker_frequency_gt", gold, every, fields | {"side": "gold"}),
     ]
     return _results(metrics, Bootstrap(bootstrap, seed), ())
+
+
+# ---------------------------------------------------------------------------------------- sticker fit
+# The user's state -> the reply sticker labels that answer it well. A state is the label of the user's
+# current sticker when it has one, else the polarity of the user's message. Reasons, row by row:
+# * Sadness, Fear: comfort and reassurance, i.e. warmth (hugs, hearts, gentle smiles are SER30K Happiness)
+#   or a calm presence (Neutral); a crying or frightened sticker echoes the pain instead of easing it.
+# * Anger, Disgust: de-escalation, a calm Neutral sticker; a cheerful one reads as dismissive, an angry one
+#   escalates.
+# * a negative message: it does not say which negative emotion, so comfort (Happiness, Neutral), the reading
+#   that suits all four; it is also what the published data does (users send mostly negative stickers, the
+#   system mostly Neutral and Happiness ones; method reference §4.1).
+# * Happiness, a positive message: share the joy (Happiness) or the amazement (Surprise); a flat Neutral
+#   sticker falls short of it.
+# * Surprise, Neutral, a neutral message: the valence is unknown, so any non-negative sticker.
+# A negative reply sticker (Anger, Disgust, Fear, Sadness) never fits.
+_COMFORT = frozenset({"Happiness", "Neutral"})
+_CALM = frozenset({"Neutral"})
+_JOY = frozenset({"Happiness", "Surprise"})
+_NON_NEGATIVE = frozenset({"Happiness", "Neutral", "Surprise"})
+STICKER_FIT: dict[str, frozenset[str]] = {
+    "Sadness": _COMFORT,
+    "Fear": _COMFORT,
+    "Anger": _CALM,
+    "Disgust": _CALM,
+    "negative message": _COMFORT,
+    "Happiness": _JOY,
+    "positive message": _JOY,
+    "Surprise": _NON_NEGATIVE,
+    "Neutral": _NON_NEGATIVE,
+    "neutral message": _NON_NEGATIVE,
+}
+STICKER_FIT_NAME = "comfort-v1"  # change it with the table; the signature also carries the table's digest
+MESSAGE_POLARITY = 0.3  # |VADER compound| from which a message counts as positive / negative (as data quality's)
+
+
+def sticker_fit_table_id() -> str:
+    """``comfort-v1:<digest>``: the table's name and a hash of its rows, so a changed table shows in signatures."""
+    rows = json.dumps({state: sorted(labels) for state, labels in STICKER_FIT.items()}, sort_keys=True)
+    return f"{STICKER_FIT_NAME}:{hashlib.sha256(rows.encode()).hexdigest()[:8]}"
+
+
+def sticker_label(metadata: Any) -> str | None:
+    """A sticker dict's emotion label (``origin_anno``, or ``label``) when it is one of the 7 classes."""
+    if not isinstance(metadata, Mapping):
+        return None
+    value = metadata.get("origin_anno") or metadata.get("label")
+    return value if value in EMOTION_LABELS else None
+
+
+def user_state(record: Mapping[str, Any], index: int) -> str:
+    """The user's state the reply answers: the label of the current user sticker (``input_image_metadata``),
+    else the polarity of the user's message (``query``) by VADER: negative, positive or neutral message."""
+    label = sticker_label(record.get("input_image_metadata"))
+    if label is not None:
+        return label
+    query = record.get("query")
+    if not isinstance(query, str):
+        raise SampleRecordError(index, "query", "missing or not a string; the user's message tells its state")
+    compound = polarity(query)
+    if compound <= -MESSAGE_POLARITY:
+        return "negative message"
+    return "positive message" if compound >= MESSAGE_POLARITY else "neutral message"
+
+
+def sticker_fit(records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, seed: int = 0) -> dict[str, MetricResult]:
+    """``sticker_fit``: the share of predicted stickers whose label fits the user's state (``STICKER_FIT``);
+    ``sticker_fit_gt``: the same for the gold stickers, the reference a system is read against.
+
+    Only samples with a labelled sticker on that side are scored (``n_items``); a sticker without a label
+    is counted in the signature's ``unlabelled``. A side with no labelled sticker (a text-only system) has
+    no result. The label says nothing about which sticker of a label was chosen: read the fit beside
+    MM-Relevance and the retrieval metrics.
+    """
+    if not records:
+        raise ValueError("nothing to score: no samples")
+    states: dict[int, str] = {}  # read only where a sticker is scored: a text-only sample needs no message
+
+    def fits(label: str | None, index: int) -> bool:
+        if label is None:
+            return False
+        if index not in states:
+            states[index] = user_state(records[index], index)
+        return label in STICKER_FIT[states[index]]
+
+    base = {
+        "of": "labelled-stickers",
+        "state": f"user-sticker-label,else-vader-query:{MESSAGE_POLARITY}",
+        "table": sticker_fit_table_id(),
+        "samples": str(len(records)),
+    }
+    metrics = []
+    for name, side, sticker_of, metadata_key in (
+        ("sticker_fit", "pred", pred_sticker, "pred_image_metadata"),
+        ("sticker_fit_gt", "gold", gold_sticker, "response_image_metadata"),
+    ):
+        has = np.array([sticker_of(r, i) is not None for i, r in enumerate(records)])
+        labels = [sticker_label(r.get(metadata_key)) if sent else None for r, sent in zip(records, has, strict=True)]
+        mask = np.array([label is not None for label in labels])
+        if not mask.any():
+            log.info("%s left out: no sample has a labelled %s sticker", name, side)
+            continue
+        values = np.array([fits(label, i) for i, label in enumerate(labels)], dtype=np.float64)
+        unlabelled = int(has.sum() - mask.sum())
+        metrics.append(_Metric(name, values, mask, base | {"side": side, "unlabelled": str(unlabelled)}))
+    return _results(metrics, Bootstrap(bootstrap, seed), ("vaderSentiment",))
 
 
 def score_multimodal(

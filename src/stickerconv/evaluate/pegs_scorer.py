@@ -4,8 +4,8 @@ Why a scorer of its own: PEGS reads the whole sample (the history with its ``<IM
 input stickers), not the cleaned context text, so it declares ``needs_sample`` and the protocols
 pass the record. For each sample the prompt is built exactly as training and ``PegsResponder``
 build it (:func:`~stickerconv.pegs.sequence.sample_example` without the response), the reply is
-decoded greedily, and the ``[IMG1..N]`` block is appended after the text even when the model
-chose not to send (``force_sticker``): ranking needs an embedding for every sample with a gold
+decoded greedily, and the ``[IMG1..N]`` block is read after the text even when the send decision
+is not to send (``force_sticker``): ranking needs an embedding for every sample with a gold
 sticker, and the send decision is measured separately (``send_decisions`` on predictions). A model
 with ``retrieval_read="context"`` reads its block right after the prompt instead, whatever it writes.
 Candidates are ranked by cosine between that embedding and the library's sticker-embedding
@@ -47,26 +47,26 @@ class PegsScorer:
         library: StickerLibrary,
         image_root: Path | str,
         checkpoint: Path | str | None = None,
-        max_new_tokens: int = 64,
+        max_new_tokens: int | None = None,
     ) -> None:
         if model.ret_heads is None:
             raise RetrievalError("this PEGS model has no retrieval tokens (n_ret_tokens = 0): it cannot rank stickers")
         self.model = model.eval()
         self.library = library
         self.image_root = Path(image_root)
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens or model.config.decoding.max_new_tokens  # None: the checkpoint's
         self._rows = {s.id: row for row, s in enumerate(library.stickers)}
         self._matrix = sticker_matrix(model, library).float().cpu().numpy()  # (N, dim), L2-normalised
         self._cache: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, bool]] = {}  # prompt -> (emb, sent)
         self.name = f"pegs:{checkpoint if checkpoint is not None else 'unsaved'}"
         self.signature_fields = {
             "embedding": EMBEDDING[model.config.retrieval_read],
-            "max_new_tokens": str(max_new_tokens),
+            "max_new_tokens": str(self.max_new_tokens),
         }
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: Path | str, library: StickerLibrary, image_root: Path | str, max_new_tokens: int = 64
+        cls, checkpoint: Path | str, library: StickerLibrary, image_root: Path | str, max_new_tokens: int | None = None
     ) -> PegsScorer:
         return cls(PegsModel.from_pretrained(checkpoint), library, image_root, checkpoint, max_new_tokens)
 
@@ -77,7 +77,7 @@ class PegsScorer:
 
     @property
     def sent_share(self) -> float | None:
-        """Share of the embedded samples where the model chose [IMG1] itself (None before any)."""
+        """Share of the embedded samples where the model's send decision was to send (None before any)."""
         if not self._cache:
             return None
         return sum(sent for _, sent in self._cache.values()) / len(self._cache)
@@ -123,7 +123,7 @@ class PegsScorer:
             self.embedding(sample)
             if on_progress:
                 on_progress(done, len(samples))
-        log.info("pegs scorer: %d prompts embedded, the model sent on its own in %s", len(self._cache), self.sent_share)
+        log.info("pegs scorer: %d prompts embedded, the model decided to send in %s", len(self._cache), self.sent_share)
 
 
 def _prompt_parts(sample: Mapping[str, Any]) -> tuple[str, list[str]]:

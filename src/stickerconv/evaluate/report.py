@@ -11,6 +11,13 @@ from pathlib import Path
 from stickerconv.evaluate.signature import MetricResult
 
 Scores = dict[str, dict[str, MetricResult]]  # system -> metric -> result
+# What a metric beyond the paper measures, printed under the table when it is there: its name alone does not say.
+NOTES = {
+    "sticker_fit": "`sticker_fit`: the share of predicted stickers whose emotion label fits the user's state (the "
+    "label of the user's sticker, else the polarity of the user's message), by the table in "
+    "docs/evaluation-multimodal.md named in its signature; `sticker_fit_gt` is the same for the gold stickers. "
+    "A text-only system has none.",
+}
 
 
 def _cell(result: MetricResult | None) -> str:
@@ -87,6 +94,9 @@ def render_report(scores: Scores, figure: Path | None = None) -> str:
         lines.append(f"| {metric} | " + " | ".join(_cell(scores[s].get(metric)) for s in systems) + " |")
     items = {s: next(iter(r.values())).n_items for s, r in scores.items() if r}
     lines += ["", "Samples scored: " + ", ".join(f"`{s}` {n}" for s, n in items.items()) + "."]
+    for metric, note in NOTES.items():
+        if metric in metrics:
+            lines += ["", note]
     if figure is not None:
         lines += ["", f"![metrics]({figure.name})"]
     lines += ["", "## Signatures", ""]

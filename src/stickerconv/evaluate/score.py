@@ -1,8 +1,8 @@
 """Scoring a predictions file: every metric family over the same samples, each a ``MetricResult``.
 
-Text metrics always; sticker metrics (frequency, MM-Relevance, CLIP score, when-to-send) with an
-image-text encoder; LLM judges (empathy, consistency, and a ranking across systems) when a judge
-model is given, on a seeded subset of items that is the same for every system.
+Text metrics always; sticker fit (labels only, so always); sticker metrics (frequency, MM-Relevance,
+CLIP score, when-to-send) with an image-text encoder; LLM judges (empathy, consistency, and a ranking
+across systems) when a judge model is given, on a seeded subset of items that is the same for every system.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from stickerconv.evaluate.encoders import ImageTextEncoder
 from stickerconv.evaluate.judges import JudgeConfig, RankingJudge, consistency_judge, empathy_judge
-from stickerconv.evaluate.multimodal import score_multimodal
+from stickerconv.evaluate.multimodal import score_multimodal, sticker_fit
 from stickerconv.evaluate.predict import pred_text
 from stickerconv.evaluate.retrieval import send_decisions
 from stickerconv.evaluate.signature import MetricResult
@@ -32,15 +32,16 @@ def score_predictions(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, MetricResult]:
-    """Text metrics of the predicted texts against the gold ones (``<IMG>`` removed), then, with an
-    ``encoder``, the sticker metrics and the when-to-send precision/recall/F1."""
+    """Text metrics of the predicted texts against the gold ones (``<IMG>`` removed); the sticker fit
+    (no result for a system that sends no labelled sticker); with an ``encoder``, the sticker metrics and
+    the when-to-send precision/recall/F1."""
     hypotheses = [pred_text(r) for r in records]
     references = [r["response_text"] for r in records]
     results = scorer.score(hypotheses, references, resolve_metrics(metrics), bootstrap, seed)
     if encoder is not None:
         results |= score_multimodal(records, encoder, bootstrap, seed)
         results |= send_decisions(records, bootstrap, seed)
-    return results
+    return results | sticker_fit(records, bootstrap, seed)
 
 
 def judge_subset(n_items: int, size: int | None, seed: int) -> list[int]:

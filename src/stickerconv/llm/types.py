@@ -81,7 +81,11 @@ StructuredOutput = Literal["auto", "json_schema", "json_object_schema", "json_ob
 
 
 class Settings(BaseModel):
-    """Sampling settings of one call; part of the cache key."""
+    """Sampling settings of one call; part of the cache key.
+
+    The penalties are None unless set: a backend then uses its own default (the embedded model's
+    ``repeat_penalty`` is 1.15, llm/backends/local.py; docs/llm.md has the measurements). Set, they
+    are sent as OpenAI's ``frequency_penalty``/``presence_penalty`` and llama.cpp's ``repeat_penalty``."""
 
     model_config = ConfigDict(extra="forbid")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -89,6 +93,14 @@ class Settings(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] | None = None
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repeat_penalty: float | None = Field(None, gt=0.0, le=3.0)
+
+
+# Settings added after caches were written: left out of the key while None, so that every earlier key (and the
+# answer cached under it) stays valid; set, they are part of it like any other setting.
+_LATER_SETTINGS = ("frequency_penalty", "presence_penalty", "repeat_penalty")
 
 
 class Usage(BaseModel):
@@ -124,6 +136,9 @@ class Request(BaseModel):
     def key(self) -> str:
         """Content address of the request: sha256 over canonical JSON, tagged with the algorithm."""
         fields = self.model_dump(mode="json", exclude={"structured_output"})
+        for name in _LATER_SETTINGS:
+            if fields["settings"][name] is None:
+                del fields["settings"][name]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -100,6 +100,39 @@ class LoraSettings(_Cfg):
     target_modules: list[str] = ["q_proj", "v_proj"]
 
 
+class SendFit(_Cfg):
+    """A fitted send threshold and what it gave on the turns it was fitted on (pegs/send.py)."""
+
+    threshold: float  # send when log p(sep + [IMG1] | reply) - log p(EOS | reply) > threshold
+    target: Literal["share", "f1"]  # share: the gold assistant sticker share; f1: the best when-to-send F1
+    turns: int = Field(ge=1)  # training turns scored
+    gold_share: float  # share of those turns whose gold reply has a sticker
+    share: float  # share of them over the threshold
+    precision: float  # when-to-send precision, recall and F1 of the threshold against the gold sends
+    recall: float
+    f1: float
+
+
+class SendConfig(_Cfg):
+    """When a reply carries a sticker. ``threshold`` compares the model's probability of the [IMG] block with
+    that of ending the turn, at the end of the reply, against ``fit.threshold``; ``greedy`` sends only when greedy
+    decoding emits [IMG1] itself (the paper). Threshold mode without a fit (older checkpoints, runs without
+    dialogue data) falls back to greedy, the behaviour such checkpoints were trained and evaluated with."""
+
+    decision: Literal["threshold", "greedy"] = "threshold"
+    fit: SendFit | None = None  # written by `pegs train` (distill pass or its own) and `pegs fit-send`
+
+
+class DecodingConfig(_Cfg):
+    """Greedy decoding of the reply text (HF ``generate``), tuned for ``small`` by bench/pegs_replies.py. The token
+    budget lives here, with the checkpoint, because the send threshold is fitted on replies written with it: a
+    reply the budget cut ends where the model wanted to go on, and scores differently from one it finished."""
+
+    max_new_tokens: int = Field(64, ge=1)
+    repetition_penalty: float = Field(1.1, ge=1.0)  # 1.0: off; scales down the logits of tokens already in the reply
+    no_repeat_ngram_size: int = Field(4, ge=0)  # 0: off; no n-gram of the reply occurs twice
+
+
 class PegsConfig(_Cfg):
     """Everything needed to rebuild a PEGS model; checkpoints store it as ``pegs_config.json``."""
 
@@ -121,6 +154,8 @@ class PegsConfig(_Cfg):
     style: Literal["v0", "v1.5"] = "v1.5"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     seed: int = 42  # random initialisation of new rows, heads and random backbones
+    send: SendConfig = SendConfig()  # when a reply carries a sticker; checkpoints without it load the defaults
+    decoding: DecodingConfig = DecodingConfig()
 
     @model_validator(mode="after")
     def _heads_fit(self) -> PegsConfig:

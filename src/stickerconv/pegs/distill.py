@@ -14,6 +14,8 @@ so the states (one forward pass per turn, read where ``retrieval_read`` says, ex
 :meth:`PegsModel.generate` reads them) and the pooled sticker features are computed once; the two
 linear heads are then fitted to convergence in seconds. The text head is fitted on standardised
 states and the standardisation folded into its weights, so the saved heads are plain linear maps.
+The same pass could give each turn's send score at the end of its gold reply, but a threshold fitted on
+those misjudges the model's own replies (measured: pegs/send.py), so the send threshold has a pass of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import nn
 
 from stickerconv.data.samples import IMG, Sample
 from stickerconv.pegs.model import PegsModel
+from stickerconv.pegs.send import gold_reply
 from stickerconv.pegs.sequence import sample_example
 from stickerconv.stickers.index import StickerIndex
 
@@ -64,7 +67,8 @@ def read_states(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """(n, H) final-layer [IMG1] states, one per sample, at the config's read position: right after the
-    prompt (``context``) or after the gold reply text (``reply``, teacher-forced as in training)."""
+    prompt (``context``) or after the gold reply text (``reply``, teacher-forced as in training), exactly as
+    :meth:`PegsModel.generate` reads them."""
     cfg = model.config
     collate = model.collator(train=False)
     device = next(model.llm.parameters()).device
@@ -72,10 +76,13 @@ def read_states(
     for done, sample in enumerate(samples, 1):
         prompt = sample_example(sample, image_root, cfg.style, cfg.system_prompt, with_response=False)
         embeds = model.embed(collate([prompt]).to(device))  # (1, T, H)
-        text_ids: list[int] = []
-        if cfg.retrieval_read == "reply":
-            text_ids = model.tokenizer(sample.response_text.replace(IMG, ""), add_special_tokens=False).input_ids
-        states.append(model.block_state(embeds, text_ids).float().cpu())
+        if cfg.retrieval_read == "context":
+            state = model.context_state(embeds)  # (H,)
+        else:
+            text = gold_reply(sample, cfg.style)
+            ids = model.tokenizer(text, add_special_tokens=False).input_ids if text else []
+            state = model.read_reply(embeds, ids).block[0]  # (H,)
+        states.append(state.float().cpu())
         if on_progress:
             on_progress(done, len(samples))
     return torch.stack(states)  # (n, H)

@@ -3,13 +3,16 @@
 Why this shape (method reference §5): input stickers enter the LLM as ``<Img>`` + K projected
 vision vectors + ``</Img>``; output stickers are a block of new ``[IMG1..N]`` tokens whose
 final-layer states feed a retrieval head (first retrieval token -> 256-d) and a GILL-style mapper
-(generation tokens -> SD prompt embeddings). Emitting ``[IMG1]`` *is* the decision to send.
+(generation tokens -> SD prompt embeddings). In the paper emitting ``[IMG1]`` is the decision to send;
+here that is the ``greedy`` mode, and by default a fitted threshold on log p([IMG1]) - log p(EOS) at the end
+of the reply decides (``config.send``, :mod:`stickerconv.pegs.send`), because a briefly fine-tuned model
+never makes [IMG1] the greedy choice.
 
 Decisions kept here (§9): new token rows are mean-initialised and the gradient mask covers
 ``<Img>``, ``</Img>`` and every ``[IMG]`` row (item 28); with LoRA the mask applies to peft's
-``modules_to_save`` copies; inference always completes the ``[IMG]`` block once ``[IMG1]`` is
-chosen and then runs one explicit forward pass over prompt + generated tokens to gather the block's
-states at absolute positions (items 29-31).
+``modules_to_save`` copies; inference always reads the whole ``[IMG]`` block after the reply in one
+explicit forward pass over prompt + reply + block and gathers the block's states at absolute
+positions (items 29-31).
 
 A checkpoint is ``pegs_config.json`` + ``pegs_state.json`` + ``tokenizer/`` + ``weights.safetensors``
 holding only what the config's sources cannot rebuild: PEGS's own heads, the new token rows, LoRA
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stickerconv.data.samples import STYLES
+from stickerconv.data.samples import IMG, STYLES
+from stickerconv.llm.replies import readable
 from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
 from stickerconv.pegs.heads import GenMapper, RetrievalHeads, info_nce
 from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
@@ -58,11 +64,36 @@ class PegsOutput:
 
 @dataclass
 class Generation:
-    text: str
-    token_ids: list[int]  # generated ids, the whole [IMG] block included when sent
-    send_sticker: bool  # whether [IMG1] was emitted
+    text: str  # the readable reply: stop markers cut, last complete sentence, no repeats (llm.replies.readable)
+    raw_text: str  # the decoded reply with only the stop markers cut: what ``readable`` repaired
+    stopped: bool  # whether the model ended the reply itself (EOS or [IMG1]) within the token budget
+    token_ids: list[int]  # the text's ids, then the style's separator and the whole [IMG] block when sent
+    send_sticker: bool  # the send decision (config.send: the fitted threshold, or greedy [IMG1])
+    send_score: float  # log p(separator + [IMG1] | reply) - log p(EOS | reply) at the end of the text
+    emitted: bool  # whether greedy decoding emitted [IMG1] itself (the decision in greedy mode)
     ret_embedding: torch.Tensor | None  # (retrieval_dim,) L2-normalised, when sent (or forced) and the model retrieves
     gen_embeds: torch.Tensor | None  # (77, out_dim) SD prompt embeddings, when sent (or forced) and it generates
+
+
+@dataclass
+class ReplyEnd:
+    """The reading of a reply's end (:meth:`PegsModel.read_reply`)."""
+
+    send_score: float  # log p(separator + [IMG1] | prompt, reply) - log p(EOS | prompt, reply)
+    block: torch.Tensor  # (N, H) final-layer states of the [IMG1..N] block placed after the reply
+
+
+@dataclass
+class Draft:
+    """A greedy reply before the send decision (:meth:`PegsModel.draft`)."""
+
+    embeds: torch.Tensor  # (1, T, H) the prompt's embeddings
+    text: str  # readable text
+    raw_text: str  # decoded text, stop markers cut
+    stopped: bool  # ended by EOS or [IMG1] within the budget
+    emitted: bool  # [IMG1] was the greedy choice
+    text_ids: list[int]  # ids of ``text`` as training tokenises a reply
+    end: ReplyEnd
 
 
 def byte_level_tokenizer() -> Any:
@@ -151,6 +182,9 @@ class PegsModel(nn.Module):
             [IMG_START, IMG_END] + [img_token(i + 1) for i in range(config.n_img_tokens)]
         )
         self.img_ids = self.new_token_ids[2:]  # [IMG1..N]: retrieval block first, then generation block
+        # what the style puts between a reply's text and its [IMG] block ("\n" in v0, nothing in v1.5)
+        separator = STYLES[config.style].system_sticker.split(IMG)[0]
+        self.separator_ids: list[int] = tok(separator, add_special_tokens=False).input_ids if separator else []
         hidden = self.llm.config.hidden_size
         self.vision: VisionEncoder = build_vision(config.vision, config.seed)
         self.retrieval_vision: VisionEncoder | None = (
@@ -320,79 +354,136 @@ class PegsModel(nn.Module):
 
     # ----- inference -----
 
+    @property
+    def send_threshold(self) -> float | None:
+        """The fitted threshold the send decision uses; None when it is greedy (by choice, or for want of a fit)."""
+        send = self.config.send
+        return send.fit.threshold if send.decision == "threshold" and send.fit is not None else None
+
     @torch.no_grad()
-    def generate(
-        self, prompt: Example, max_new_tokens: int = 64, no_repeat_ngram_size: int = 6, force_sticker: bool = False
-    ) -> Generation:
-        """Greedy reply to one prompt example (§5.6): [IMG2..N] are -inf until [IMG1]; once [IMG1] is
-        emitted the block is completed without sampling, then one forward pass over prompt + generated
-        tokens gathers the block's final-layer states.
+    def draft(self, prompts: Sequence[Example], max_new_tokens: int | None = None) -> list[Draft]:
+        """Greedy replies to prompt examples, decoded as one batch, and the reading of each reply's end (§5.6).
 
-        ``force_sticker``: when the model does not emit [IMG1] within the budget, the block is appended
-        after its text anyway (before the EOS, where training puts it) and the embeddings are read the
-        same way. Ranking protocols need a sticker embedding for every sample, whatever the model's own
-        decision; ``send_sticker`` stays False and ``token_ids`` the model's own, so callers still see
-        that decision.
-
-        With ``retrieval_read="context"`` the retrieval embedding comes from a block placed right after
-        the prompt instead (:meth:`block_state`): the same for any reply the model writes."""
+        Decoding: greedy with the config's ``decoding`` settings (token budget, repetition penalty, no repeated
+        n-gram of the reply; ``max_new_tokens`` overrides the budget); [IMG2..N] are -inf so that only [IMG1]
+        can open a block, and a reply stops at EOS or [IMG1]. Prompts are left-padded for the batch (positions
+        enter attention only relatively, through RoPE, and padding is masked), so a reply is the one the prompt
+        gets alone up to float rounding. Each text is cut at the template's stop markers and made readable
+        (:func:`stickerconv.llm.replies.readable`: last complete sentence, no repeated sentence or clause), then
+        read once more as training lays a reply out (:meth:`read_reply`), which gives the send score at its end."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
         tail = torch.tensor(self.img_ids[1:], dtype=torch.long)
-        img1 = self.img_ids[0]
+        img1, eos = self.img_ids[0], self.tokenizer.eos_token_id
 
         class BlockTail(LogitsProcessor):
             def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
                 scores[:, tail.to(scores.device)] = float("-inf")  # (B, V)
                 return scores
 
+        cfg = self.config
         device = next(self.llm.parameters()).device
-        batch = self.collator(train=False)([prompt]).to(device)
-        embeds = self.embed(batch)  # (1, T, H)
-        with warnings.catch_warnings():  # n-grams of the reply only is what we want: the prompt may repeat itself
-            warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*", category=UserWarning)
+        batch = self.collator(train=False)(list(prompts)).to(device)
+        embeds = self.embed(batch)  # (B, T, H), right-padded
+        lengths = batch.attention_mask.sum(dim=1)  # (B,)
+        b, t, h = embeds.shape
+        pad = (t - lengths).unsqueeze(1)  # (B, 1)
+        positions = torch.arange(t, device=device).unsqueeze(0)  # (1, T)
+        source = (positions - pad) % t  # (B, T): left-padded position j holds right-padded position j - pad
+        left = embeds.gather(1, source.unsqueeze(-1).expand(b, t, h))  # (B, T, H)
+        with warnings.catch_warnings():  # the reply's own repeats are what we want: the prompt may repeat itself
+            for setting in ("no_repeat_ngram_size", "repetition_penalty"):
+                warnings.filterwarnings("ignore", message=f".*{setting}.*inputs_embeds.*", category=UserWarning)
             generated = self.llm.generate(
-                inputs_embeds=embeds,
-                attention_mask=batch.attention_mask,
-                max_new_tokens=max_new_tokens,
+                inputs_embeds=left,
+                attention_mask=(positions >= pad).long(),  # (B, T)
+                max_new_tokens=max_new_tokens or cfg.decoding.max_new_tokens,
                 do_sample=False,
                 num_beams=1,
-                no_repeat_ngram_size=no_repeat_ngram_size,
+                repetition_penalty=cfg.decoding.repetition_penalty,
+                no_repeat_ngram_size=cfg.decoding.no_repeat_ngram_size,
                 logits_processor=LogitsProcessorList([BlockTail()]),
-                eos_token_id=[self.tokenizer.eos_token_id, img1],
+                eos_token_id=[eos, img1],
                 pad_token_id=self.tokenizer.pad_token_id,
-            )[0].tolist()
-        send = img1 in generated
-        if send:
-            text_ids = generated[: generated.index(img1)]
-        else:  # generation stops at the first EOS, so only the last id can be one
-            text_ids = generated[:-1] if generated and generated[-1] == self.tokenizer.eos_token_id else generated
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
-        text = _cut(text, self.config.style).strip()
-        if not send and not force_sticker:
-            return Generation(text, generated, False, None, None)
-        ids = text_ids + list(self.img_ids)  # forced completion of the block (the whole block when not sent)
-        start = embeds.shape[1] + len(text_ids)  # absolute position of [IMG1]
-        full = torch.cat([embeds, self.llm.get_input_embeddings()(torch.tensor([ids], device=device))], dim=1)
-        mask = torch.ones(full.shape[:2], dtype=torch.long, device=device)  # (1, T + G)
-        hidden = self.llm(inputs_embeds=full, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
-        ret = gen = None
-        if self.ret_heads is not None:
-            h = hidden[0, start] if self.config.retrieval_read == "reply" else self.block_state(embeds)  # (H,)
-            ret = self.ret_heads.embed_text(h.float())  # (dim,)
-        if self.gen_mapper is not None:
-            g0 = start + self.config.n_ret_tokens
-            gen = self.gen_mapper(hidden[:, g0 : g0 + self.config.n_gen_tokens].float())[0]  # (77, out_dim)
-        return Generation(text, ids if send else generated, send, ret, gen)
+            ).tolist()  # (B, G); a finished row is padded
+        drafts = []
+        for row, ids in enumerate(generated):
+            end = next((i for i, token in enumerate(ids) if token in (eos, img1)), None)  # the reply's own stop
+            raw = ids if end is None else ids[:end]
+            raw_text = _cut(self.tokenizer.decode(raw, skip_special_tokens=True), cfg.style)
+            text = readable(raw_text)
+            text_ids = self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+            prompt = embeds[row : row + 1, : int(lengths[row])]  # (1, T_row, H)
+            emitted = end is not None and ids[end] == img1
+            drafts.append(
+                Draft(
+                    prompt,
+                    text,
+                    raw_text.strip(),
+                    end is not None,
+                    emitted,
+                    text_ids,
+                    self.read_reply(prompt, text_ids),
+                )
+            )
+        return drafts
 
-    def block_state(self, embeds: torch.Tensor, text_ids: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
-        """(1, T, H) prompt embeddings -> (H,): the final-layer [IMG1] state of a block placed after the
-        prompt and ``text_ids``. No text is the read position of ``retrieval_read="context"``."""
-        ids = torch.tensor([[*text_ids, *self.img_ids]], device=embeds.device)  # (1, G + N)
-        full = torch.cat([embeds, self.llm.get_input_embeddings()(ids).to(embeds.dtype)], dim=1)  # (1, T + G + N, H)
+    @torch.no_grad()
+    def generate(self, prompt: Example, max_new_tokens: int | None = None, force_sticker: bool = False) -> Generation:
+        """The reply (:meth:`draft`) and the send decision at its end, with the sticker embeddings when sent.
+
+        The decision (``send_sticker``) is ``send_score > threshold`` with a fitted threshold
+        (``config.send``), else whether greedy decoding emitted [IMG1] (``emitted``). ``force_sticker`` reads
+        the embeddings even when the decision is not to send (ranking protocols need one for every sample);
+        ``send_sticker`` and ``token_ids`` still show the decision. The retrieval embedding comes from the
+        block after the reply (``retrieval_read="reply"``) or from a block right after the prompt
+        (``"context"``, :meth:`context_state`): the same for any reply the model writes."""
+        cfg = self.config
+        (r,) = self.draft([prompt], max_new_tokens)
+        threshold = self.send_threshold
+        send = r.end.send_score > threshold if threshold is not None else r.emitted
+        ret = gen = None
+        if send or force_sticker:
+            if self.ret_heads is not None:
+                h = self.context_state(r.embeds) if cfg.retrieval_read == "context" else r.end.block[0]  # (H,)
+                ret = self.ret_heads.embed_text(h.float())  # (dim,)
+            if self.gen_mapper is not None:
+                g = r.end.block[cfg.n_ret_tokens : cfg.n_ret_tokens + cfg.n_gen_tokens]  # (n_gen, H)
+                gen = self.gen_mapper(g.unsqueeze(0).float())[0]  # (77, out_dim)
+        ids = [*r.text_ids, *self.separator_ids, *self.img_ids] if send else r.text_ids
+        return Generation(r.text, r.raw_text, r.stopped, ids, send, r.end.send_score, r.emitted, ret, gen)
+
+    @torch.no_grad()
+    def read_reply(self, embeds: torch.Tensor, text_ids: Sequence[int]) -> ReplyEnd:
+        """Read a reply's end as training lays it out: prompt, reply text, separator, [IMG1..N] (one pass).
+
+        (1, T, H) prompt embeddings and the reply's ids -> the send score, the log-probability of the separator
+        and [IMG1] after the text minus that of EOS there (the two ways training ends a reply), and the block's
+        final-layer states."""
+        ids = [*text_ids, *self.separator_ids, *self.img_ids]
+        out = self._extend(embeds, ids, logits_to_keep=len(ids) + 1)
+        n_text, n_send = len(text_ids), len(self.separator_ids) + 1  # separator and [IMG1]: the send tokens
+        rows = out.logits[0, n_text : n_text + n_send]  # (S, V): row j predicts ids[n_text + j]
+        logp = F.log_softmax(rows.float(), dim=-1)  # (S, V)
+        send_ids = torch.tensor(ids[n_text : n_text + n_send], device=rows.device)  # (S,)
+        score = float(logp.gather(1, send_ids.unsqueeze(1)).sum() - logp[0, self.tokenizer.eos_token_id])
+        return ReplyEnd(score, out.hidden_states[-1][0, embeds.shape[1] + n_text + n_send - 1 :])  # block: (N, H)
+
+    @torch.no_grad()
+    def context_state(self, embeds: torch.Tensor) -> torch.Tensor:
+        """(1, T, H) prompt embeddings -> (H,): the final-layer [IMG1] state of a block right after the prompt,
+        the read position of ``retrieval_read="context"`` (the rest of the block cannot change it: causal)."""
+        return self._extend(embeds, self.img_ids[:1]).hidden_states[-1][0, embeds.shape[1]]
+
+    def _extend(self, embeds: torch.Tensor, ids: Sequence[int], logits_to_keep: int = 1) -> Any:
+        """One forward pass over (1, T, H) prompt embeddings followed by ``ids``; final-layer states kept, and
+        the logits of the last ``logits_to_keep`` positions."""
+        tail = self.llm.get_input_embeddings()(torch.tensor([list(ids)], device=embeds.device)).to(embeds.dtype)
+        full = torch.cat([embeds, tail], dim=1)  # (1, T + L, H)
         mask = torch.ones(full.shape[:2], dtype=torch.long, device=embeds.device)
-        hidden = self.llm(inputs_embeds=full, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
-        return hidden[0, embeds.shape[1] + len(text_ids)]  # (H,)
+        return self.llm(
+            inputs_embeds=full, attention_mask=mask, output_hidden_states=True, logits_to_keep=logits_to_keep
+        )
 
     # ----- checkpoints -----
 
@@ -453,8 +544,8 @@ class PegsModel(nn.Module):
 
 
 def _cut(text: str, style: str) -> str:
-    """Post-processing (§5.6): the reply ends at a stop marker of the prompt template."""
+    """Post-processing (§5.6): the reply ends at a stop marker of the prompt template. Speaker markers match in
+    any case: a small model often goes on with the next turn as "User: ..." rather than "USER: ..."."""
     fmt = STYLES[style]
-    for stop in ("###", "</s>", fmt.user_prefix.strip(), fmt.assistant_marker):
-        text = text.split(stop)[0]
-    return text
+    markers = ("###", "</s>", fmt.user_prefix.strip(), fmt.assistant_marker)
+    return re.split("|".join(re.escape(m) for m in markers), text, maxsplit=1, flags=re.IGNORECASE)[0]

@@ -10,6 +10,9 @@ diffusers) out of the baseline responders. It uses only the ``Responder`` interf
 * ``gen``: the mapped ``prompt_embeds`` condition SD text-to-image.
 * ``rag``: the top-1 sticker is restyled by SD img2img (strength 0.8) with those embeddings.
 
+All three send on the same decision, the model's (:meth:`PegsModel.generate`, ``config.send``): the fitted
+threshold on the send score at the end of the reply, or greedy [IMG1] where the checkpoint has no threshold.
+
 Generated images are written into a sticker library folder with their provenance, so every sticker
 a reply carries is a library sticker.
 """
@@ -69,7 +72,7 @@ class PegsResponder(Responder):
         mode: Mode = "ret",
         no_repeat: bool = False,
         generated_dir: Path | str | None = None,
-        max_new_tokens: int = 64,
+        max_new_tokens: int | None = None,
         seed: int = 0,
         checkpoint: str = "",
     ):
@@ -85,6 +88,12 @@ class PegsResponder(Responder):
         self.no_repeat, self.max_new_tokens, self.seed, self.checkpoint = no_repeat, max_new_tokens, seed, checkpoint
         self.matrix = sticker_matrix(model, library) if mode in ("ret", "rag") else None  # (N, dim)
         self.sent: dict[str, set[int]] = {}
+        if cfg.send.decision == "threshold" and cfg.send.fit is None:
+            log.warning(
+                "%s: the checkpoint has no fitted send threshold, so it sends only when greedy decoding emits [IMG1] "
+                "(rarely, for a briefly fine-tuned model); fit one with `stickerconv pegs fit-send`",
+                checkpoint or self.name,
+            )
         self.painter: StickerPainter | None = None
         self.store: GeneratedStickers | None = None
         if cfg.sd is not None and cfg.mapper is not None and generated_dir is not None and mode != "ret":
@@ -147,7 +156,13 @@ class PegsResponder(Responder):
         return await asyncio.to_thread(self._answer, context)
 
     def describe(self) -> dict[str, str]:
-        return {"responder": self.name, "checkpoint": self.checkpoint, "no_repeat": str(self.no_repeat)}
+        threshold = self.model.send_threshold
+        return {
+            "responder": self.name,
+            "checkpoint": self.checkpoint,
+            "no_repeat": str(self.no_repeat),
+            "send_decision": "greedy" if threshold is None else f"threshold {threshold:.4f}",
+        }
 
 
 def _open_rgb(path: Path) -> Image.Image:

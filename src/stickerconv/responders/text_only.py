@@ -1,9 +1,15 @@
-"""Baseline 1 (method reference §7): an LLM with an empathetic system prompt and no stickers."""
+"""Baseline 1 (method reference §7): an LLM with an empathetic system prompt and no stickers.
+
+The reply is cleaned as the agents' utterances are (``clean_utterance``: the first line, no speaker
+prefix, ``readable``): a small model cut by the token budget would otherwise end mid-sentence, and its
+repeated clauses would be scored and shown as they are.
+"""
 
 from __future__ import annotations
 
 from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.llm import ChatModel, Settings, system
+from stickerconv.llm.replies import readable
 from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
 from stickerconv.schema import DialogueContext, Reply
 
@@ -23,7 +29,7 @@ class TextOnlyResponder(Responder):
     async def respond(self, context: DialogueContext) -> Reply:
         messages = [system(self.system_prompt), *chat_messages(context, show_stickers=False)]
         result = await self.model.complete(messages, settings=self.settings)
-        return Reply(text=clean_utterance(result.text) or result.text.strip())
+        return Reply(text=clean_utterance(result.text) or readable(result.text))
 
     def describe(self) -> dict[str, str]:
         return {"responder": self.name, "model": f"{self.model.backend.name}:{self.model.model}"}

@@ -3,7 +3,7 @@ a ``send_sticker`` call with a query; the sticker index resolves the query to it
 
 The paper fine-tuned its tool baselines on an unpublished call format; here the call is requested
 as structured output (``{"text", "tool", "query"}``) from any chat model, with the query written
-in the indexed-text form the index was built from.
+in the indexed-text form the index was built from. The reply text is cleaned as the text baseline's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.llm import ChatModel, Message, Settings, system
+from stickerconv.llm.replies import readable
 from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
 from stickerconv.responders.text_only import BASELINE_SETTINGS
 from stickerconv.schema import DialogueContext, Reply
@@ -66,7 +67,7 @@ class StickerToolResponder(Responder):
     async def respond(self, context: DialogueContext) -> Reply:
         messages = self._messages(context)
         answer: ToolAnswer = (await self.model.complete(messages, ToolAnswer, settings=self.settings)).parsed
-        text = clean_utterance(answer.text) or answer.text.strip()
+        text = clean_utterance(answer.text) or readable(answer.text)
         if answer.tool != "send_sticker" or len(answer.query.strip()) < 3:
             return Reply(text=text)
         hits = self.index.search(answer.query, k=1)

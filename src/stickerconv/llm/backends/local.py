@@ -83,11 +83,12 @@ class LocalBackend(Backend):
             "messages": [{"role": m.role, "content": m.text} for m in request.messages],
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
-            "repeat_penalty": REPEAT_PENALTY,
+            "repeat_penalty": REPEAT_PENALTY if s.repeat_penalty is None else s.repeat_penalty,
             "seed": s.seed if s.seed is not None else 0,
         }
-        if s.top_p is not None:
-            kwargs["top_p"] = s.top_p
+        for name in ("top_p", "frequency_penalty", "presence_penalty"):
+            if getattr(s, name) is not None:
+                kwargs[name] = getattr(s, name)
         if s.stop:
             kwargs["stop"] = s.stop
         if request.json_schema is not None:  # always a grammar: llama.cpp in process takes every schema this way

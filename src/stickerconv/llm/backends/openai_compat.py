@@ -114,9 +114,11 @@ class OpenAICompatBackend(Backend):
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
         }
-        for name in ("top_p", "seed", "stop"):
+        for name in ("top_p", "seed", "stop", "frequency_penalty", "presence_penalty"):
             if getattr(s, name) is not None:
                 kwargs[name] = getattr(s, name)
+        if s.repeat_penalty is not None:  # not OpenAI's: llama.cpp's and Ollama's servers read it from the body
+            kwargs["extra_body"] = {"repeat_penalty": s.repeat_penalty}
         return kwargs
 
     def _client_for_loop(self):

@@ -9,7 +9,7 @@ import pytest
 
 from stickerconv.data.convert import ImageLocator, convert
 from stickerconv.data.resolve import StickerResolver, sample_image_path
-from stickerconv.data.samples import IMG, render_samples
+from stickerconv.data.samples import IMG, opening, render_samples
 from stickerconv.data.validate import validate
 from stickerconv.schema import Conversation
 from stickerconv.stickers.library import StickerLibrary
@@ -58,6 +58,19 @@ def test_v0_strings_are_exact():
     assert [x.input_image for x in s] == [[A], [A, B], [A, B, C]]
     assert [x.response_text for x in s] == [f"{S1}\n<IMG>\n", S2, f"{S3}\n<IMG>\n"]
     assert [x.history for x in s] == [[], [(U1, f"{S1}\n<IMG>\n")], [(U1, f"{S1}\n<IMG>\n"), (U2, S2)]]
+
+
+@pytest.mark.parametrize("style", ["v1.5", "v0"])
+def test_an_opening_is_the_turn_rendered_as_a_new_chat(style):
+    """Every turn, with and without a user sticker, reads as if it were the dialogue's first."""
+    conversation = three_turns()
+    samples = render_samples(conversation, style, lambda st: sample_image_path(st.image))
+    for sample, turn in zip(samples, conversation.conversation, strict=True):
+        alone = conversation.model_copy(update={"conversation": [turn.model_copy(update={"turn": 1})]})
+        (expected,) = render_samples(alone, style, lambda st: sample_image_path(st.image))
+        assert opening(sample, style) == expected
+        assert opening(expected, style) == expected  # a first turn is its own opening
+    assert [len(opening(s, style).input_image) for s in samples] == [1, 0, 1]
 
 
 def test_sample_metadata_and_invariant_on_every_fixture_session():

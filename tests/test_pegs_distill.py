@@ -82,9 +82,12 @@ def test_distill_learns_the_index_ranking(distilled, small_index):
     model, samples, result, progress, _ = distilled
     tenth = len(result.losses) // 10
     assert np.mean(result.losses[-tenth:]) < 0.5 * np.mean(result.losses[:tenth])
-    assert result.turns == len(samples) and result.gold == sum(bool(s.response_image) for s in samples)
+    # every turn after the first of its dialogue is also read as a new chat's opening, its gold sticker kept
+    assert result.openings == sum(bool(s.history) for s in samples) > 0
+    assert result.turns == len(samples)
+    assert result.gold == sum(bool(s.response_image) * (1 + bool(s.history)) for s in samples)
     assert result.overlap_after > result.overlap_before + 0.2
-    assert progress[-1][0] == progress[-1][1] == len(samples) + 300
+    assert progress[-1][0] == progress[-1][1] == len(samples) + result.openings + 300
     # The saved heads rank through the inference path (generate -> retrieval embedding) as reported:
     # the read position and the folded standardisation are what inference uses.
     paths = [small_index.library.image_path(s) for s in small_index.stickers]
@@ -111,8 +114,12 @@ def test_distill_reports_gold_stickers_outside_the_index(small_index, tmp_path):
     stray = next(i for i, s in enumerate(samples) if s.response_image)
     samples[stray] = samples[stray].model_copy(update={"response_image": ["images/elsewhere/none.png"]})
     result = distill_retrieval(tiny_model(), samples, small_index.library.root, small_index, steps=2)
-    assert result.left_out == {"gold sticker not in the index": 1}
-    assert result.gold == sum(bool(s.response_image) for s in samples) - 1
+    assert result.left_out == {"gold sticker not in the index": 1 + bool(samples[stray].history)}
+    assert (
+        result.gold
+        == sum(bool(s.response_image) * (1 + bool(s.history)) for s in samples)
+        - result.left_out["gold sticker not in the index"]
+    )
     with pytest.raises(ValueError, match="at least 2 training turns"):
         distill_retrieval(tiny_model(), samples[:1], small_index.library.root, small_index, steps=2)
     with pytest.raises(ValueError, match="no retrieval tokens"):

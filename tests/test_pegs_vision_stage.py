@@ -85,7 +85,11 @@ def test_without_the_vision_stage_the_cnn_stays_random(few, tmp_path):
     assert result.exit_code == 0, result.output
     assert "CNN stays randomly initialised" in _words(result.output)
     assert PegsConfig.load(tmp_path / "final" / "pegs_config.json").vision.name_or_path is None
-    assert any(k.startswith("vision.") for k in load_file(str(tmp_path / "final" / "weights.safetensors")))
+    # a frozen random part is not written: it is rebuilt from the seed, as the untrained preset draws it
+    assert not any(k.startswith("vision.") for k in load_file(str(tmp_path / "final" / "weights.safetensors")))
+    rebuilt = PegsModel.from_pretrained(tmp_path / "final").vision.state_dict()
+    drawn = PegsModel(PegsConfig.preset("tiny")).vision.state_dict()
+    assert rebuilt.keys() == drawn.keys() and all(torch.equal(rebuilt[k], drawn[k]) for k in drawn)
 
 
 def test_vision_stage_refuses_a_folder_of_other_cnn_settings(few, tmp_path, embedder):

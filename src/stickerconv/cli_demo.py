@@ -204,9 +204,9 @@ def demo(
         0.34
     ),
     pegs_config: Annotated[str, typer.Option(help="PEGS preset (small, tiny) or config JSON.")] = "small",
-    pegs_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of each PEGS alignment stage.")] = 40,
-    joint_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the PEGS joint (dialogue) stage.")] = 20,
-    vision_steps: Annotated[int, typer.Option(min=1, help="Steps of the PEGS vision pretraining.")] = 300,
+    pegs_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of each PEGS alignment stage.")] = 25,
+    joint_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the PEGS joint (dialogue) stage.")] = 8,
+    vision_steps: Annotated[int, typer.Option(min=1, help="Steps of the PEGS vision pretraining.")] = 150,
     eval_items: Annotated[int | None, typer.Option(min=1, help="Test turns each system answers (default all).")] = (
         None
     ),

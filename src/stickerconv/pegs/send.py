@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from stickerconv.data.samples import IMG, STYLES, Sample
+from stickerconv.data.samples import IMG, STYLES, Sample, Style, opening
 from stickerconv.pegs.config import SendConfig, SendFit
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.sequence import sample_example
@@ -86,14 +86,17 @@ def send_scores(
     return np.array(scores, dtype=np.float64)
 
 
-def _decisions(scores: np.ndarray, gold: np.ndarray, threshold: float) -> tuple[float, float, float, float]:
-    """(share, precision, recall, F1) of ``scores > threshold`` against ``gold``; a ratio over nothing is 0."""
+def _decisions(
+    scores: np.ndarray, gold: np.ndarray, threshold: float, weights: np.ndarray
+) -> tuple[float, float, float, float]:
+    """(share, precision, recall, F1) of ``scores > threshold`` against ``gold``, each prompt counted with its
+    weight; a ratio over nothing is 0."""
     pred = scores > threshold
-    hits = float((pred & gold).sum())
-    precision = hits / pred.sum() if pred.any() else 0.0
-    recall = hits / gold.sum() if gold.any() else 0.0
-    f1 = 2 * hits / (pred.sum() + gold.sum()) if (pred.any() or gold.any()) else 0.0
-    return float(pred.mean()), float(precision), float(recall), float(f1)
+    sent, wanted, hits = float(weights[pred].sum()), float(weights[gold].sum()), float(weights[pred & gold].sum())
+    precision = hits / sent if sent else 0.0
+    recall = hits / wanted if wanted else 0.0
+    f1 = 2 * hits / (sent + wanted) if sent + wanted else 0.0
+    return sent / float(weights.sum()), precision, recall, f1
 
 
 def _cuts(scores: np.ndarray) -> np.ndarray:
@@ -102,31 +105,37 @@ def _cuts(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1]]])
 
 
-def fit_threshold(scores: np.ndarray, gold: np.ndarray, target: Target = "share") -> SendFit:
+def fit_threshold(
+    scores: np.ndarray, gold: np.ndarray, target: Target = "share", weights: np.ndarray | None = None
+) -> SendFit:
     """The threshold on (n,) send scores for (n,) gold sends: ``share`` makes the share over it the closest
     to the gold share (midway between neighbouring scores, so a small shift in scores moves few decisions);
-    ``f1`` maximises the when-to-send F1, ties broken by the share closest to the gold one."""
+    ``f1`` maximises the when-to-send F1, ties broken by the share closest to the gold one. ``weights`` (n,)
+    count each prompt (default 1 each): the two readings of one turn (:func:`fitting_prompts`) weigh half each."""
     scores, gold = np.asarray(scores, dtype=np.float64), np.asarray(gold, dtype=bool)
-    if scores.shape != gold.shape or scores.ndim != 1 or len(scores) == 0:
+    weights = np.ones_like(scores) if weights is None else np.asarray(weights, dtype=np.float64)
+    if scores.shape != gold.shape or scores.shape != weights.shape or scores.ndim != 1 or len(scores) == 0:
         raise ValueError(f"one score per gold decision is needed, got {scores.shape} scores and {gold.shape} decisions")
     if not np.isfinite(scores).all():
         raise ValueError("send scores must be finite")
-    gold_share = float(gold.mean())
+    if (weights <= 0).any():
+        raise ValueError("prompt weights must be positive")
+    gold_share = float(weights[gold].sum() / weights.sum())
     cuts = _cuts(scores)
-    shares = np.array([(scores > c).mean() for c in cuts])  # (C,) falling as the cut rises
+    decisions = [_decisions(scores, gold, c, weights) for c in cuts]  # (C,) share falling as the cut rises
+    shares = np.array([d[0] for d in decisions])
     if target == "share":
         best = int(np.argmin(np.abs(shares - gold_share)))
     elif target == "f1":
-        f1s = np.array([_decisions(scores, gold, c)[3] for c in cuts])
+        f1s = np.array([d[3] for d in decisions])
         best = int(np.lexsort((np.abs(shares - gold_share), -f1s))[0])
     else:
         raise ValueError(f"unknown send-threshold target {target!r}; choose share or f1")
-    threshold = float(cuts[best])
-    share, precision, recall, f1 = _decisions(scores, gold, threshold)
+    share, precision, recall, f1 = decisions[best]
     return SendFit(
-        threshold=threshold,
+        threshold=float(cuts[best]),
         target=target,
-        turns=len(scores),
+        turns=int(round(weights.sum())),
         gold_share=gold_share,
         share=share,
         precision=precision,
@@ -149,6 +158,25 @@ def use_fit(model: PegsModel, fit: SendFit) -> None:
     )
 
 
+def fitting_prompts(samples: Sequence[Sample], style: Style) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """The prompts the threshold is fitted on, their gold sends and weights: each turn as it stands in its
+    dialogue and, when a dialogue comes before it, also as the first message of a new chat (:func:`opening`),
+    the two readings weighing half each, so every turn counts once. A served chat meets both: its first
+    message alone, later ones in their dialogue; and the score reads them differently (measured on the
+    demo's checkpoint: fresh single-message chats scored a median 4 nats above its training turns, so a
+    threshold fitted on the turns alone sent a sticker to every fresh chat)."""
+    prompts: list[Sample] = []
+    weights: list[float] = []
+    for sample in samples:
+        if sample.history:
+            prompts += [sample, opening(sample, style)]
+            weights += [0.5, 0.5]
+        else:
+            prompts.append(sample)
+            weights.append(1.0)
+    return prompts, gold_sends(prompts), np.array(weights)
+
+
 def fit_send(
     model: PegsModel,
     samples: Sequence[Sample],
@@ -158,12 +186,14 @@ def fit_send(
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SendFit:
-    """Reply to ``samples`` (at most ``limit`` of them, a seeded sample), fit the threshold on the scores of
-    those replies against their gold sends, and give it to ``model``."""
+    """Reply to ``samples`` (at most ``limit`` of them, a seeded sample) in both readings of
+    :func:`fitting_prompts`, fit the threshold on the scores of those replies against their gold sends, and
+    give it to ``model``."""
     if not samples:
         raise ValueError("fitting the send threshold needs training turns, got none")
     chosen = [samples[i] for i in fitting_turns(len(samples), limit, seed)]
-    scores = send_scores(model, chosen, Path(image_root), on_progress=on_progress)
-    fit = fit_threshold(scores, gold_sends(chosen), target)
+    prompts, gold, weights = fitting_prompts(chosen, model.config.style)
+    scores = send_scores(model, prompts, Path(image_root), on_progress=on_progress)
+    fit = fit_threshold(scores, gold, target, weights)
     use_fit(model, fit)
     return fit

@@ -64,11 +64,18 @@ class Batch:
     caption_rows: torch.Tensor  # (Bg,) long: rows with a block and a caption
     captions: list[str] = field(default_factory=list)  # (Bg,) SD prompts
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The batch on ``device``; ``non_blocking`` copies from pinned memory overlap the copy with compute."""
         moved: dict[str, Any] = {
-            k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()
+            k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
+            for k, v in self.__dict__.items()
         }
         return Batch(**moved)
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory: a DataLoader with ``pin_memory=True`` calls this on custom batch
+        types, and only pinned tensors copy to a GPU asynchronously."""
+        return Batch(**{k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
 
 
 def image_roles(input_text: str, style: Style) -> list[str]:
@@ -182,10 +189,17 @@ class Collator:
                 pieces.append(_Piece(ids, ids if seg.supervised else [IGNORE] * len(ids), block=seg.supervised))
         return pieces
 
-    def __call__(self, examples: Sequence[Example]) -> Batch:
+    def __call__(self, examples: Sequence[Example], seeds: Sequence[int] | None = None) -> Batch:
+        """Pad and stack ``examples``. ``seeds`` (one per example) make each example's random image transforms
+        a function of its own seed: the transform's generator (``rng``, as
+        :class:`~stickerconv.pegs.vision.ImageTransform` has) is reseeded before the example's first image.
+        Training passes them so that a crop depends neither on which DataLoader worker or process collates the
+        example nor on its neighbours in the batch."""
+        if seeds is not None and len(seeds) != len(examples):
+            raise ValueError(f"{len(seeds)} seeds for {len(examples)} examples")
         rows: list[tuple[list[int], list[int], list[bool], int]] = []
-        images: list[Path] = []
-        for ex in examples:
+        images: list[tuple[int, Path]] = []  # (row, path) in row order
+        for row, ex in enumerate(examples):
             ids: list[int] = []
             labels: list[int] = []
             percept: list[bool] = []
@@ -201,7 +215,7 @@ class Collator:
                 if piece.block:
                     start = len(ids)
                 if piece.image is not None:
-                    images.append(piece.image)
+                    images.append((row, piece.image))
                     percept += [False] + [True] * self.k + [False]
                 else:
                     percept += [False] * len(piece.ids)
@@ -228,13 +242,23 @@ class Collator:
             attention_mask=attention,
             labels=labels_t,
             perception_mask=perception,
-            pixels=_stack([self.transform(p) for p in images]),
+            pixels=_stack(self._pixels(images, seeds)),
             block_start=block_start,
             target_rows=torch.tensor(target_rows, dtype=torch.long),
             target_pixels=_stack([self.target_transform(examples[i].target_image) for i in target_rows]),  # type: ignore[arg-type]
             caption_rows=torch.tensor(caption_rows, dtype=torch.long),
             captions=[examples[i].caption for i in caption_rows],  # type: ignore[misc]
         )
+
+    def _pixels(self, images: list[tuple[int, Path]], seeds: Sequence[int] | None) -> list[torch.Tensor]:
+        """The user stickers' pixels in row order; with ``seeds``, reseeded where a row's images begin."""
+        out, seeded = [], -1
+        for row, path in images:
+            if seeds is not None and row != seeded:
+                self.transform.rng.seed(seeds[row])  # type: ignore[attr-defined]
+                seeded = row
+            out.append(self.transform(path))
+        return out
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:

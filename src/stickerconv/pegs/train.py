@@ -11,6 +11,12 @@ Resuming: every ``checkpoint_every`` steps (and at the end) the stage folder hol
 checkpoint and ``trainer_state.pt`` (optimiser, scheduler, step, losses, RNG); rerunning the same
 stage on the same folder continues from there, skipping the batches already seen in that epoch.
 
+One process keeps one Accelerator for all its stages (accelerate holds one state per process and refuses a
+second Accelerator with another mixed precision); only rank 0 writes checkpoints and logs. Batches are
+collated in DataLoader workers, each example's random crops seeded by its own key, so the batches are the same
+whatever the number of workers or processes, and per-step losses stay on the device until a log or checkpoint
+point reads them.
+
 Before those stages, :func:`vision_stage` pretrains any offline CNN of the config that has no
 weights (the ``small`` preset's), because a random frozen CNN gives the LLM and the retrieval head
 nothing to read. It writes the weights file once and returns the config pointing at it by absolute
@@ -24,8 +30,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +44,14 @@ from stickerconv.data.samples import Sample
 from stickerconv.pegs.config import PegsConfig, VisionConfig
 from stickerconv.pegs.diffusion import SDComponents, encode_captions, load_sd
 from stickerconv.pegs.model import PegsModel, PegsOutput
-from stickerconv.pegs.sequence import Example, caption_example, image_block_example, sample_example
+from stickerconv.pegs.sequence import (
+    Batch,
+    Collator,
+    Example,
+    caption_example,
+    image_block_example,
+    sample_example,
+)
 from stickerconv.pegs.vision import pretrain_cnn, save_cnn, sticker_text
 from stickerconv.stickers.library import StickerLibrary
 
@@ -82,7 +96,11 @@ class StageConfig(BaseModel):
     batch_size: int = Field(6, ge=1)  # per device
     grad_accum: int = Field(1, ge=1)
     clip_grad: float | None = 1.0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # auto: the launcher's --mixed_precision when it names fp16 or bf16, else bf16 on a CUDA device that has it, else no
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = False  # recompute the LLM's layer activations in the backward: memory for time
+    num_workers: int | None = Field(None, ge=0)  # DataLoader workers collating batches; None: see loader_workers
+    prefetch_factor: int = Field(2, ge=1)  # batches each worker prepares ahead (with workers only)
     seed: int = 42
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)
@@ -269,10 +287,155 @@ def _optimizer(model: PegsModel, params: list[torch.nn.Parameter], cfg: StageCon
 
 def _total(stage: Stage, out: PegsOutput) -> torch.Tensor:
     parts = {"lm": out.lm_loss, "gen": out.gen_loss, "ret": out.ret_loss}
-    terms = [parts[name] for name in STAGE_LOSSES[stage] if parts[name] is not None]
+    terms = [parts[name].float() for name in STAGE_LOSSES[stage] if parts[name] is not None]
     if not terms:
         raise ValueError(f"stage {stage!r}: the batch gave none of its losses {STAGE_LOSSES[stage]}")
     return torch.stack(terms).sum()
+
+
+# Ranks > 0 wait at a barrier while rank 0 runs the single-process stages of `pegs train` (vision, distill, send):
+# torch's default collective timeout (30 min) would end a run whose distill stage reads many turns.
+BARRIER_TIMEOUT = timedelta(hours=2)
+
+
+def process_state() -> Any:
+    """accelerate's ``PartialState``: this process's rank, device and barriers (one process: rank 0, and the
+    barriers return at once). Created on first use, as an Accelerator would create it: ``ACCELERATE_USE_CPU``
+    (set by ``accelerate launch --cpu``, and by the tests' gloo run) keeps a launched run on CPU, and the process
+    group gets :data:`BARRIER_TIMEOUT`."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=BARRIER_TIMEOUT)
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """``StageConfig.mixed_precision`` for ``device``. ``auto`` takes the launcher's ``--mixed_precision`` when
+    it names fp16 or bf16 (``accelerate launch`` exports it), else bf16 on a CUDA device that supports it: a
+    7B backbone and its activations fit one GPU only in half precision, and bf16 needs no loss scaling. On a
+    CPU ``auto`` is ``no``, the precision the CPU presets were measured in."""
+    if setting != "auto":
+        return setting
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launched in ("fp16", "bf16"):
+        return launched
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
+
+def loader_workers(setting: int | None, device: torch.device) -> int:
+    """DataLoader workers for ``StageConfig.num_workers``: the setting, or by default none on a CPU (the workers
+    would take cores from the training's own threads, and decoding costs little beside a CPU forward) and on
+    CUDA up to 4 per process, from this process's share of the cores, so image decoding and crops overlap the
+    GPU's step."""
+    if setting is not None:
+        return setting
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+_accelerator: Any = None  # this process's Accelerator, reused by every stage (see _stage_accelerator)
+_RESETTABLE = ("NO", "MULTI_CPU", "MULTI_GPU")  # distributed types whose precision lives in the Accelerator alone
+
+
+def _stage_accelerator(precision: str, grad_accum: int) -> Any:
+    """The process's Accelerator, set for a stage. accelerate keeps one state per process, and a second
+    Accelerator with another mixed precision raises "AcceleratorState has already been initialized", so one is
+    kept and reused while the precision matches. When a stage asks for another one, accelerate's own reset
+    (``AcceleratorState._reset_state()``, the one its test suite uses) clears the precision state and a new
+    Accelerator is built; ``PartialState`` is kept, so a launched run keeps its process group and device. Under
+    DeepSpeed, FSDP and the other sharded set-ups the precision is part of the launcher's config and the engine,
+    so a change between stages is refused there."""
+    global _accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
+
+    if _accelerator is not None and _accelerator.mixed_precision != precision:
+        kind = _accelerator.distributed_type.name
+        if kind not in _RESETTABLE:
+            raise ValueError(
+                f"mixed precision {_accelerator.mixed_precision!r} cannot change to {precision!r} between stages "
+                f"under {kind}: give every stage the launcher's precision"
+            )
+        log.info("mixed precision %s -> %s: resetting accelerate's state", _accelerator.mixed_precision, precision)
+        AcceleratorState._reset_state()
+        _accelerator = None
+    if _accelerator is None:
+        cuda = process_state().device.type == "cuda"
+        _accelerator = Accelerator(
+            mixed_precision=precision,
+            # pinned batches (pin_memory on CUDA) copy asynchronously, overlapping the previous step's compute
+            dataloader_config=DataLoaderConfiguration(non_blocking=cuda),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+    _accelerator.gradient_accumulation_steps = grad_accum
+    return _accelerator
+
+
+class _KeyedExamples(torch.utils.data.Dataset):
+    """The stage's examples addressed by key ``epoch * n + i``: the key names the example and its epoch, and
+    :class:`_Collate` seeds the example's crops with it, so a crop is fixed by the key alone."""
+
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, key: int) -> tuple[int, Example]:
+        return key, self.examples[key % len(self.examples)]
+
+
+class _EpochSampler(torch.utils.data.Sampler[int]):
+    """Keys of one epoch: the examples shuffled by ``seed + epoch``, cut to ``usable`` (whole optimiser steps of
+    the global batch, so every step accumulates the same number of micro-batches and an epoch ends on a step).
+    Every process draws the same order; accelerate hands each its share. The loop sets ``epoch`` before each
+    pass (not through accelerate's ``set_epoch``, which does not reach a sampler under its resume loader)."""
+
+    def __init__(self, n: int, usable: int, seed: int):
+        self.n, self.usable, self.seed, self.epoch = n, usable, seed, 0
+
+    def __len__(self) -> int:
+        return self.usable
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        return iter((order[: self.usable] + self.epoch * self.n).tolist())
+
+
+class _Collate:
+    """The DataLoader's collate function: a module-level class, so that workers started by spawn or forkserver
+    can unpickle it (a closure could not be). Each example's crops are seeded by ``(seed, key)``."""
+
+    def __init__(self, collator: Collator, seed: int):
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, items: Sequence[tuple[int, Example]]) -> Batch:
+        return self.collator([ex for _, ex in items], seeds=[self.seed * 2**32 + key for key, _ in items])
+
+
+def _backbone(model: PegsModel) -> Any:
+    """The transformers causal LM, under peft's wrapper when LoRA is attached: its checkpointing switches live there."""
+    return model.llm.get_base_model() if model.lora_attached else model.llm
+
+
+def _set_checkpointing(model: PegsModel, on: bool) -> None:
+    """Activation checkpointing of the LLM's decoder layers, non-reentrant: it needs no input that requires grad
+    (so no ``enable_input_require_grads`` for LoRA on a frozen base), works with DDP's unused-parameter search,
+    and keeps dropout's RNG so the recomputed forward equals the first. transformers 5 names the switch
+    ``activation_checkpointing_*`` and keeps ``gradient_checkpointing_*`` as a deprecated alias."""
+    llm = _backbone(model)
+    if on:
+        enable = getattr(llm, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = getattr(llm, "activation_checkpointing_disable", None) or llm.gradient_checkpointing_disable
+        disable()
 
 
 def train_stage(
@@ -285,27 +448,35 @@ def train_stage(
 ) -> TrainResult:
     """Train ``model`` in place for one stage and save it to ``out_dir`` (resuming from it if a
     ``trainer_state.pt`` is there). ``sd`` gives the L_gen targets; it is loaded from the model's
-    config when the stage needs it and none is passed."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    config when the stage needs it and none is passed.
+
+    Under ``accelerate launch`` every process calls this with the same arguments: ``batch_size`` is per
+    process, so an optimiser step sees ``batch_size × processes × grad_accum`` examples; rank 0 alone logs and
+    writes, and no rank returns before the last checkpoint is on disk (the next stage loads it). The recorded
+    losses are means over the processes: the global batch's loss when the ranks' batches hold equal numbers of
+    supervised tokens (DDP averages the ranks' gradients, each the mean over its own tokens)."""
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from transformers import get_cosine_schedule_with_warmup
 
     out_dir = Path(out_dir)
     stage = cfg.stage
-    if len(examples) < cfg.batch_size:  # the loader drops incomplete batches, so no step would ever be taken
-        raise ValueError(f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {cfg.batch_size}")
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision=cfg.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
+    accelerator = _stage_accelerator(resolve_precision(cfg.mixed_precision, process_state().device), cfg.grad_accum)
+    device = accelerator.device
+    global_batch = cfg.batch_size * accelerator.num_processes
+    per_epoch = len(examples) // (global_batch * cfg.grad_accum)  # whole optimiser steps; the remainder is dropped
+    if per_epoch == 0:  # no step would ever be taken
+        raise ValueError(
+            f"the {stage} stage has {len(examples)} example(s), fewer than one batch of "
+            f"{global_batch * cfg.grad_accum} ({cfg.batch_size} × {accelerator.num_processes} process(es) × "
+            f"{cfg.grad_accum} accumulated)"
+        )
     set_seed(cfg.seed)
     if stage == "joint" and not model.lora_attached:
         model.attach_lora()
     params = model.freeze_except(STAGE_PARTS[stage])
     if stage in ("generation", "joint") and model.gen_mapper is not None and sd is None and model.config.sd:
-        sd = load_sd(model.config.sd, model.config.mapper.out_dim, model.config.seed, accelerator.device)  # type: ignore[union-attr]
+        sd = load_sd(model.config.sd, model.config.mapper.out_dim, model.config.seed, device)  # type: ignore[union-attr]
     if stage == "generation" and sd is None:
         raise ValueError("the generation stage needs a diffusers text encoder: set sd in the PEGS config")
     optimizer = _optimizer(model, params, cfg)
@@ -320,59 +491,98 @@ def train_stage(
         step, losses = state["step"], state["losses"]
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
-        log.info("%s: resumed from %s at step %d", stage, out_dir, step)
-    collate = model.collator(train=True, seed=cfg.seed + step)
-    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    per_epoch = max(1, len(examples) // (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
-    model.train()
-    while step < cfg.max_steps:
-        epoch, done_in_epoch = divmod(step, per_epoch)
-        loader = DataLoader(
-            list(examples),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(cfg.seed + epoch),
-        )
-        loader = accelerator.skip_first_batches(accelerator.prepare(loader), done_in_epoch * cfg.grad_accum)
-        running = 0.0
-        for batch in loader:
-            with accelerator.accumulate(prepared):
-                targets = encode_captions(sd, batch.captions) if sd is not None and batch.captions else None
-                out = prepared(batch, gen_targets=targets)
-                loss = _total(stage, out)
-                accelerator.backward(loss)
-                running += loss.item() / cfg.grad_accum
-                if accelerator.sync_gradients and cfg.clip_grad:
-                    accelerator.clip_grad_norm_(params, cfg.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            losses.append(running)
-            running = 0.0
-            if step % cfg.log_every == 0 or step == 1:
-                parts = {k: round(v.item(), 4) for k, v in vars(out).items() if v is not None}
-                log.info(
-                    "%s step %d/%d loss %.4f %s lr %.2e",
-                    stage,
-                    step,
-                    cfg.max_steps,
-                    losses[-1],
-                    parts,
-                    scheduler.get_last_lr()[0],
-                )
-            if on_progress:
-                on_progress(step, cfg.max_steps)
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                _checkpoint(accelerator, model, optimizer, scheduler, step, losses, out_dir)
-            if step >= cfg.max_steps:
-                break
-    model.eval()
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if accelerator.is_main_process:
+            log.info("%s: resumed from %s at step %d", stage, out_dir, step)
+    workers = loader_workers(cfg.num_workers, device)
+    sampler = _EpochSampler(len(examples), per_epoch * cfg.grad_accum * global_batch, cfg.seed)
+    loader = DataLoader(
+        _KeyedExamples(examples),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=_Collate(model.collator(train=True), cfg.seed),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=cfg.prefetch_factor if workers else None,
+        persistent_workers=workers > 0,  # one loader serves every epoch of the stage
+        generator=torch.Generator().manual_seed(cfg.seed),  # seeds the workers without drawing on the global RNG
+    )
+    if cfg.gradient_checkpointing:
+        _set_checkpointing(model, True)
+    prepared = None
+    try:
+        # the scheduler stays unprepared: accelerate would step it once per process at every optimiser step, while
+        # max_steps and warmup_steps count optimiser steps of the global batch
+        prepared, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        model.train()
+        pending: list[torch.Tensor] = []  # per-step losses still on the device, read at log and checkpoint points
+        running = torch.zeros((), device=device)
+        while step < cfg.max_steps:
+            epoch, done_in_epoch = divmod(step, per_epoch)
+            sampler.epoch = epoch  # the shuffle and the examples' keys
+            batches = loader
+            if done_in_epoch:  # resumed mid-epoch: a loader for this epoch that skips the micro-batches seen
+                batches = accelerator.skip_first_batches(loader, done_in_epoch * cfg.grad_accum)
+            for batch in batches:
+                with accelerator.accumulate(prepared):
+                    targets = encode_captions(sd, batch.captions) if sd is not None and batch.captions else None
+                    out = prepared(batch, gen_targets=targets)
+                    loss = _total(stage, out)
+                    accelerator.backward(loss)
+                    running = running + loss.detach() / cfg.grad_accum
+                    if accelerator.sync_gradients and cfg.clip_grad:
+                        accelerator.clip_grad_norm_(params, cfg.clip_grad)
+                    optimizer.step()  # a no-op while accumulating
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                if not optimizer.step_was_skipped:  # fp16 loss scaling skips a step whose gradients overflowed
+                    scheduler.step()
+                step += 1
+                pending.append(running)
+                running = torch.zeros((), device=device)
+                if step % cfg.log_every == 0 or step == 1:
+                    _read_losses(accelerator, pending, losses)
+                    if accelerator.is_main_process:  # the parts are rank 0's last micro-batch
+                        parts = {k: round(v.item(), 4) for k, v in vars(out).items() if v is not None}
+                        lr = scheduler.get_last_lr()[0]
+                        log.info(
+                            "%s step %d/%d loss %.4f %s lr %.2e", stage, step, cfg.max_steps, losses[-1], parts, lr
+                        )
+                if on_progress:
+                    on_progress(step, cfg.max_steps)
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                    _read_losses(accelerator, pending, losses)
+                    _checkpoint(accelerator, model, optimizer, scheduler, step, losses, out_dir)
+                if step >= cfg.max_steps:
+                    break
+    finally:
+        _release(accelerator, prepared, model, cfg.gradient_checkpointing)
     return TrainResult(step, losses, out_dir)
+
+
+def _read_losses(accelerator: Any, pending: list[torch.Tensor], losses: list[float]) -> None:
+    """Move the pending per-step losses to ``losses``: one device read (and, launched, one all-reduce: every
+    rank reaches the same log and checkpoint points) for all the steps since the last read."""
+    if pending:
+        losses += accelerator.reduce(torch.stack(pending), reduction="mean").tolist()
+        pending.clear()
+
+
+def _release(accelerator: Any, prepared: Any, model: PegsModel, checkpointing: bool) -> None:
+    """Leave ``model`` as the stage found it, for the next stage or for inference: the mixed-precision wrapper
+    accelerate put on its ``forward`` removed and its "prepared" mark dropped (else a later stage would neither
+    wrap it in DDP nor apply its own precision), checkpointing off if the stage turned it on, eval mode; and
+    the Accelerator's references to the stage's model, optimiser and loader released."""
+    if prepared is not None:
+        accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
+    vars(model).pop("_is_accelerate_prepared", None)
+    if checkpointing:
+        _set_checkpointing(model, False)
+    model.eval()
+    accelerator.free_memory()
 
 
 def _checkpoint(
@@ -384,17 +594,19 @@ def _checkpoint(
     losses: list[float],
     out_dir: Path,
 ) -> None:
+    """Rank 0 writes the model and ``trainer_state.pt``; every rank waits until they are on disk, so that no
+    rank reads a half-written checkpoint (the next stage starts by loading it)."""
+    if accelerator.is_main_process:
+        model.save_pretrained(out_dir)
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "losses": losses,
+            "python_rng": random.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, out_dir / TRAINER_STATE)
+        log.info("checkpoint at step %d in %s", step, out_dir)
     accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    model.save_pretrained(out_dir)
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
-        "losses": losses,
-        "python_rng": random.getstate(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    torch.save(state, out_dir / TRAINER_STATE)
-    log.info("checkpoint at step %d in %s", step, out_dir)

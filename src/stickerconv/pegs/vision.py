@@ -15,6 +15,7 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,18 +157,31 @@ def build_vision(cfg: VisionConfig, seed: int = 0) -> VisionEncoder:
             else CLIPVisionModel(CLIPVisionConfig(**(cfg.random or {})))
         )
         enc = ClipEncoder(model)
-    else:
-        from transformers import Blip2Config, Blip2Model
+    elif cfg.name_or_path is not None:
+        from transformers import Blip2Model
 
         # Blip2Model also holds the language model; only the vision tower, queries and Q-Former stay
-        full = (
-            Blip2Model.from_pretrained(cfg.name_or_path)
-            if cfg.name_or_path is not None
-            else Blip2Model(Blip2Config(**(cfg.random or {})))
-        )
+        full = Blip2Model.from_pretrained(cfg.name_or_path)
         enc = Blip2Encoder(full.vision_model, full.query_tokens, full.qformer)
+    else:
+        enc = random_blip2(cfg.random or {})
     enc.requires_grad_(False)
     return enc.eval()
+
+
+def random_blip2(kwargs: dict[str, Any]) -> Blip2Encoder:
+    """A randomly initialised BLIP-2 vision tower, query tokens and Q-Former from ``Blip2Config`` kwargs.
+
+    Only the three parts PEGS uses are built: ``Blip2Model`` would also build its language model (OPT-2.7B at
+    the paper's config, 2.7 B random parameters thrown away). The queries are drawn from N(0, 0.02) as in
+    BLIP-2's training init: transformers starts them at zero, and 32 equal queries give 32 equal tokens."""
+    from transformers import Blip2Config, Blip2QFormerModel, Blip2VisionModel
+
+    config = Blip2Config(**kwargs)
+    vision_model = Blip2VisionModel(config.vision_config)
+    queries = torch.empty(1, config.num_query_tokens, config.qformer_config.hidden_size)  # (1, Q, Dq)
+    query_tokens = nn.Parameter(queries.normal_(0.0, config.qformer_config.initializer_range))
+    return Blip2Encoder(vision_model, query_tokens, Blip2QFormerModel(config.qformer_config))
 
 
 def sticker_text(label: str | None, description: str) -> str:

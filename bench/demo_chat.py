@@ -1,0 +1,92 @@
+"""The demo's served chat on fresh messages, run by hand after `stickerconv demo`:
+
+    .venv/bin/python bench/demo_chat.py [--run runs/demo] [--responder pegs-ret]
+
+It serves the run's checkpoint as `stickerconv demo` does (the OpenAI-compatible app, in process) and sends each
+of the 20 fixed single-message chats of ``pegs_replies.py`` (emotional, varied, none from a dataset) as a new
+chat. It prints what issue 17 asks of the chat:
+
+* **sticker share**: replies with a sticker, against the run's training assistant sticker share
+  (``dataset/train.json``: the turns whose gold reply has one);
+* **polarity agreement**: of the sent stickers, those whose label agrees in polarity with the message's VADER
+  sentiment (compound ±0.05; Happiness positive; Anger, Disgust, Fear, Sadness negative; Neutral and Surprise
+  neutral, as evaluate/quality.py maps them);
+* **readable**: replies that end mid-sentence or repeat a sentence or clause (``llm.replies``), which should be
+  none; and seconds per reply (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from pegs_replies import PROMPTS
+
+from stickerconv.data.samples import load_samples
+from stickerconv.evaluate.quality import NEGATIVE, POSITIVE
+from stickerconv.llm.replies import ends_mid_sentence, has_repeat
+from stickerconv.stickers.emotion_lexicon import polarity
+
+
+def sentiment(text: str) -> str:
+    score = polarity(text)
+    return "positive" if score >= 0.05 else "negative" if score <= -0.05 else "neutral"
+
+
+def label_polarity(label: str) -> str:
+    return "positive" if label in POSITIVE else "negative" if label in NEGATIVE else "neutral"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished `stickerconv demo` folder")
+    parser.add_argument("--responder", default="pegs-ret")
+    parser.add_argument("--show", action="store_true", help="print every message and reply")
+    args = parser.parse_args()
+
+    from fastapi.testclient import TestClient
+
+    from stickerconv.responders import build_responder
+    from stickerconv.serve import ServeSettings, create_app
+    from stickerconv.stickers.index import StickerIndex
+
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    train = load_samples(args.run / "dataset" / "train.json", "v1.5", lambda s: s.image)
+    gold = sum(bool(s.response_image) for s in train) / len(train)
+    index = StickerIndex.load(args.run / "pack")
+    checkpoint = args.run / "pegs" / "final" if args.responder.startswith("pegs") else None
+    responder = build_responder(args.responder, index=index, checkpoint=checkpoint)
+    print(f"{args.responder}: {json.dumps(responder.describe())}")
+    sent = agreeing = unreadable = 0
+    seconds = []
+    with TestClient(create_app(responder, index, ServeSettings())) as client:
+        for message in PROMPTS:
+            body = {"model": f"stickerconv-{args.responder}", "messages": [{"role": "user", "content": message}]}
+            start = time.perf_counter()
+            answer = client.post("/v1/chat/completions", json=body)
+            seconds.append(time.perf_counter() - start)
+            answer.raise_for_status()
+            reply = answer.json()["choices"][0]["message"]
+            text, calls = reply.get("content") or "", reply.get("tool_calls") or []
+            unreadable += ends_mid_sentence(text) or has_repeat(text)
+            label = json.loads(calls[0]["function"]["arguments"])["label"] if calls else None
+            if label:
+                sent += 1
+                agreeing += label_polarity(label) == sentiment(message)
+            if args.show:
+                print(f"{message}\n  -> {text} [{label or 'no sticker'}]")
+    n = len(PROMPTS)
+    print(
+        f"| chats | with a sticker | training share | polarity agreement | mid-sentence or repeat | s/reply (median) |\n"
+        f"|---:|---:|---:|---:|---:|---:|\n"
+        f"| {n} | {sent} ({sent / n:.0%}) | {gold:.0%} of {len(train)} turns | "
+        f"{agreeing} of {sent} ({agreeing / max(sent, 1):.0%}) | {unreadable} | {statistics.median(seconds):.2f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -81,7 +81,7 @@ def main() -> None:
                 print(f"{message}\n  -> {text} [{label or 'no sticker'}]")
     n = len(PROMPTS)
     print(
-        f"| chats | with a sticker | training share | polarity agreement | mid-sentence or repeat | s/reply (median) |\n"
+        "| chats | with a sticker | training share | polarity agreement | mid-sentence or repeat | s/reply |\n"
         f"|---:|---:|---:|---:|---:|---:|\n"
         f"| {n} | {sent} ({sent / n:.0%}) | {gold:.0%} of {len(train)} turns | "
         f"{agreeing} of {sent} ({agreeing / max(sent, 1):.0%}) | {unreadable} | {statistics.median(seconds):.2f} |"

@@ -64,7 +64,7 @@ def _main_process_prints(command: Callable[..., Any]) -> Callable[..., Any]:
 @pegs_app.command("train")
 @_main_process_prints
 def train(
-    config: Annotated[str, typer.Option(help="Preset (tiny, small, paper) or a PEGS config JSON file.")],
+    config: Annotated[str, typer.Option(help="Preset (tiny, small, paper, paper-shapes) or a PEGS config JSON file.")],
     stickers: Annotated[Path, typer.Option(help="Sticker library: the images and captions of the alignment stages.")],
     out: Annotated[Path, typer.Option(help="Run folder: one checkpoint folder per stage, then final/.")],
     data: Annotated[

@@ -204,9 +204,10 @@ def train(
             else sticker_examples(library, stage)
         )
         if len(examples) < batch_size * state.num_processes:  # the loader drops incomplete batches: none would end
+            per = f" per process × {state.num_processes} processes" if state.num_processes > 1 else ""
             raise UserError(
-                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {batch_size} per process "
-                f"× {state.num_processes} process(es); lower --batch-size or give more data"
+                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {batch_size}{per}; "
+                "lower --batch-size or give more data"
             )
         n_steps = joint_steps if stage == "joint" and joint_steps is not None else steps
         settings = StageConfig(

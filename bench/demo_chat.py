@@ -10,7 +10,7 @@ chat. It prints what issue 17 asks of the chat:
   (``dataset/train.json``: the turns whose gold reply has one);
 * **polarity agreement**: of the sent stickers, those whose label agrees in polarity with the message's VADER
   sentiment (compound ±0.05; Happiness positive; Anger, Disgust, Fear, Sadness negative; Neutral and Surprise
-  neutral, as evaluate/quality.py maps them);
+  neutral, as evaluate/quality/metrics.py maps them);
 * **readable**: replies that end mid-sentence or repeat a sentence or clause (``llm.replies``), which should be
   none; and seconds per reply (median).
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 from pegs_replies import PROMPTS
 
 from stickerconv.data.samples import load_samples
-from stickerconv.evaluate.quality import NEGATIVE, POSITIVE
+from stickerconv.evaluate.quality.metrics import NEGATIVE, POSITIVE
 from stickerconv.llm.replies import ends_mid_sentence, has_repeat
 from stickerconv.stickers.emotion_lexicon import polarity
 

@@ -31,10 +31,10 @@ from pathlib import Path
 from stickerconv.agent4sc.personas import load_personas
 from stickerconv.evaluate import GROUPS, TextMetricsConfig, TextScorer, score_texts
 from stickerconv.evaluate.bootstrap import Bootstrap
-from stickerconv.evaluate.pairwise import ROUGE_TYPES
-from stickerconv.evaluate.text import with_intervals
-from stickerconv.evaluate.tokens import treebank_words
-from stickerconv.evaluate.wordnet import load_wordnet
+from stickerconv.evaluate.text.pairwise import ROUGE_TYPES
+from stickerconv.evaluate.text.scorer import with_intervals
+from stickerconv.evaluate.text.tokens import treebank_words
+from stickerconv.evaluate.text.wordnet import load_wordnet
 
 import reference  # bench/reference.py: the full reference files or the excerpts
 

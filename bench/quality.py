@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/data.py writes
 
 from data import write_synthetic  # noqa: E402
 
-from stickerconv.evaluate.quality import dataset_quality  # noqa: E402
-from stickerconv.evaluate.quality_report import write_quality  # noqa: E402
+from stickerconv.evaluate.quality.metrics import dataset_quality  # noqa: E402
+from stickerconv.evaluate.quality.report import write_quality  # noqa: E402
 
 
 def main() -> None:

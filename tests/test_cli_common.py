@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from stickerconv.cli_common import console, console_to
+from stickerconv.cli.common import console, console_to
 
 
 def test_console_output_goes_to_the_file_and_only_while_diverted(tmp_path, capsys) -> None:

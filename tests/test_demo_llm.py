@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stickerconv.cli_demo import DemoModel
+from stickerconv.cli.demo import DemoModel
 from stickerconv.llm.store import LLMStore
 from stickerconv.llm.types import ConfigError
 

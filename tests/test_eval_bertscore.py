@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stickerconv.evaluate import BertScoreConfig, TextMetricsConfig, TextScorer
-from stickerconv.evaluate.pairwise import BertScore
+from stickerconv.evaluate.text.pairwise import BertScore
 
 REFERENCE = "I am so sorry you lost your job, that must be really frightening."
 PARAPHRASE = "I'm really sorry that you were let go; that must be so scary."

@@ -10,7 +10,7 @@ import pytest
 from stickerconv.agent4sc.personas import load_personas
 from stickerconv.evaluate import score_texts
 from stickerconv.evaluate.bootstrap import Bootstrap, point
-from stickerconv.evaluate.distinct import corpus_score, intra_statistic
+from stickerconv.evaluate.text.distinct import corpus_score, intra_statistic
 
 from conftest import fixture_file
 

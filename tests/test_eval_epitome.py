@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from stickerconv.evaluate.epitome import (
+from stickerconv.evaluate.judges.epitome import (
     MECHANISMS,
     EpitomeClassifier,
     EpitomeError,

@@ -15,8 +15,8 @@ import time
 import pytest
 from PIL import Image
 
-from stickerconv.evaluate import agreement
-from stickerconv.evaluate.judges import (
+from stickerconv.evaluate.judges import agreement
+from stickerconv.evaluate.judges.llm_judges import (
     JudgeConfig,
     JudgeInputError,
     RankingJudge,

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stickerconv.evaluate.encoders import (
+from stickerconv.evaluate.multimodal.encoders import (
     ClipEncoder,
     EncoderError,
     StickerImage,
     StickerTextProxyEncoder,
     load_encoder,
 )
-from stickerconv.evaluate.multimodal import (
+from stickerconv.evaluate.multimodal.scores import (
     STICKER_FIT,
     MultimodalConfig,
     SampleRecordError,

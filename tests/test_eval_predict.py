@@ -13,7 +13,7 @@ from stickerconv.data.convert import convert
 from stickerconv.evaluate.predict import PRED_TEXT, load_items, load_predictions, pred_text, predict
 from stickerconv.evaluate.report import write_report
 from stickerconv.evaluate.score import score_predictions
-from stickerconv.evaluate.text import TextScorer
+from stickerconv.evaluate.text.scorer import TextScorer
 from stickerconv.llm import ChatModel
 from stickerconv.responders import StickerToolResponder, TextOnlyResponder
 

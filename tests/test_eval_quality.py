@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from stickerconv.evaluate.quality import QualityAccumulator, dataset_quality
-from stickerconv.evaluate.quality_report import write_quality
+from stickerconv.evaluate.quality.metrics import QualityAccumulator, dataset_quality
+from stickerconv.evaluate.quality.report import write_quality
 
 
 def _sticker(label, sid):
@@ -89,7 +89,7 @@ def test_report_has_one_column_per_file(tmp_path):
 def test_fast_self_bleu_equals_nltk_on_real_sentences():
     from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 
-    from stickerconv.evaluate.quality import _words, self_bleu
+    from stickerconv.evaluate.quality.metrics import _words, self_bleu
 
     from conftest import fixture_file
 

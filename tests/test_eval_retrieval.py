@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from stickerconv.evaluate.retrieval import (
+from stickerconv.evaluate.retrieval.protocols import (
     IndexScorer,
     RetrievalConfig,
     RetrievalError,

@@ -16,9 +16,9 @@ import pytest
 
 from stickerconv.agent4sc.personas import load_personas
 from stickerconv.evaluate import METRICS, TextMetricsConfig, TextMetricsError, TextScorer
-from stickerconv.evaluate.bleu import nltk_bleu_from_sums, nltk_bleu_stats
-from stickerconv.evaluate.cider import cider_d
-from stickerconv.evaluate.tokens import treebank_words
+from stickerconv.evaluate.text.bleu import nltk_bleu_from_sums, nltk_bleu_stats
+from stickerconv.evaluate.text.cider import cider_d
+from stickerconv.evaluate.text.tokens import treebank_words
 
 from conftest import fixture_file
 
@@ -170,7 +170,7 @@ def test_meteor_reproduces_nltk_documented_value(scorer) -> None:
 
 
 def test_meteor_matches_synonyms_through_wordnet(scorer) -> None:
-    from stickerconv.evaluate.pairwise import Meteor
+    from stickerconv.evaluate.text.pairwise import Meteor
 
     hyp, ref = "the quick brown fox jumps over the lazy dog", "the fast brown fox leaps over the lazy dog"
     with_wordnet = scorer.score([hyp], [ref], ["meteor"], bootstrap=0)["meteor"].score

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from stickerconv.evaluate.retrieval import RetrievalError, candidate_ranking, full_pool_ranking
-from stickerconv.evaluate.tool_scorer import ToolScorer
+from stickerconv.evaluate.retrieval.protocols import RetrievalError, candidate_ranking, full_pool_ranking
+from stickerconv.evaluate.retrieval.tool_scorer import ToolScorer
 from stickerconv.llm import ChatModel
 from stickerconv.responders import StickerToolResponder
 

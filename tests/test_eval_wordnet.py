@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stickerconv.evaluate.wordnet import (
+from stickerconv.evaluate.text.wordnet import (
     SYSTEM_WORDNET,
     WordNetMissingError,
     default_data_dir,

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
 from stickerconv.cli import app
 from stickerconv.data.convert import convert
-from stickerconv.evaluate.multimodal import sticker_frequency
+from stickerconv.evaluate.multimodal.scores import sticker_frequency
 from stickerconv.evaluate.predict import load_predictions
-from stickerconv.evaluate.retrieval import send_decisions
+from stickerconv.evaluate.retrieval.protocols import send_decisions
 
 from test_agent4sc_run import PERSONAS, _factory, scripted_world
 

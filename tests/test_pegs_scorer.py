@@ -10,8 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from stickerconv.cli import app
-from stickerconv.evaluate.pegs_scorer import EMBEDDING, PegsScorer
-from stickerconv.evaluate.retrieval import RetrievalError, candidate_ranking, full_pool_ranking, score_retrieval
+from stickerconv.evaluate.retrieval.pegs_scorer import EMBEDDING, PegsScorer
+from stickerconv.evaluate.retrieval.protocols import (
+    RetrievalError,
+    candidate_ranking,
+    full_pool_ranking,
+    score_retrieval,
+)
 from stickerconv.pegs.model import PegsModel
 from stickerconv.stickers.library import StickerLibrary
 

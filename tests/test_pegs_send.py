@@ -337,7 +337,7 @@ def training_dialogues(index) -> list:
 
 
 def message_sentiment(text: str) -> str:
-    """VADER's compound with its usual cut-offs (±0.05), as evaluate/quality.py reads a message."""
+    """VADER's compound with its usual cut-offs (±0.05), as evaluate/quality/metrics.py reads a message."""
     from stickerconv.stickers.emotion_lexicon import polarity
 
     score = polarity(text)
@@ -345,9 +345,9 @@ def message_sentiment(text: str) -> str:
 
 
 def label_polarity(label: str) -> str:
-    """The project's label polarity (evaluate/quality.py): Happiness positive; Anger, Disgust, Fear, Sadness
+    """The project's label polarity (evaluate/quality/metrics.py): Happiness positive; Anger, Disgust, Fear, Sadness
     negative; Neutral and Surprise neutral (a surprise can be good news or bad)."""
-    from stickerconv.evaluate.quality import NEGATIVE, POSITIVE
+    from stickerconv.evaluate.quality.metrics import NEGATIVE, POSITIVE
 
     return "positive" if label in POSITIVE else "negative" if label in NEGATIVE else "neutral"
 

@@ -9,33 +9,50 @@
   ``dataset_quality``.
 """
 
-from stickerconv.evaluate.encoders import load_encoder
-from stickerconv.evaluate.epitome import EpitomeScorer, train_classifier
-from stickerconv.evaluate.judges import JudgeConfig, RankingJudge, consistency_judge, empathy_judge
-from stickerconv.evaluate.multimodal import score_multimodal, sticker_fit
-from stickerconv.evaluate.pairwise import BertScoreConfig
-from stickerconv.evaluate.predict import load_items, load_predictions, predict
-from stickerconv.evaluate.quality import dataset_quality
-from stickerconv.evaluate.report import write_report
-from stickerconv.evaluate.retrieval import IndexScorer, score_retrieval, send_decisions, split_seen
-from stickerconv.evaluate.score import score_predictions
-from stickerconv.evaluate.signature import MetricResult
-from stickerconv.evaluate.text import (
-    GROUPS,
-    METRICS,
-    TextMetricsConfig,
-    TextMetricsError,
-    TextScorer,
-    score_texts,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use: ``import stickerconv.evaluate.text.bleu`` must not pull in the judges,
+# the encoders and torch.
+_EXPORTS = {
+    "BertScoreConfig": "stickerconv.evaluate.text.pairwise",
+    "EpitomeScorer": "stickerconv.evaluate.judges.epitome",
+    "GROUPS": "stickerconv.evaluate.text.scorer",
+    "IndexScorer": "stickerconv.evaluate.retrieval.protocols",
+    "JudgeConfig": "stickerconv.evaluate.judges.llm_judges",
+    "METRICS": "stickerconv.evaluate.text.scorer",
+    "MetricResult": "stickerconv.evaluate.signature",
+    "RankingJudge": "stickerconv.evaluate.judges.llm_judges",
+    "TextMetricsConfig": "stickerconv.evaluate.text.scorer",
+    "TextMetricsError": "stickerconv.evaluate.text.scorer",
+    "TextScorer": "stickerconv.evaluate.text.scorer",
+    "consistency_judge": "stickerconv.evaluate.judges.llm_judges",
+    "dataset_quality": "stickerconv.evaluate.quality.metrics",
+    "empathy_judge": "stickerconv.evaluate.judges.llm_judges",
+    "load_encoder": "stickerconv.evaluate.multimodal.encoders",
+    "load_items": "stickerconv.evaluate.predict",
+    "load_predictions": "stickerconv.evaluate.predict",
+    "predict": "stickerconv.evaluate.predict",
+    "score_multimodal": "stickerconv.evaluate.multimodal.scores",
+    "score_predictions": "stickerconv.evaluate.score",
+    "score_retrieval": "stickerconv.evaluate.retrieval.protocols",
+    "score_texts": "stickerconv.evaluate.text.scorer",
+    "send_decisions": "stickerconv.evaluate.retrieval.protocols",
+    "split_seen": "stickerconv.evaluate.retrieval.protocols",
+    "sticker_fit": "stickerconv.evaluate.multimodal.scores",
+    "train_classifier": "stickerconv.evaluate.judges.epitome",
+    "write_report": "stickerconv.evaluate.report",
+}
 
 __all__ = [
-    "GROUPS",
-    "METRICS",
     "BertScoreConfig",
     "EpitomeScorer",
+    "GROUPS",
     "IndexScorer",
     "JudgeConfig",
+    "METRICS",
     "MetricResult",
     "RankingJudge",
     "TextMetricsConfig",
@@ -58,3 +75,34 @@ __all__ = [
     "train_classifier",
     "write_report",
 ]
+
+if TYPE_CHECKING:
+    from stickerconv.evaluate.judges.epitome import EpitomeScorer, train_classifier
+    from stickerconv.evaluate.judges.llm_judges import JudgeConfig, RankingJudge, consistency_judge, empathy_judge
+    from stickerconv.evaluate.multimodal.encoders import load_encoder
+    from stickerconv.evaluate.multimodal.scores import score_multimodal, sticker_fit
+    from stickerconv.evaluate.predict import load_items, load_predictions, predict
+    from stickerconv.evaluate.quality.metrics import dataset_quality
+    from stickerconv.evaluate.report import write_report
+    from stickerconv.evaluate.retrieval.protocols import IndexScorer, score_retrieval, send_decisions, split_seen
+    from stickerconv.evaluate.score import score_predictions
+    from stickerconv.evaluate.signature import MetricResult
+    from stickerconv.evaluate.text.pairwise import BertScoreConfig
+    from stickerconv.evaluate.text.scorer import (
+        GROUPS,
+        METRICS,
+        TextMetricsConfig,
+        TextMetricsError,
+        TextScorer,
+        score_texts,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'stickerconv.evaluate' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

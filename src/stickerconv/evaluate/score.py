@@ -11,13 +11,13 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stickerconv.evaluate.encoders import ImageTextEncoder
-from stickerconv.evaluate.judges import JudgeConfig, RankingJudge, consistency_judge, empathy_judge
-from stickerconv.evaluate.multimodal import score_multimodal, sticker_fit
+from stickerconv.evaluate.judges.llm_judges import JudgeConfig, RankingJudge, consistency_judge, empathy_judge
+from stickerconv.evaluate.multimodal.encoders import ImageTextEncoder
+from stickerconv.evaluate.multimodal.scores import score_multimodal, sticker_fit
 from stickerconv.evaluate.predict import pred_text
-from stickerconv.evaluate.retrieval import send_decisions
+from stickerconv.evaluate.retrieval.protocols import send_decisions
 from stickerconv.evaluate.signature import MetricResult
-from stickerconv.evaluate.text import TextScorer, resolve_metrics
+from stickerconv.evaluate.text.scorer import TextScorer, resolve_metrics
 from stickerconv.llm import ChatModel
 
 Records = Sequence[Mapping[str, Any]]

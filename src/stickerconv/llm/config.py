@@ -25,6 +25,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,6 +90,25 @@ class LLMConfig(BaseModel):
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{path}: {where}: {err['msg']}") from None
+
+    @classmethod
+    def resolve(
+        cls, config_file: Path | str | None = None, *, defaults: dict[str, Any] | None = None, **flags: Any
+    ) -> LLMConfig:
+        """The one overlay rule of every command: flags given (not None) win over the file's values, which win
+        over the command's own ``defaults`` (say, a cache file beside the library), which win over the class's.
+
+        Keeping it in one place is what stops commands from disagreeing on whether an empty flag or a file's
+        explicit value counts."""
+        base = cls.load(config_file) if config_file else cls()
+        data = (defaults or {}) | base.model_dump(exclude_unset=True)
+        data |= {key: value for key, value in flags.items() if value is not None}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{where}: {err['msg']} (got {err.get('input')!r})") from None
 
     def price_table(self) -> PriceTable:
         return {model: (p.input_per_mtok, p.output_per_mtok) for model, p in self.prices.items()}

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stickerconv.evaluate import bleu, distinct, tokens
 from stickerconv.evaluate.bootstrap import Bootstrap, Estimate, mean_statistic
-from stickerconv.evaluate.cider import MAX_ORDER as CIDER_ORDER
-from stickerconv.evaluate.cider import SIGMA, cider_d
-from stickerconv.evaluate.pairwise import ROUGE_TYPES, BertScore, BertScoreConfig, Meteor, rouge
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
+from stickerconv.evaluate.text import bleu, distinct, tokens
+from stickerconv.evaluate.text.cider import MAX_ORDER as CIDER_ORDER
+from stickerconv.evaluate.text.cider import SIGMA, cider_d
+from stickerconv.evaluate.text.pairwise import ROUGE_TYPES, BertScore, BertScoreConfig, Meteor, rouge
 
 log = logging.getLogger(__name__)
 

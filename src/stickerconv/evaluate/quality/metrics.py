@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from stickerconv.data.io import accumulate
-from stickerconv.evaluate.distinct import ORDERS, corpus_score, intra_statistic
+from stickerconv.evaluate.text.distinct import ORDERS, corpus_score, intra_statistic
 from stickerconv.schema import EmotionLabel, normalise_emotion
 
 ROLES = ("user", "system")
@@ -313,7 +313,7 @@ def judge_items(path: Path | str, sample: int, seed: int = 0) -> list[dict[str, 
 
 async def judge_quality(records: list[dict[str, Any]], chat: Any, config: Any = None) -> dict[str, Any]:
     """Empathy and consistency judge scores of the records, as JSON-ready metric results."""
-    from stickerconv.evaluate.judges import consistency_judge, empathy_judge
+    from stickerconv.evaluate.judges.llm_judges import consistency_judge, empathy_judge
 
     results: dict[str, Any] = {}
     for judge in (empathy_judge(chat, config), consistency_judge(chat, config)):

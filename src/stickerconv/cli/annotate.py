@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stickerconv.cli_common import UserError, console, err, progress_bar
+from stickerconv.cli.common import UserError, console, err, progress_bar
 from stickerconv.stickers.annotate import AnnotateOptions
 
 VLM_ROLE, KNOWLEDGE_ROLE = "sticker_vlm", "sticker_knowledge"  # roles of an --config file

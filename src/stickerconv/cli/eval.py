@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stickerconv.cli_common import UserError, console, progress_bar
+from stickerconv.cli.common import UserError, console, progress_bar
 
 eval_app = typer.Typer(help="Predict with a responder, score predictions, compare systems.", no_args_is_help=True)
 
@@ -103,7 +103,7 @@ def score(
     from stickerconv.evaluate.predict import load_predictions
     from stickerconv.evaluate.report import write_report
     from stickerconv.evaluate.score import judge_subset, judge_systems, score_predictions
-    from stickerconv.evaluate.text import TextScorer
+    from stickerconv.evaluate.text.scorer import TextScorer
 
     names = name or [p.stem for p in pred]
     if len(names) != len(pred):
@@ -114,7 +114,7 @@ def score(
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     sticker_encoder = None
     if encoder != "none":
-        from stickerconv.evaluate.encoders import load_encoder
+        from stickerconv.evaluate.multimodal.encoders import load_encoder
         from stickerconv.stickers.library import StickerLibrary
 
         library = StickerLibrary.load(stickers) if stickers is not None else None
@@ -122,7 +122,7 @@ def score(
     scorer = TextScorer()
     epitome_scorer = None
     if epitome is not None:
-        from stickerconv.evaluate.epitome import EpitomeScorer
+        from stickerconv.evaluate.judges.epitome import EpitomeScorer
 
         epitome_scorer = EpitomeScorer(epitome)
     systems = {system: load_predictions(source) for system, source in sources.items()}
@@ -137,7 +137,7 @@ def score(
             scores[system] |= epitome_scorer.score(records, bootstrap=bootstrap, seed=seed)
         console.print(f"{system}: {len(records)} samples scored")
     if judge_llm is not None:
-        from stickerconv.evaluate.judges import JudgeConfig
+        from stickerconv.evaluate.judges.llm_judges import JudgeConfig
         from stickerconv.llm import LLMConfig, LLMFactory
 
         sizes = {len(r) for r in systems.values()}
@@ -199,7 +199,7 @@ def retrieval(
 
     from stickerconv.data.io import open_source
     from stickerconv.data.samples import load_sample_records
-    from stickerconv.evaluate.retrieval import (
+    from stickerconv.evaluate.retrieval.protocols import (
         IndexScorer,
         RetrievalConfig,
         retrieval_items,
@@ -217,7 +217,7 @@ def retrieval(
     train_records = load_sample_records(train) if train is not None else None
     config = RetrievalConfig(context=context, neg_seed=seed)
     if checkpoint is not None:
-        from stickerconv.evaluate.pegs_scorer import PegsScorer
+        from stickerconv.evaluate.retrieval.pegs_scorer import PegsScorer
         from stickerconv.stickers.library import StickerLibrary
 
         scorer = PegsScorer.from_checkpoint(checkpoint, StickerLibrary.load(stickers), image_root or stickers)
@@ -226,7 +226,7 @@ def retrieval(
         if scorer.sent_share is not None:
             console.print(f"PEGS chose to send a sticker itself in {scorer.sent_share:.0%} of the ranked samples")
     elif scorer_name == "tool":
-        from stickerconv.evaluate.tool_scorer import ToolScorer
+        from stickerconv.evaluate.retrieval.tool_scorer import ToolScorer
         from stickerconv.llm import LLMConfig, LLMFactory
         from stickerconv.responders import build_responder
         from stickerconv.stickers.index import StickerIndex
@@ -277,7 +277,7 @@ def epitome_train(
 ) -> None:
     """Train the EPITOME empathy classifiers (the original weights were never published) from
     annotated files in the public EPITOME format; `eval score --epitome OUT` then uses them."""
-    from stickerconv.evaluate.epitome import TrainConfig, train_classifier
+    from stickerconv.evaluate.judges.epitome import TrainConfig, train_classifier
 
     files = {}
     for item in data:

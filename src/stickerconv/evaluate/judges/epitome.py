@@ -36,9 +36,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.evaluate.bootstrap import Bootstrap, Statistic, mean_statistic
-from stickerconv.evaluate.judges import prediction_text
+from stickerconv.evaluate.judges.llm_judges import prediction_text
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
-from stickerconv.evaluate.tokens import clean
+from stickerconv.evaluate.text.tokens import clean
 
 log = logging.getLogger(__name__)
 

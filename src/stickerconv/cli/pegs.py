@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stickerconv.cli_common import UserError, console, err, progress_bar
+from stickerconv.cli.common import UserError, console, err, progress_bar
 
 if TYPE_CHECKING:
     from stickerconv.data.io import DataSource

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from stickerconv.cli_common import UserError, console
+from stickerconv.cli.common import UserError, console
 from stickerconv.serve.settings import MIB, ServeSettings
 
 _DEFAULTS = ServeSettings()

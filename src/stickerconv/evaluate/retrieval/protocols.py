@@ -8,7 +8,7 @@ attributes extend this:
 * ``needs_sample = True``: the scorer is called as ``scorer(context, candidates, sample=record)``
   with the whole sample record (history text with its ``<IMG>`` markers, input image paths, ...),
   for models that read more than the cleaned text (PEGS,
-  :class:`~stickerconv.evaluate.pegs_scorer.PegsScorer`); scorers without it are called as before.
+  :class:`~stickerconv.evaluate.retrieval.pegs_scorer.PegsScorer`); scorers without it are called as before.
 * ``signature_fields``: a ``dict[str, str]`` added to every result's signature, for the choices
   inside the scorer that change the numbers.
 
@@ -45,9 +45,9 @@ from typing import Any, Literal
 import numpy as np
 
 from stickerconv.evaluate.bootstrap import Bootstrap, mean_statistic, ratio_statistic
-from stickerconv.evaluate.multimodal import gold_sticker, pred_sticker, read_samples
+from stickerconv.evaluate.multimodal.scores import gold_sticker, pred_sticker, read_samples
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
-from stickerconv.evaluate.tokens import clean
+from stickerconv.evaluate.text.tokens import clean
 from stickerconv.schema import sticker_id_from_path
 from stickerconv.stickers.index import StickerIndex
 

@@ -69,7 +69,7 @@ class Meteor:
 
     def __init__(self, wordnet=None, nltk_data: Path | None = None) -> None:
         if wordnet is None:
-            from stickerconv.evaluate.wordnet import load_wordnet
+            from stickerconv.evaluate.text.wordnet import load_wordnet
 
             wordnet = load_wordnet(nltk_data)
         self._wordnet = wordnet

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from stickerconv.evaluate.multimodal import gold_sticker
+from stickerconv.evaluate.multimodal.scores import gold_sticker
 from stickerconv.evaluate.predict import context_from_sample
-from stickerconv.evaluate.retrieval import IndexScorer, RetrievalError
+from stickerconv.evaluate.retrieval.protocols import IndexScorer, RetrievalError
 from stickerconv.responders.tool import StickerToolResponder
 
 

@@ -21,7 +21,7 @@ when both stickers exist (else 0) and ``S = tt + vv``:
   without resembling the simulated assistant's; a user who sends a sad sticker should get a comforting
   one, not a laughing or a crying one. It needs no encoder: labels only.
 
-Encoders come from :mod:`stickerconv.evaluate.encoders`; with the offline proxy every metric name
+Encoders come from :mod:`stickerconv.evaluate.multimodal.encoders`; with the offline proxy every metric name
 ends in ``_proxy`` and its signature says what the proxy is. Intervals are the shared percentile
 bootstrap (:mod:`stickerconv.evaluate.bootstrap`) over the samples each metric averages.
 
@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 
 from stickerconv.evaluate.bootstrap import Bootstrap, mean_statistic
-from stickerconv.evaluate.encoders import PROXY_SUFFIX, ImageTextEncoder, StickerImage
+from stickerconv.evaluate.multimodal.encoders import PROXY_SUFFIX, ImageTextEncoder, StickerImage
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
-from stickerconv.evaluate.tokens import clean
+from stickerconv.evaluate.text.tokens import clean
 from stickerconv.schema import EMOTION_LABELS
 from stickerconv.stickers.emotion_lexicon import polarity
 

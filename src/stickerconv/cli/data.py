@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stickerconv.cli_common import UserError, console, err, progress_bar
+from stickerconv.cli.common import UserError, console, err, progress_bar
 
 if TYPE_CHECKING:
     from stickerconv.data.io import Layout
@@ -194,8 +194,8 @@ def quality(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """What a dataset is worth: diversity, repetition, sticker use, sticker/text agreement, sentiment by turn."""
-    from stickerconv.evaluate.quality import QualityConfig, dataset_quality
-    from stickerconv.evaluate.quality_report import write_quality
+    from stickerconv.evaluate.quality.metrics import QualityConfig, dataset_quality
+    from stickerconv.evaluate.quality.report import write_quality
 
     names = name or [f.name if f.is_dir() else f.stem for f in files]
     if len(names) != len(files) or len(set(names)) != len(names):
@@ -221,8 +221,8 @@ def quality(
 def _judge_quality(file: Path, label: str, llm: str, items: int, n: int | None, seed: int, out: Path) -> dict:
     import asyncio
 
-    from stickerconv.evaluate.judges import JudgeConfig
-    from stickerconv.evaluate.quality import judge_items, judge_quality
+    from stickerconv.evaluate.judges.llm_judges import JudgeConfig
+    from stickerconv.evaluate.quality.metrics import judge_items, judge_quality
     from stickerconv.llm import LLMConfig, LLMFactory
 
     out.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stickerconv.cli_annotate import annotate as annotate_command
-from stickerconv.cli_common import UserError, console, err, progress_bar
-from stickerconv.cli_data import data_app
-from stickerconv.cli_demo import demo as demo_command
-from stickerconv.cli_eval import eval_app
-from stickerconv.cli_pegs import pegs_app
-from stickerconv.cli_serve import serve as serve_command
+from stickerconv.cli.annotate import annotate as annotate_command
+from stickerconv.cli.common import UserError, console, err, progress_bar
+from stickerconv.cli.data import data_app
+from stickerconv.cli.demo import demo as demo_command
+from stickerconv.cli.eval import eval_app
+from stickerconv.cli.pegs import pegs_app
+from stickerconv.cli.serve import serve as serve_command
 from stickerconv.schema import EMOTION_LABELS
 from stickerconv.stickers.embed import DEFAULT_EMBEDDER
 from stickerconv.stickers.emoji_pack import DEFAULT_STYLES
@@ -495,8 +495,8 @@ def generate(
     if modes:
         console.print("structured output: " + ", ".join(f"{server} {mode}" for server, mode in modes.items()))
     if (out / CONVERSATIONS).is_file():  # the cheap quality figures of the whole run, every time
-        from stickerconv.evaluate.quality import dataset_quality
-        from stickerconv.evaluate.quality_report import write_quality
+        from stickerconv.evaluate.quality.metrics import dataset_quality
+        from stickerconv.evaluate.quality.report import write_quality
 
         result = dataset_quality(out)
         if result["sessions"]:

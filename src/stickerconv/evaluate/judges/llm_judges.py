@@ -35,10 +35,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from stickerconv.data.resolve import sample_image_path
-from stickerconv.evaluate import agreement
 from stickerconv.evaluate.bootstrap import Bootstrap, mean_statistic
+from stickerconv.evaluate.judges import agreement
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
-from stickerconv.evaluate.tokens import clean
+from stickerconv.evaluate.text.tokens import clean
 from stickerconv.llm import ChatModel, ImagePart, Message, RetryBudgetExhausted, Settings, StructuredOutputError
 from stickerconv.llm import system as system_message
 from stickerconv.llm import user as user_message

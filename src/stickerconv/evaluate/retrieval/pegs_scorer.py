@@ -1,4 +1,4 @@
-"""PEGS as a scorer of the sticker retrieval protocols (:mod:`stickerconv.evaluate.retrieval`).
+"""PEGS as a scorer of the sticker retrieval protocols (:mod:`stickerconv.evaluate.retrieval.protocols`).
 
 Why a scorer of its own: PEGS reads the whole sample (the history with its ``<IMG>`` markers and the
 input stickers), not the cleaned context text, so it declares ``needs_sample`` and the protocols
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from stickerconv.data.samples import IMG, Sample
-from stickerconv.evaluate.retrieval import RetrievalError
+from stickerconv.evaluate.retrieval.protocols import RetrievalError
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.sequence import sample_example
 from stickerconv.responders.pegs import sticker_matrix

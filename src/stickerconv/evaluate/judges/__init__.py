@@ -1,0 +1,1 @@
+"""LLM judges (empathy, consistency, ranking), the EPITOME classifier and judge-agreement statistics."""

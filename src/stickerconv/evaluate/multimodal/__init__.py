@@ -1,0 +1,1 @@
+"""Sticker metrics: image–text and image–image similarity with CLIP or a proxy encoder, and sticker fit."""

@@ -236,10 +236,10 @@ def demo(
     a trained PEGS, an evaluation of the baselines and PEGS), then serve the web chat. The LLM steps run on
     the embedded model, or on yours with --llm / --config. Steps are cached in OUT: rerun to resume or to
     reuse what is built; the console shows each step's result, OUT/REPORT.md everything."""
-    from stickerconv.cli import root as cli
     from stickerconv.cli import data as cli_data
     from stickerconv.cli import eval as cli_eval
     from stickerconv.cli import pegs as cli_pegs
+    from stickerconv.cli import root as cli
     from stickerconv.cli import serve as cli_serve
 
     if responder not in SYSTEMS:

@@ -1,7 +1,6 @@
 """What every ``stickerconv`` command module shares: the consoles, the user-error type, the progress bar,
-and a way to send the console's output to a file. Command modules (``cli.py``, ``cli_data.py``, ...) import
-from here, never from each other; the one exception is ``cli_demo.py``, which runs the other commands in
-sequence.
+a way to send the console's output to a file, and the option types of the glossary in docs/design.md (one
+name, one meaning, one help text in every command). Command modules import from here, never from each other.
 """
 
 from __future__ import annotations
@@ -9,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console, ConsoleRenderable, RenderHook, RichCast
 from rich.progress import (
     BarColumn,
@@ -19,6 +20,21 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+# The glossary's shared options (docs/design.md, "Command-line glossary"). A command with a more specific
+# meaning for the same value (say, which role --config feeds) still uses these types so the name never drifts.
+LLMOption = Annotated[
+    str | None, typer.Option("--llm", help="local (default), local:/path/model.gguf or openai:MODEL_NAME.")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="LLM config file (TOML or JSON), per-role models; --llm wins.")
+]
+StoreOption = Annotated[Path | None, typer.Option("--store", help="SQLite file of the LLM cache and call ledger.")]
+CacheOption = Annotated[
+    str | None, typer.Option("--cache", help="LLM response cache: use, refresh or off (default: the config's).")
+]
+StickersOption = Annotated[Path | None, typer.Option("--stickers", help="Sticker library folder (with an index).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 
 console = Console(emoji=False)
 err = Console(stderr=True, soft_wrap=True, emoji=False)

@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fa
 
 from stickerconv.agent4sc.pattern import CALL_PATTERNS  # noqa: E402
 from stickerconv.agent4sc.personas import load_personas  # noqa: E402
-from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, run_generation  # noqa: E402
+from stickerconv.agent4sc.runner import run_generation  # noqa: E402
 from stickerconv.llm import LLMConfig, LLMFactory  # noqa: E402
 from stickerconv.llm.backends import Backend  # noqa: E402
 from stickerconv.llm.policy import Limits  # noqa: E402
 from stickerconv.llm.types import Completion, Usage  # noqa: E402
+from stickerconv.runfiles import CONVERSATIONS, REJECTED  # noqa: E402
 from stickerconv.stickers.index import StickerIndex  # noqa: E402
 
 import reference  # noqa: E402
@@ -127,9 +128,9 @@ def _sessions(out: Path) -> int:
 def bench_tokens(index: StickerIndex, n: int) -> dict:
     from llama_cpp import Llama
 
-    from stickerconv.llm.backends.local import default_model_path
+    from stickerconv.assets import embedded_gguf
 
-    vocab = Llama(str(default_model_path()), vocab_only=True, verbose=False)
+    vocab = Llama(str(embedded_gguf()), vocab_only=True, verbose=False)
 
     def tokenize(text: str) -> list[int]:
         return vocab.tokenize(text.encode(), add_bos=False)
@@ -244,7 +245,7 @@ def bench_embedded(index: StickerIndex, n: int, patterns: list[str]) -> dict:
 
 
 def bench_scaling(index: StickerIndex, levels: list[int], latency: float) -> dict:
-    from fake_openai_server import FakeOpenAIServer
+    from helpers.fake_openai_server import FakeOpenAIServer
 
     replies = RealisticReplies()
 

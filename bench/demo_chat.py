@@ -11,7 +11,7 @@ chat. It prints what issue 17 asks of the chat:
 * **polarity agreement**: of the sent stickers, those whose label agrees in polarity with the message's VADER
   sentiment (compound ±0.05; Happiness positive; Anger, Disgust, Fear, Sadness negative; Neutral and Surprise
   neutral, as evaluate/quality/metrics.py maps them);
-* **readable**: replies that end mid-sentence or repeat a sentence or clause (``llm.replies``), which should be
+* **readable**: replies that end mid-sentence or repeat a sentence or clause (``stickerconv.text``), which should be
   none; and seconds per reply (median).
 """
 
@@ -27,18 +27,8 @@ from pathlib import Path
 from pegs_replies import PROMPTS
 
 from stickerconv.data.samples import load_samples
-from stickerconv.evaluate.quality.metrics import NEGATIVE, POSITIVE
-from stickerconv.llm.replies import ends_mid_sentence, has_repeat
-from stickerconv.stickers.emotion_lexicon import polarity
-
-
-def sentiment(text: str) -> str:
-    score = polarity(text)
-    return "positive" if score >= 0.05 else "negative" if score <= -0.05 else "neutral"
-
-
-def label_polarity(label: str) -> str:
-    return "positive" if label in POSITIVE else "negative" if label in NEGATIVE else "neutral"
+from stickerconv.evaluate.quality.metrics import label_polarity, message_polarity
+from stickerconv.text import ends_mid_sentence, has_repeat
 
 
 def main() -> None:
@@ -76,7 +66,7 @@ def main() -> None:
             label = json.loads(calls[0]["function"]["arguments"])["label"] if calls else None
             if label:
                 sent += 1
-                agreeing += label_polarity(label) == sentiment(message)
+                agreeing += label_polarity(label) == message_polarity(message)
             if args.show:
                 print(f"{message}\n  -> {text} [{label or 'no sticker'}]")
     n = len(PROMPTS)

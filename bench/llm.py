@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fa
 
 from stickerconv.agent4sc.manager import Review  # noqa: E402
 from stickerconv.agent4sc.plan import IntentAnswer, QueryAnswer, SelectAnswer  # noqa: E402
+from stickerconv.assets import embedded_gguf  # noqa: E402
 from stickerconv.llm import ChatModel, Settings, system, user  # noqa: E402
-from stickerconv.llm.backends.local import LocalBackend, default_model_path  # noqa: E402
+from stickerconv.llm.backends.local import LocalBackend  # noqa: E402
 from stickerconv.llm.policy import Limits, RateLimiter  # noqa: E402
 
 PROMPT = "Message: I failed my exam again and I feel terrible. Answer in JSON for the schema {name}."
@@ -41,7 +42,7 @@ def bench_local(runs: int) -> None:
     backend = LocalBackend()
     start = time.perf_counter()
     llama = backend.load()
-    size = default_model_path().stat().st_size / 1e6
+    size = embedded_gguf().stat().st_size / 1e6
     print(f"load: {time.perf_counter() - start:.2f} s ({size:.0f} MB GGUF, {backend.threads} llama.cpp thread(s))")
     prompt_rates, gen_rates = [], []
     for i in range(runs):
@@ -88,7 +89,7 @@ def bench_transformers(runs: int) -> None:
     except ImportError as exc:
         print(f"skipped: {exc}")
         return
-    path = default_model_path()
+    path = embedded_gguf()
     start = time.perf_counter()
     try:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -139,7 +140,7 @@ def bench_http(n: int) -> None:
     from stickerconv.llm.backends.openai_compat import OpenAICompatBackend
     from stickerconv.llm.store import LLMStore
 
-    from fake_openai_server import FakeOpenAIServer
+    from helpers.fake_openai_server import FakeOpenAIServer
 
     print("== HTTP backend overhead (fake OpenAI-compatible server on localhost) ==")
     with FakeOpenAIServer() as srv:

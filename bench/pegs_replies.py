@@ -7,9 +7,9 @@ chats greedily, as PEGS-Ret does (``PegsModel.draft``, 8 chats a batch; ``--max-
 and prints:
 
 * **mid-sentence**: the share of replies whose decoded text (stop markers cut) ends in an unfinished sentence,
-  before and after ``llm.replies.readable`` (after: only text with no sentence end and no clause break to cut at);
+  before and after ``text.readable`` (after: only text with no sentence end and no clause break to cut at);
 * **repeat**: the share of replies with a sentence or clause repeating an earlier one of the same reply
-  (``llm.replies.has_repeat``), before and after ``readable``;
+  (``text.has_repeat``), before and after ``readable``;
 * **words**: mean words per reply after ``readable`` (what the reader gets), and **empty**: replies left without
   text; **stopped**: replies the model ended itself (EOS or [IMG1]) within the budget; seconds per reply (batched,
   so a third to a quarter of what one chat alone takes).
@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from stickerconv.data.samples import render_samples
-from stickerconv.llm.replies import ends_mid_sentence, has_repeat
 from stickerconv.pegs.config import DecodingConfig, PegsConfig
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.sequence import Example, sample_example
 from stickerconv.schema import Conversation, Turn
+from stickerconv.text import ends_mid_sentence, has_repeat
 
 # Fixed single-message chats, emotional and varied; none is from a dataset.
 PROMPTS = [

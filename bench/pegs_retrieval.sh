@@ -19,7 +19,7 @@ mkdir -p "$out"
 for part in train test; do
     "$sc" data convert "$out/split/$part.jsonl" --to samples --out "$out/$part.json" --stickers "$pack"
 done
-/usr/bin/time -v "$sc" pegs train --config small --stickers "$pack" --data "$out/train.json" --out "$out/pegs" \
+/usr/bin/time -v "$sc" pegs train --preset small --stickers "$pack" --data "$out/train.json" --out "$out/pegs" \
     --steps "$steps" --joint-steps 30 --head-lr 3e-3 --batch-size 8 2> >(tee "$out/train.time" >&2)
 "$sc" eval retrieval --data "$out/test.json" --stickers "$pack" --train "$out/train.json" \
     --out "$out/retrieval-index.json"

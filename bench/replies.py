@@ -6,7 +6,7 @@ SmolLM2-135M-Instruct on llama.cpp. For each setting it prints a Markdown table 
 replies ending mid-sentence, the share with a repeated sentence or clause, and the mean length in
 words, each over the model's whole answers, their first lines (the text baseline's reply before
 ``readable``) and the baseline's reply now (``clean_utterance``: the first line made ``readable``,
-src/stickerconv/llm/replies.py); then the share the token budget cut and the seconds per call.
+src/stickerconv/text.py); then the share the token budget cut and the seconds per call.
 Seeds are fixed, so a setting's figures change only with the model or llama.cpp; the run takes about
 8 minutes on 2 cores.
 """
@@ -19,11 +19,10 @@ import os
 import statistics
 import time
 
-from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.llm import ChatModel, Settings, system, user
 from stickerconv.llm.backends.local import LocalBackend
-from stickerconv.llm.replies import ends_mid_sentence, has_repeat
 from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT
+from stickerconv.text import clean_utterance, ends_mid_sentence, has_repeat
 
 MESSAGES = [
     "I failed my driving test for the third time today.",

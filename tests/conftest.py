@@ -12,26 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-TEST_DATA = REPO / "tests" / "data"
-# The workplace keeps reference data beside the checkout; a clone has none, so no test may read it.
+# The workplace keeps reference data in a folder beside the checkout; a clone has none, so no test may read it.
 OUTSIDE = REPO.parent / "shared"
 SMALL_PACK_EMOJI = 260  # the smileys and hands: every one of the 7 labels occurs among them
 
 
-def fixture_file(*parts: str) -> Path:
-    """A fixture file under tests/data (the StickerConv excerpts are in tests/data/stickerconv)."""
-    path = TEST_DATA.joinpath(*parts)
-    if not path.exists():
-        raise FileNotFoundError(f"test data {path} is missing from the checkout")
-    return path
-
-
 def _refuse_outside_reads(event: str, args: tuple) -> None:
-    """Fail any test that opens a file under ../shared: a clone of the repository has no such folder,
-    so a test that needs one would pass here and fail for everyone else."""
+    """Fail any test that opens a file in the workplace folder beside the checkout (``OUTSIDE``): a clone of
+    the repository has no such folder, so a test that needs one would pass here and fail for everyone else."""
     if event != "open" or not args or not isinstance(args[0], str | bytes | os.PathLike):
         return
     path = os.path.abspath(os.fsdecode(args[0]))
@@ -40,6 +32,12 @@ def _refuse_outside_reads(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_refuse_outside_reads)
+
+
+@pytest.fixture(scope="session")
+def outside_folder() -> Path:
+    """The folder the audit hook guards, for the test that checks the guard."""
+    return OUTSIDE
 
 
 @pytest.fixture(scope="session")

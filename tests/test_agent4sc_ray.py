@@ -11,7 +11,7 @@ import pytest
 
 from stickerconv.agent4sc.ray_executor import SHARDS, merge_shards, shard_windows
 
-from fake_openai_server import FakeOpenAIServer, dialogue_reply
+from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

@@ -1,5 +1,4 @@
 import asyncio
-import hashlib
 import json
 import os
 import subprocess
@@ -10,64 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from stickerconv.agent4sc.agent import clean_utterance, fresh_lines
 from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.pattern import CallPattern
-from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY, run_generation
+from stickerconv.agent4sc.runner import run_generation
 from stickerconv.llm import LLMConfig, LLMFactory
 from stickerconv.llm.policy import RetryPolicy
 from stickerconv.llm.types import RetryBudgetExhausted
-from stickerconv.schema import Conversation, Persona
+from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
+from stickerconv.schema import Conversation
+from stickerconv.text import clean_utterance, fresh_lines
 
-from fake_openai_server import FakeOpenAIServer, dialogue_reply
-from llm_fakes import ScriptedBackend
-
-
-def _utterance(request):
-    """A pure function of the prompt, so runs are reproducible in any call order."""
-    digest = hashlib.sha256(request.key().encode()).hexdigest()[:8]
-    return f"B: message {digest} about the exam"  # the prefix must be stripped
-
-
-def _farewell(request):
-    """An utterance with a winding-down cue, so that the default rules let the closure judge decide."""
-    return _utterance(request) + ", thanks, I have to go now. Bye!"
-
-
-def scripted_world(select_idx=0, inconsistent=False, closure="CONT", utterance=_utterance):
-    def reply(request):
-        schema = (request.json_schema or {}).get("title")
-        if schema is None:
-            return utterance(request)
-        if schema == "DraftedMessage":
-            query = "emotion: Sadness, emotion describe: The sticker conveys sadness."
-            return json.dumps({"message": utterance(request), "intention": "Emotional Expression", "query": query})
-        n = request.messages[-1].text.count("\n")
-        return json.dumps(
-            {
-                "_Scores": {"scores": [6] * n},
-                "_Questions": {"questions": ["What happened?"]},
-                "_Insights": {"insights": ["B feels let down"]},
-                "IntentAnswer": {"intention": "Emotional Expression"},
-                "QueryAnswer": {"query": "emotion: Sadness, emotion describe: The sticker conveys sadness."},
-                "SelectAnswer": {"idx": select_idx},
-                "Review": {"inconsistent": inconsistent, "reason": "checked"},
-                "Closure": {"decision": closure},
-            }[schema]
-        )
-
-    return ScriptedBackend(default=reply, model="scripted")
-
-
-def _factory(tmp_path, backend):
-    factory = LLMFactory(LLMConfig(store=tmp_path / "llm.sqlite"))
-    factory.register_backend("local", backend)
-    return factory
-
-
-PERSONAS = [
-    Persona(emotion="Sadness", persona=f"You are student {i}.", situation=f"You failed exam {i}.") for i in range(4)
-]
+from helpers.agent4sc import PERSONAS, farewell, llm_factory, scripted_utterance, scripted_world
+from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply
 
 
 def test_clean_utterance():
@@ -97,18 +50,18 @@ def test_a_copied_first_line_gives_way_to_a_fresh_one_unless_the_papers_rules_ap
     def copy_then_say(request):
         name = request.messages[0].text.splitlines()[0].removeprefix("You are ")
         own = [ln for ln in request.messages[-1].text.splitlines() if ln.startswith(f"{name}: ") and ln[3:].strip()]
-        fresh = _utterance(request).removeprefix("B: ")
+        fresh = scripted_utterance(request).removeprefix("B: ")
         return f"{own[-1]}\n{name}: {fresh}" if own else fresh
 
     default, original = tmp_path / "default", tmp_path / "original"
     backend = scripted_world(utterance=copy_then_say)
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "d", backend), default))
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path / "d", backend), default))
     conv = Conversation.model_validate_json((default / CONVERSATIONS).read_text())
     assert len(conv.conversation) == 6 and conv.meta["end_reason"] == "max_turns"
     assert any(d["event"] == "fresh_line" for d in conv.meta["decisions"])
     backend = scripted_world(utterance=copy_then_say)
     rules = ManagerConfig.original()
-    factory = _factory(tmp_path / "o", backend)
+    factory = llm_factory(tmp_path / "o", backend)
     asyncio.run(run_generation(PERSONAS[:1], small_index, factory, original, manager_config=rules))
     record = json.loads(
         ((original / CONVERSATIONS) if (original / CONVERSATIONS).exists() else original / REJECTED).read_text()
@@ -120,7 +73,7 @@ def test_a_copied_first_line_gives_way_to_a_fresh_one_unless_the_papers_rules_ap
 def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, small_index):
     out = tmp_path / "run"
     report = asyncio.run(
-        run_generation(PERSONAS[:2], small_index, _factory(tmp_path, scripted_world()), out, concurrency=2)
+        run_generation(PERSONAS[:2], small_index, llm_factory(tmp_path, scripted_world()), out, concurrency=2)
     )
     assert (report.kept, report.rejected) == (2, 0)
     lines = (out / CONVERSATIONS).read_text().splitlines()
@@ -143,7 +96,7 @@ def test_generation_writes_valid_sessions_with_recorded_decisions(tmp_path, smal
 
 def test_frequency_rules_hold_in_generated_sessions(tmp_path, small_index):
     out = tmp_path / "run"
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, scripted_world()), out))
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path, scripted_world()), out))
     conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text().splitlines()[0])
     turns = conv.conversation
     for prev, cur in zip(turns, turns[1:], strict=False):
@@ -159,7 +112,7 @@ def test_inconsistent_stickers_are_dropped_and_sessions_rejected(tmp_path, small
         run_generation(
             PERSONAS[:1],
             small_index,
-            _factory(tmp_path, scripted_world(inconsistent=True)),
+            llm_factory(tmp_path, scripted_world(inconsistent=True)),
             out,
             manager_config=ManagerConfig(review_needs_polarity_conflict=False),  # the judge alone decides
         )
@@ -172,8 +125,8 @@ def test_inconsistent_stickers_are_dropped_and_sessions_rejected(tmp_path, small
 
 def test_closure_ends_the_dialogue_at_turn_four(tmp_path, small_index):
     out = tmp_path / "run"
-    backend = scripted_world(closure="FINI", utterance=_farewell)
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out))
+    backend = scripted_world(closure="FINI", utterance=farewell)
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path, backend), out))
     conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text())
     assert len(conv.conversation) == 4 and conv.meta["end_reason"] == "closure"
     summary = json.loads((out / SUMMARY).read_text())
@@ -183,14 +136,14 @@ def test_closure_ends_the_dialogue_at_turn_four(tmp_path, small_index):
 def test_without_a_closure_cue_the_judge_is_not_asked_unless_the_papers_rules_apply(tmp_path, small_index):
     """The 135M judge answers FINI to anything: under the default rules it decides only after a farewell or thanks."""
     default, original = scripted_world(closure="FINI"), scripted_world(closure="FINI")
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "d", default), tmp_path / "default"))
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path / "d", default), tmp_path / "default"))
     conv = Conversation.model_validate_json((tmp_path / "default" / CONVERSATIONS).read_text())
     assert len(conv.conversation) == 6 and conv.meta["end_reason"] == "max_turns"
     closure = [d for d in conv.meta["decisions"] if d["event"] == "closure"]
     assert closure == [{"event": "closure", "turn": 4, "decision": "CONT", "judged": False}]
     assert _titles(default)["Closure"] == 0
     rules = ManagerConfig.original()
-    factory = _factory(tmp_path / "o", original)
+    factory = llm_factory(tmp_path / "o", original)
     asyncio.run(run_generation(PERSONAS[:1], small_index, factory, tmp_path / "orig", manager_config=rules))
     conv = Conversation.model_validate_json((tmp_path / "orig" / CONVERSATIONS).read_text())
     assert len(conv.conversation) == 4 and conv.meta["end_reason"] == "closure"  # as before: turn 4 of 6
@@ -221,10 +174,10 @@ def test_end_reasons_count_every_session_of_the_folder(tmp_path, small_index):
     """summary.json's end_reasons cover kept and rejected sessions, those of earlier invocations included."""
     out = tmp_path / "run"
     one_word = scripted_world(utterance=lambda request: "Okay")
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "a", one_word), out))
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path / "a", one_word), out))
     record = json.loads((out / REJECTED).read_text())
     assert record["meta"]["end_reason"] == "no_utterance" and record["meta"]["reject_reason"].endswith("(no_utterance)")
-    asyncio.run(run_generation(PERSONAS[:2], small_index, _factory(tmp_path / "b", scripted_world()), out))
+    asyncio.run(run_generation(PERSONAS[:2], small_index, llm_factory(tmp_path / "b", scripted_world()), out))
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["end_reasons"] == {"max_turns": 1, "no_utterance": 1} and summary["kept"] == 1
     assert summary["turns_per_simulated_session"] == 3.0  # (0 + 6) / 2
@@ -233,7 +186,7 @@ def test_end_reasons_count_every_session_of_the_folder(tmp_path, small_index):
 def test_repetition_regenerates_then_ends(tmp_path, small_index):
     backend = scripted_world(utterance=lambda request: "I failed.")
     out = tmp_path / "run"
-    report = asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out))
+    report = asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path, backend), out))
     record = json.loads(((out / CONVERSATIONS) if report.kept else (out / REJECTED)).read_text())
     assert record["meta"]["end_reason"] == "repetition"
     assert sum(d["event"] == "regenerate" for d in record["meta"]["decisions"]) == 3
@@ -241,7 +194,7 @@ def test_repetition_regenerates_then_ends(tmp_path, small_index):
 
 def test_rerun_resumes_without_duplicates(tmp_path, small_index):
     out = tmp_path / "run"
-    factory = _factory(tmp_path, scripted_world())
+    factory = llm_factory(tmp_path, scripted_world())
     asyncio.run(run_generation(PERSONAS, small_index, factory, out, limit=2))
     with (out / CONVERSATIONS).open("a") as fh:
         fh.write('{"conversation": [{"tu')  # a crash mid-write
@@ -258,8 +211,10 @@ def _sessions(out):
 
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, small_index):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    asyncio.run(run_generation(PERSONAS, small_index, _factory(tmp_path / "a", scripted_world()), whole, concurrency=3))
-    factory = _factory(tmp_path / "b", scripted_world())
+    asyncio.run(
+        run_generation(PERSONAS, small_index, llm_factory(tmp_path / "a", scripted_world()), whole, concurrency=3)
+    )
+    factory = llm_factory(tmp_path / "b", scripted_world())
     asyncio.run(run_generation(PERSONAS, small_index, factory, parts, limit=1))
     asyncio.run(run_generation(PERSONAS, small_index, factory, parts, concurrency=2))
     assert _sessions(whole) == _sessions(parts) and len(_sessions(whole)) == 4
@@ -269,7 +224,7 @@ def test_long_history_folds_into_a_summary_the_agents_see(tmp_path, small_index)
     backend = scripted_world()
     out = tmp_path / "run"
     config = ManagerConfig(summary_token_limit=30)
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path, backend), out, manager_config=config))
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path, backend), out, manager_config=config))
     conv = Conversation.model_validate_json((out / CONVERSATIONS).read_text())
     folds = [d for d in conv.meta["decisions"] if d["event"] == "summary_fold"]
     assert folds and all(d["summary"] for d in folds)
@@ -284,12 +239,12 @@ def _titles(backend):
 
 def test_lean_pattern_keeps_every_step_in_fewer_calls_than_the_original(tmp_path, small_index):
     lean_backend, original_backend = scripted_world(), scripted_world()
-    asyncio.run(run_generation(PERSONAS[:2], small_index, _factory(tmp_path / "l", lean_backend), tmp_path / "lean"))
+    asyncio.run(run_generation(PERSONAS[:2], small_index, llm_factory(tmp_path / "l", lean_backend), tmp_path / "lean"))
     asyncio.run(
         run_generation(
             PERSONAS[:2],
             small_index,
-            _factory(tmp_path / "o", original_backend),
+            llm_factory(tmp_path / "o", original_backend),
             tmp_path / "orig",
             call_pattern=CallPattern.original(),
         )
@@ -326,12 +281,12 @@ def test_an_unparsable_drafted_message_falls_back_to_a_plain_utterance(tmp_path,
 
 
 def test_lean_pattern_skips_memory_work_after_the_last_turn(tmp_path, small_index):
-    lean, original = (scripted_world(closure="FINI", utterance=_farewell) for _ in range(2))
-    asyncio.run(run_generation(PERSONAS[:1], small_index, _factory(tmp_path / "l", lean), tmp_path / "lean"))
+    lean, original = (scripted_world(closure="FINI", utterance=farewell) for _ in range(2))
+    asyncio.run(run_generation(PERSONAS[:1], small_index, llm_factory(tmp_path / "l", lean), tmp_path / "lean"))
     pattern = CallPattern.original()
     asyncio.run(
         run_generation(
-            PERSONAS[:1], small_index, _factory(tmp_path / "o", original), tmp_path / "o", call_pattern=pattern
+            PERSONAS[:1], small_index, llm_factory(tmp_path / "o", original), tmp_path / "o", call_pattern=pattern
         )
     )
     assert _titles(lean)["_Scores"] == 3  # one rating per turn for turns 1-3; turn 4 ended the dialogue
@@ -345,7 +300,7 @@ def _fast_factory(tmp_path, backend):
 
 
 def _garbage_for(title):
-    backend = scripted_world(utterance=_farewell)
+    backend = scripted_world(utterance=farewell)
     world = backend.default
     backend.default = lambda r: "no json here" if (r.json_schema or {}).get("title") == title else world(r)
     return backend

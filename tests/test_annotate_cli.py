@@ -1,5 +1,5 @@
 """``stickerconv stickers annotate`` as a user runs it: the installed script in a subprocess, against the
-scripted vision server of test_annotate; no model configured; the embedded model refused; the emoji pack;
+scripted vision server of helpers/annotate.py; no model configured; the embedded model refused; the emoji pack;
 and kill -9 at random points followed by reruns."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_annotate import BAD_FILES, GOOD, Script, make_library
 
 from stickerconv.stickers.annotate import ANNOTATE_DIR
 from stickerconv.stickers.library import StickerLibrary
 
-from fake_openai_server import FakeOpenAIServer
+from helpers.annotate import BAD_FILES, GOOD, Script, make_library
+from helpers.fake_openai_server import FakeOpenAIServer
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

@@ -23,7 +23,7 @@ from stickerconv.stickers.annotate_prompts import (
     knowledge_prompt,
 )
 
-from conftest import fixture_file
+from helpers.paths import fixture_file
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,14 @@ def test_transparent_stickers_are_flattened_on_white_and_sizes_fit(tmp_path):
     wide = tmp_path / "wide.png"
     Image.new("RGB", (3000, 1000), (10, 200, 10)).save(wide)
     assert _decode(image_part(wide, max_side=512)).size == (512, 171)
-    assert prepare_image(wide) == prepare_image(wide)  # deterministic: the request can be cached
+    # deterministic in the pixels alone, so the request can be cached: the same picture in another file, encoded
+    # otherwise, gives the same bytes; another colour does not
+    same = tmp_path / "same.png"
+    Image.new("RGB", (3000, 1000), (10, 200, 10)).save(same, compress_level=0)
+    assert same.read_bytes() != wide.read_bytes() and prepare_image(same) == prepare_image(wide)
+    other = tmp_path / "other.png"
+    Image.new("RGB", (3000, 1000), (10, 200, 11)).save(other)
+    assert prepare_image(other)[0] != prepare_image(wide)[0]
 
 
 def test_a_photo_like_image_goes_as_jpeg(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fixture_file
+from helpers.paths import fixture_file
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

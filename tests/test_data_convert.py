@@ -14,7 +14,7 @@ from stickerconv.data.validate import validate
 from stickerconv.schema import Conversation
 from stickerconv.stickers.library import StickerLibrary
 
-from test_data_fixtures import make_library, published_sessions, published_stickers, write_jsonl
+from helpers.data import make_library, published_sessions, published_stickers, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 U1, S1 = "I failed my driving test again.", "I'm sorry, that must be so frustrating."

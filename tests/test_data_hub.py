@@ -10,7 +10,7 @@ import pytest
 
 from stickerconv.data.hub import HubUnavailable, pull
 
-from test_data_fixtures import published_sessions, write_jsonl
+from helpers.data import published_sessions, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

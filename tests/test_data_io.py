@@ -15,7 +15,7 @@ from stickerconv.data.io import (
 )
 from stickerconv.jsonl import RecordError
 
-from test_data_fixtures import published_sessions, write_jsonl
+from helpers.data import published_sessions, write_jsonl
 
 
 def test_published_jsonl_load_save_is_lossless(tmp_path):

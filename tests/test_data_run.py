@@ -12,14 +12,14 @@ from stickerconv.data.validate import validate
 from stickerconv.schema import Persona
 from stickerconv.stickers.library import StickerLibrary
 
-from test_agent4sc_run import _factory, scripted_world
-from test_data_fixtures import profiles
+from helpers.agent4sc import llm_factory, scripted_world
+from helpers.data import profiles
 
 
 def test_a_simulator_run_validates_resolves_describes_and_converts(tmp_path, small_pack, small_index):
     personas = [Persona.model_validate(p) for p in profiles()[:3]]
     run = tmp_path / "run"
-    report = asyncio.run(run_generation(personas, small_index, _factory(tmp_path, scripted_world()), run))
+    report = asyncio.run(run_generation(personas, small_index, llm_factory(tmp_path, scripted_world()), run))
     assert report.kept == 3
 
     resolver = StickerResolver(StickerLibrary.load(small_pack))

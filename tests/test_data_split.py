@@ -12,8 +12,8 @@ import pytest
 from stickerconv.data.io import load_conversations
 from stickerconv.data.split import SPLITS, assign, split_file
 
-from conftest import fixture_file
-from test_data_fixtures import published_sessions, write_jsonl
+from helpers.data import published_sessions, write_jsonl
+from helpers.paths import fixture_file
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

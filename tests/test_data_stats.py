@@ -10,8 +10,8 @@ from stickerconv.data.plots import PLOTS, write_plots
 from stickerconv.data.report import render_report
 from stickerconv.data.stats import compute_stats, profile_emotions
 
-from conftest import fixture_file
-from test_data_fixtures import LABELS, published_sessions, published_stickers, write_jsonl
+from helpers.data import LABELS, published_sessions, published_stickers, write_jsonl
+from helpers.paths import fixture_file
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

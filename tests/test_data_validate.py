@@ -12,7 +12,7 @@ from stickerconv.data.resolve import StickerResolver
 from stickerconv.data.validate import Problem, validate
 from stickerconv.stickers.library import StickerLibrary
 
-from test_data_fixtures import make_library, published_sessions, published_stickers, write_jsonl
+from helpers.data import make_library, published_sessions, published_stickers, write_jsonl
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 

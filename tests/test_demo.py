@@ -20,7 +20,7 @@ import pytest
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 STEPS = ("pack", "personas", "simulate", "dataset", "pegs", "evaluate")
 LLM_STEPS = ("personas", "simulate", "evaluate")
-TOY = tuple("--pack-limit 60 --personas 3 --max-turns 2 --pegs-config tiny".split())
+TOY = tuple("--pack-limit 60 --n-personas 3 --max-turns 2 --pegs-preset tiny".split())
 TOY += tuple("--pegs-steps 2 --joint-steps 2 --vision-steps 20".split())
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from stickerconv.cli.demo import DemoModel
 from stickerconv.llm.store import LLMStore
 from stickerconv.llm.types import ConfigError
+from stickerconv.pipelines.demo import DemoModel
 
-from fake_openai_server import FakeOpenAIServer, dialogue_reply, requested_schema
+from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply, requested_schema
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
-TOY = "--pack-limit 60 --personas 3 --max-turns 2 --pegs-config tiny --pegs-steps 2 --joint-steps 2"
+TOY = "--pack-limit 60 --n-personas 3 --max-turns 2 --pegs-preset tiny --pegs-steps 2 --joint-steps 2"
 TOY += " --vision-steps 20 --eval-items 2 --no-serve"
 WORDS = [f"w{n}" for n in range(500)]  # situations drawn from these share almost no words: ROUGE-L keeps them
 LLM_STEPS = ("personas", "simulate", "evaluate")

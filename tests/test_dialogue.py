@@ -3,7 +3,7 @@ import asyncio
 from stickerconv.agent4sc.dialogue import DialogueMemory, estimate_tokens
 from stickerconv.llm import ChatModel
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 
 def _memory(limit, replies=("B is stressed about exams; A comforts B.",)):

@@ -12,7 +12,7 @@ from stickerconv.evaluate import score_texts
 from stickerconv.evaluate.bootstrap import Bootstrap, point
 from stickerconv.evaluate.text.distinct import corpus_score, intra_statistic
 
-from conftest import fixture_file
+from helpers.paths import fixture_file
 
 
 def _dist(hyps: list[str]) -> dict[str, float]:

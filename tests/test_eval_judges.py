@@ -27,8 +27,8 @@ from stickerconv.evaluate.judges.llm_judges import (
 from stickerconv.llm import ChatModel, ImagePart
 from stickerconv.llm.policy import RetryPolicy
 
-from conftest import fixture_file
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
+from helpers.paths import fixture_file
 
 STICKER = {
     "seq_num": 1,

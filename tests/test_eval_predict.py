@@ -7,7 +7,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
+from stickerconv.agent4sc.runner import run_generation
 from stickerconv.cli import app
 from stickerconv.data.convert import convert
 from stickerconv.evaluate.predict import PRED_TEXT, load_items, load_predictions, pred_text, predict
@@ -16,16 +16,17 @@ from stickerconv.evaluate.score import score_predictions
 from stickerconv.evaluate.text.scorer import TextScorer
 from stickerconv.llm import ChatModel
 from stickerconv.responders import StickerToolResponder, TextOnlyResponder
+from stickerconv.runfiles import CONVERSATIONS
 
-from fake_openai_server import FakeOpenAIServer, schema_instance
-from llm_fakes import ScriptedBackend
-from test_agent4sc_run import PERSONAS, _factory, scripted_world
+from helpers.agent4sc import PERSONAS, llm_factory, scripted_world
+from helpers.fake_openai_server import FakeOpenAIServer, schema_instance
+from helpers.llm_fakes import ScriptedBackend
 
 
 @pytest.fixture(scope="module")
-def test_split(tmp_path_factory, small_index):
+def generated_split(tmp_path_factory, small_index):
     out = tmp_path_factory.mktemp("gen")
-    asyncio.run(run_generation(PERSONAS[:3], small_index, _factory(out, scripted_world()), out / "run"))
+    asyncio.run(run_generation(PERSONAS[:3], small_index, llm_factory(out, scripted_world()), out / "run"))
     return out / "run" / CONVERSATIONS
 
 
@@ -39,9 +40,9 @@ def _baseline_model():
     return ChatModel(ScriptedBackend(default=reply), cache="off")
 
 
-def test_both_baselines_are_predicted_scored_and_reported(test_split, small_index, tmp_path):
-    items = load_items(test_split)
-    turns = sum(len(json.loads(x)["conversation"]) for x in test_split.read_text().splitlines())
+def test_both_baselines_are_predicted_scored_and_reported(generated_split, small_index, tmp_path):
+    items = load_items(generated_split)
+    turns = sum(len(json.loads(x)["conversation"]) for x in generated_split.read_text().splitlines())
     assert len(items) == turns > 0
     preds = {}
     for name, responder in (
@@ -68,10 +69,10 @@ def test_both_baselines_are_predicted_scored_and_reported(test_split, small_inde
     assert set(json.loads((tmp_path / "report" / "scores.json").read_text())) == {"text", "tool"}
 
 
-def test_a_samples_file_gives_the_same_items_as_its_conversations(test_split, tmp_path):
+def test_a_samples_file_gives_the_same_items_as_its_conversations(generated_split, tmp_path):
     samples = tmp_path / "samples.json"
-    convert(test_split, "samples", samples)
-    from_samples, from_conversations = load_items(samples), load_items(test_split)
+    convert(generated_split, "samples", samples)
+    from_samples, from_conversations = load_items(samples), load_items(generated_split)
     assert len(from_samples) == len(from_conversations)
     for a, b in zip(from_samples, from_conversations, strict=True):
         assert a.sample == b.sample
@@ -93,8 +94,8 @@ class Flaky(TextOnlyResponder):
         return await super().respond(context)
 
 
-def test_an_interrupted_prediction_run_resumes_without_repeating(test_split, tmp_path):
-    items = load_items(test_split)
+def test_an_interrupted_prediction_run_resumes_without_repeating(generated_split, tmp_path):
+    items = load_items(generated_split)
     out = tmp_path / "pred.json"
     with pytest.raises(RuntimeError):
         asyncio.run(predict(Flaky(_baseline_model(), 3), items, out, concurrency=1))
@@ -113,13 +114,13 @@ def test_misspelt_prediction_key_is_read_and_bad_files_are_named(tmp_path):
         load_predictions(bad)
 
 
-def test_cli_predict_and_score(test_split, small_index, tmp_path, monkeypatch):
+def test_cli_predict_and_score(generated_split, small_index, tmp_path, monkeypatch):
     runner = CliRunner()
     with FakeOpenAIServer() as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         out = tmp_path / "text.json"
-        args = ["eval", "predict", "--responder", "text", "--data", str(test_split), "--out", str(out)]
+        args = ["eval", "predict", "--responder", "text", "--data", str(generated_split), "--out", str(out)]
         result = runner.invoke(app, [*args, "--llm", "openai:fake-model", "--limit", "4"])
         assert result.exit_code == 0, result.output
     records = load_predictions(out)
@@ -150,8 +151,8 @@ def test_cli_predict_and_score(test_split, small_index, tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / "r" / "scores.json")
 
 
-def test_cli_scores_stickers_judges_and_retrieval(test_split, small_index, tmp_path, monkeypatch):
-    items = load_items(test_split)
+def test_cli_scores_stickers_judges_and_retrieval(generated_split, small_index, tmp_path, monkeypatch):
+    items = load_items(generated_split)
     paths = []
     for name, responder in (
         ("text", TextOnlyResponder(_baseline_model())),
@@ -182,7 +183,7 @@ def test_cli_scores_stickers_judges_and_retrieval(test_split, small_index, tmp_p
     assert scores["tool"]["empathy_mean"]["n_items"] <= 3 and "consistency_mean" in scores["text"]
     assert "proxy:minilm" in scores["tool"]["mm_relevance_f_proxy"]["signature_text"]
     samples = tmp_path / "samples.json"
-    convert(test_split, "samples", samples)
+    convert(generated_split, "samples", samples)
     out = tmp_path / "retrieval.json"
     result = runner.invoke(app, ["eval", "retrieval", "--data", str(samples), "--stickers", lib, "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -91,7 +91,7 @@ def test_fast_self_bleu_equals_nltk_on_real_sentences():
 
     from stickerconv.evaluate.quality.metrics import _words, self_bleu
 
-    from conftest import fixture_file
+    from helpers.paths import fixture_file
 
     profiles = [
         json.loads(line)
@@ -109,7 +109,7 @@ def test_cli_quality_with_a_judge_on_a_sample(tmp_path, monkeypatch):
 
     from stickerconv.cli import app
 
-    from fake_openai_server import FakeOpenAIServer
+    from helpers.fake_openai_server import FakeOpenAIServer
 
     data = tmp_path / "run.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in (REPEATING, SAD_WITH_HAPPY_STICKER, RISING)))

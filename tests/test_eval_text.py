@@ -20,7 +20,7 @@ from stickerconv.evaluate.text.bleu import nltk_bleu_from_sums, nltk_bleu_stats
 from stickerconv.evaluate.text.cider import cider_d
 from stickerconv.evaluate.text.tokens import treebank_words
 
-from conftest import fixture_file
+from helpers.paths import fixture_file
 
 OFFLINE_FAST = [m for m in METRICS if not m.startswith("bertscore")]
 

@@ -12,7 +12,7 @@ from stickerconv.evaluate.retrieval.tool_scorer import ToolScorer
 from stickerconv.llm import ChatModel
 from stickerconv.responders import StickerToolResponder
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 
 def sample(text: str, sticker_image: str | None) -> dict:

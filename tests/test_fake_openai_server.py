@@ -19,7 +19,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from fake_openai_server import (
+from helpers.fake_openai_server import (
     JSON_OBJECT_ONLY,
     LLAMA_CPP,
     NO_JSON_SCHEMA,

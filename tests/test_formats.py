@@ -42,8 +42,8 @@ from stickerconv.schema import Conversation
 from stickerconv.stickers.ingest import ingest_folder, load_annotations
 from stickerconv.stickers.library import StickerLibrary
 
-from fake_openai_server import FakeOpenAIServer
-from llm_fakes import ScriptedBackend
+from helpers.fake_openai_server import FakeOpenAIServer
+from helpers.llm_fakes import ScriptedBackend
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 LAYOUTS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -164,7 +164,7 @@ def test_samples_jsonl_from_convert_feeds_predict_score_and_pegs_train(tmp_path,
     assert result.returncode == 0, result.stderr
     assert f"{preds}: 6 predictions (JSON Lines)" in result.stdout
 
-    args = ["--config", "tiny", "--stickers", str(library), "--out", str(tmp_path / "pegs"), "--data", str(samples)]
+    args = ["--preset", "tiny", "--stickers", str(library), "--out", str(tmp_path / "pegs"), "--data", str(samples)]
     result = run_cli("pegs", "train", *args, "--stages", "joint", "--steps", "2", "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert f"{samples}: 6 samples (JSON Lines)" in result.stdout
@@ -177,7 +177,7 @@ def test_pegs_train_renders_conversations_and_refuses_predictions(tmp_path, libr
     from stickerconv.cli import app
 
     conversations = write_jsonl(tmp_path / "c.json", sessions(library))  # JSON Lines behind a .json name
-    base = ["pegs", "train", "--config", "tiny", "--stickers", str(library), "--stages", "joint", "--steps", "1"]
+    base = ["pegs", "train", "--preset", "tiny", "--stickers", str(library), "--stages", "joint", "--steps", "1"]
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "p"), "--data", str(conversations)])
     assert "the joint stage has 6 example(s), fewer than one batch of 8; lower --batch-size" in str(result.exception)
     base += ["--batch-size", "2"]

@@ -17,7 +17,7 @@ from stickerconv.schema import EmotionLabel
 from stickerconv.stickers.ingest import ingest_folder
 from stickerconv.stickers.library import LibraryError, StickerLibrary
 
-from conftest import fixture_file
+from helpers.paths import fixture_file
 
 KNOWLEDGE = fixture_file("stickerconv", "stickers", "knowledge_sticker_example.jsonl")  # fails loudly when missing
 

@@ -17,9 +17,9 @@ from stickerconv.evaluate.predict import load_predictions
 from stickerconv.llm.store import LLMStore
 from stickerconv.schema import Conversation
 
-from fault_proxy import FaultProxy, ProxyFaults
-from llama_server import llama_server, missing_server_modules
-from test_agent4sc_kill import SCRIPT, generate_command, kill_until_done, persona_file, records, run_command, server_env
+from helpers.fault_proxy import FaultProxy, ProxyFaults
+from helpers.generate import SCRIPT, generate_command, kill_until_done, persona_file, records, run_command, server_env
+from helpers.llama_server import llama_server, missing_server_modules
 
 LLM = "openai:smollm2"
 PERSONAS = 2
@@ -82,7 +82,8 @@ def test_personas_generate_completes(server, tmp_path):
     out = tmp_path / "generated.jsonl"
     # The model often copies a seed example; --threshold 1.0 keeps all but verbatim copies, since this is about
     # the LLM path, not de-duplication.
-    args = [str(SCRIPT), "personas", "generate", "--n", "1", "--out", str(out), "--llm", LLM, "--threshold", "1.0"]
+    args = [str(SCRIPT), "personas", "generate", "--n-personas", "1", "--out", str(out)]
+    args += ["--llm", LLM, "--threshold", "1.0"]
     result = run_command(args, server_env(server.base_url), RUN_TIMEOUT)
     assert result.returncode == 0, result.stderr
     (persona,) = load_personas(out)

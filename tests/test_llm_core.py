@@ -34,7 +34,7 @@ from stickerconv.llm.structured import (
 )
 from stickerconv.llm.types import ImagePart, Request
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, total_budget=5, timeout=2)
 

@@ -28,7 +28,7 @@ from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
 from stickerconv.llm.store import LLMStore
 from stickerconv.llm.structured import STRUCTURED_MODES
 
-from fake_openai_server import (
+from helpers.fake_openai_server import (
     JSON_OBJECT_ONLY,
     LLAMA_CPP,
     NO_JSON_SCHEMA,
@@ -38,7 +38,7 @@ from fake_openai_server import (
     FaultPlan,
     format_kind,
 )
-from fault_proxy import PROXY_FAULTS, FaultProxy, ProxyFaults
+from helpers.fault_proxy import PROXY_FAULTS, FaultProxy, ProxyFaults
 
 POLICY = RetryPolicy(max_attempts=8, base_delay=0.05, max_delay=1.5, total_budget=30, timeout=1.0)
 

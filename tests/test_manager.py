@@ -19,7 +19,7 @@ from stickerconv.agent4sc.manager import (
 from stickerconv.llm import ChatModel
 from stickerconv.schema import Conversation, Sticker, Turn
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 STICKER = Sticker(image="images/noto/1f600.png", emotion="The sticker conveys joy.", label="Happiness")
 

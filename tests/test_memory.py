@@ -8,7 +8,7 @@ import pytest
 from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream, remember_turn
 from stickerconv.llm import ChatModel
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 
 class HashEmbedder:

@@ -38,7 +38,7 @@ from stickerconv.pegs.model import WEIGHTS_FILE, byte_level_tokenizer
 from stickerconv.pegs.train import TRAINER_STATE
 from stickerconv.stickers.library import StickerLibrary
 
-from test_pegs_fixtures import dialogue_samples, tiny_model
+from helpers.pegs import dialogue_samples, tiny_model
 
 STICKERS = 16
 STEPS = 3  # two epochs of 2 global steps of 8: the second epoch's shuffle is compared too
@@ -72,7 +72,7 @@ def test_two_processes_train_what_one_trains_on_the_same_global_batch(tmp_path, 
     samples = tmp_path / "samples.json"
     write_samples(samples, dialogue_samples(StickerLibrary.load(library), 1))
     config = tiny_config(tmp_path)
-    common = ["pegs", "train", "--config", str(config), "--stickers", str(library), "--steps", str(STEPS)]
+    common = ["pegs", "train", "--preset", str(config), "--stickers", str(library), "--steps", str(STEPS)]
     common += ["--seed", "7", "--lr", "1e-3"]
 
     # one process with batches of 8; below, two processes with batches of 4 each: the same global batch

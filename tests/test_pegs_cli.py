@@ -6,23 +6,24 @@ import json
 
 from typer.testing import CliRunner
 
-from stickerconv.agent4sc.runner import CONVERSATIONS, run_generation
+from stickerconv.agent4sc.runner import run_generation
 from stickerconv.cli import app
 from stickerconv.data.convert import convert
 from stickerconv.evaluate.multimodal.scores import sticker_frequency
 from stickerconv.evaluate.predict import load_predictions
 from stickerconv.evaluate.retrieval.protocols import send_decisions
+from stickerconv.runfiles import CONVERSATIONS
 
-from test_agent4sc_run import PERSONAS, _factory, scripted_world
+from helpers.agent4sc import PERSONAS, llm_factory, scripted_world
 
 
 def test_train_tiny_then_predict_with_pegs_ret(tmp_path, small_index):
-    asyncio.run(run_generation(PERSONAS[:2], small_index, _factory(tmp_path, scripted_world()), tmp_path / "gen"))
+    asyncio.run(run_generation(PERSONAS[:2], small_index, llm_factory(tmp_path, scripted_world()), tmp_path / "gen"))
     samples = tmp_path / "samples.json"
     convert(tmp_path / "gen" / CONVERSATIONS, "samples", samples)
     lib = str(small_index.library.root)
     runner = CliRunner()
-    args = ["pegs", "train", "--config", "tiny", "--stickers", lib, "--out", str(tmp_path / "pegs")]
+    args = ["pegs", "train", "--preset", "tiny", "--stickers", lib, "--out", str(tmp_path / "pegs")]
     args += ["--data", str(samples), "--stages", "perception,retrieval,joint,send", "--steps", "3", "--batch-size", "4"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -53,7 +54,7 @@ def test_train_tiny_then_predict_with_pegs_ret(tmp_path, small_index):
 
 def test_bad_stage_and_missing_data_are_user_errors(tmp_path, small_index):
     runner = CliRunner()
-    base = ["pegs", "train", "--config", "tiny", "--stickers", str(small_index.library.root), "--out", str(tmp_path)]
+    base = ["pegs", "train", "--preset", "tiny", "--stickers", str(small_index.library.root), "--out", str(tmp_path)]
     result = runner.invoke(app, [*base, "--stages", "perception,dance"])
     assert result.exit_code != 0 and "unknown stage(s) dance" in " ".join(str(result.exception).split())
     result = runner.invoke(app, [*base, "--stages", "joint"])

@@ -16,7 +16,7 @@ from stickerconv.pegs.distill import DISTILL_RECORD, distill_retrieval, read_sta
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.sequence import sample_example
 
-from test_pegs_fixtures import dialogue_samples, tiny_model
+from helpers.pegs import dialogue_samples, tiny_model
 
 
 def _prompt(model, sample, root):
@@ -130,7 +130,7 @@ def test_pegs_train_runs_and_reuses_the_distill_stage(small_index, tmp_path):
     library = small_index.library
     samples = tmp_path / "samples.json"
     samples.write_text(json.dumps([s.model_dump(mode="json") for s in _varied_samples(library, 12)]))
-    args = ["pegs", "train", "--config", "tiny", "--stickers", str(library.root), "--out", str(tmp_path / "run")]
+    args = ["pegs", "train", "--preset", "tiny", "--stickers", str(library.root), "--out", str(tmp_path / "run")]
     args += ["--data", str(samples), "--stages", "retrieval,distill", "--steps", "2", "--batch-size", "4"]
     args += ["--distill-steps", "40"]
     runner = CliRunner()
@@ -151,7 +151,7 @@ def test_pegs_train_distill_needs_data_and_an_index(small_pack, tmp_path):
     from stickerconv.stickers.library import StickerLibrary
 
     runner = CliRunner()
-    base = ["pegs", "train", "--config", "tiny", "--out", str(tmp_path / "run"), "--stages", "distill"]
+    base = ["pegs", "train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--stages", "distill"]
     result = runner.invoke(app, [*base, "--stickers", str(small_pack)])
     assert "the distill stage trains on dialogues: give --data" in " ".join(str(result.exception).split())
     full = StickerLibrary.load(small_pack)

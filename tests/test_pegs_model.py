@@ -16,7 +16,7 @@ from stickerconv.pegs.heads import GenMapper, info_nce
 from stickerconv.pegs.sequence import IGNORE, IMG_END, IMG_START, image_roles, img_token, sample_example
 from stickerconv.schema import Conversation, Sticker, Turn
 
-from test_pegs_fixtures import boost_token, tiny_model
+from helpers.pegs import boost_token, tiny_model
 
 
 @pytest.fixture(scope="module")

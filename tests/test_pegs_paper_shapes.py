@@ -23,7 +23,7 @@ from stickerconv.pegs.config import (
 from stickerconv.pegs.model import STATE_FILE, WEIGHTS_FILE, PegsModel, load_tokenizer
 from stickerconv.pegs.sequence import image_block_example, sample_example
 
-from test_pegs_fixtures import tiny_model
+from helpers.pegs import tiny_model
 
 
 def _keys(value: object, prefix: str = "") -> set[str]:

@@ -12,7 +12,7 @@ from stickerconv.responders.pegs import PegsResponder
 from stickerconv.schema import DialogueContext, Reply, Turn
 from stickerconv.stickers.library import StickerLibrary
 
-from test_pegs_fixtures import boost_token, tiny_model
+from helpers.pegs import boost_token, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from stickerconv.evaluate.retrieval.protocols import (
 from stickerconv.pegs.model import PegsModel
 from stickerconv.stickers.library import StickerLibrary
 
-from test_pegs_fixtures import dialogue_samples, tiny_model
+from helpers.pegs import dialogue_samples, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from stickerconv.cli import app
 from stickerconv.data.samples import opening, render_samples
-from stickerconv.llm.replies import ends_mid_sentence, has_repeat, readable
+from stickerconv.evaluate.quality.metrics import label_polarity, message_polarity
 from stickerconv.pegs.config import SendConfig, SendFit
 from stickerconv.pegs.model import CONFIG_FILE, PegsModel
 from stickerconv.pegs.send import fit_threshold, fitting_prompts, gold_reply, gold_sends
@@ -22,8 +22,9 @@ from stickerconv.pegs.sequence import sample_example
 from stickerconv.responders.pegs import PegsResponder
 from stickerconv.schema import Conversation, Sticker, Turn
 from stickerconv.stickers.library import StickerLibrary
+from stickerconv.text import ends_mid_sentence, has_repeat, readable
 
-from test_pegs_fixtures import boost_token, dialogue_samples, tiny_model
+from helpers.pegs import boost_token, dialogue_samples, tiny_model
 
 
 def _f1(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -177,7 +178,7 @@ def test_pegs_train_send_stage_and_fit_send(small_pack, tmp_path):
     records = dialogue_samples(library, 4)  # 12 turns, 4 with a gold sticker
     samples.write_text(json.dumps([s.model_dump(mode="json") for s in records]))
     runner = CliRunner()
-    args = ["pegs", "train", "--config", "tiny", "--stickers", str(library.root), "--out", str(tmp_path / "run")]
+    args = ["pegs", "train", "--preset", "tiny", "--stickers", str(library.root), "--out", str(tmp_path / "run")]
     args += ["--data", str(samples), "--stages", "send", "--send-turns", "9"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -336,22 +337,6 @@ def training_dialogues(index) -> list:
     return samples
 
 
-def message_sentiment(text: str) -> str:
-    """VADER's compound with its usual cut-offs (±0.05), as evaluate/quality/metrics.py reads a message."""
-    from stickerconv.stickers.emotion_lexicon import polarity
-
-    score = polarity(text)
-    return "positive" if score >= 0.05 else "negative" if score <= -0.05 else "neutral"
-
-
-def label_polarity(label: str) -> str:
-    """The project's label polarity (evaluate/quality/metrics.py): Happiness positive; Anger, Disgust, Fear, Sadness
-    negative; Neutral and Surprise neutral (a surprise can be good news or bad)."""
-    from stickerconv.evaluate.quality.metrics import NEGATIVE, POSITIVE
-
-    return "positive" if label in POSITIVE else "negative" if label in NEGATIVE else "neutral"
-
-
 @pytest.mark.slow
 def test_served_chat_sends_at_the_training_share_with_stickers_that_match_the_mood(small_index, tmp_path):
     """The issue's done-means on a `small` checkpoint trained as `pegs train` does (vision, distill, send; the
@@ -366,7 +351,7 @@ def test_served_chat_sends_at_the_training_share_with_stickers_that_match_the_mo
     gold_share = float(gold_sends(samples).mean())
     data = tmp_path / "train.json"
     data.write_text(json.dumps([s.model_dump(mode="json") for s in samples]))
-    args = ["pegs", "train", "--config", "small", "--stickers", str(library.root), "--out", str(tmp_path / "run")]
+    args = ["pegs", "train", "--preset", "small", "--stickers", str(library.root), "--out", str(tmp_path / "run")]
     args += ["--data", str(data), "--stages", "vision,distill,send", "--vision-steps", "60"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -386,7 +371,7 @@ def test_served_chat_sends_at_the_training_share_with_stickers_that_match_the_mo
             if calls:
                 sticker = json.loads(calls[0]["function"]["arguments"])
                 sent += 1
-                agreeing += label_polarity(sticker["label"]) == message_sentiment(message)
+                agreeing += label_polarity(sticker["label"]) == message_polarity(message)
     share = sent / len(FRESH_CHATS)
     logging.getLogger(__name__).info(
         "served chat: %d of %d chats with a sticker (%.0f%%, training %.0f%%), %d of them agreeing in polarity",

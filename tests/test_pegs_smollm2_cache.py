@@ -8,7 +8,7 @@ import logging
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stickerconv.llm.backends.local import default_model_path
+from stickerconv.assets import embedded_gguf
 from stickerconv.pegs.config import PegsConfig
 from stickerconv.pegs.model import load_backbone, load_tokenizer, smollm2_folder
 
@@ -27,7 +27,7 @@ def test_the_cached_folder_is_the_gguf_exactly(tmp_path, monkeypatch, caplog):
         assert smollm2_folder() == folder
     assert not any("converting" in r.getMessage() for r in caplog.records)  # the second load reuses it
 
-    gguf = default_model_path()
+    gguf = embedded_gguf()
     direct_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     cached_tok = load_tokenizer("smollm2-gguf")
     for text in TEXTS:

@@ -18,7 +18,7 @@ from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.train import TRAINER_STATE, StageConfig, dialogue_examples, sticker_examples, train_stage
 from stickerconv.stickers.library import StickerLibrary
 
-from test_pegs_fixtures import dialogue_samples, tiny_model, trained_tiny
+from helpers.pegs import dialogue_samples, tiny_model, trained_tiny
 
 
 @pytest.fixture(scope="session")

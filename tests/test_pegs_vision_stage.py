@@ -41,7 +41,7 @@ def _words(text: str) -> str:
 
 def test_pegs_train_pretrains_the_cnn_first_and_reuses_it(few, tmp_path):
     out = tmp_path / "run"
-    args = ["pegs", "train", "--config", "tiny", "--stickers", str(few), "--out", str(out)]
+    args = ["pegs", "train", "--preset", "tiny", "--stickers", str(few), "--out", str(out)]
     args += ["--stages", "perception,vision", "--steps", "2", "--batch-size", "4", "--vision-steps", "40"]
     runner = CliRunner()
     result = runner.invoke(app, args)
@@ -80,7 +80,7 @@ def test_pegs_train_pretrains_the_cnn_first_and_reuses_it(few, tmp_path):
 
 
 def test_without_the_vision_stage_the_cnn_stays_random(few, tmp_path):
-    args = ["pegs", "train", "--config", "tiny", "--stickers", str(few), "--out", str(tmp_path)]
+    args = ["pegs", "train", "--preset", "tiny", "--stickers", str(few), "--out", str(tmp_path)]
     result = CliRunner().invoke(app, [*args, "--stages", "perception", "--steps", "1", "--batch-size", "4"])
     assert result.exit_code == 0, result.output
     assert "CNN stays randomly initialised" in _words(result.output)

@@ -14,8 +14,8 @@ from stickerconv.llm import ChatModel
 from stickerconv.llm.store import LLMStore
 from stickerconv.schema import EMOTION_LABELS
 
-from conftest import fixture_file
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
+from helpers.paths import fixture_file
 
 WORDS = "you are a teacher who lost the final exam and your dog ran away from the old house by the sea".split()
 
@@ -105,7 +105,7 @@ def test_cli_generate_and_check(tmp_path):
 def test_cli_generate_with_the_embedded_model(tmp_path):
     script = Path(sys.executable).parent / "stickerconv"
     out = tmp_path / "gen" / "personas.jsonl"
-    args = [str(script), "personas", "generate", "--n", "1", "--out", str(out)]
+    args = [str(script), "personas", "generate", "--n-personas", "1", "--out", str(out)]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     (persona,) = load_personas(out)

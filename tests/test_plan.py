@@ -9,7 +9,7 @@ from stickerconv.llm import ChatModel
 from stickerconv.llm.policy import RetryPolicy
 from stickerconv.schema import EmotionLabel
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 FAST = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, timeout=2)
 

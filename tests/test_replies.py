@@ -1,6 +1,6 @@
 import pytest
 
-from stickerconv.llm.replies import ends_mid_sentence, has_repeat, readable
+from stickerconv.text import ends_mid_sentence, has_repeat, readable
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from stickerconv.responders import (
 )
 from stickerconv.schema import DialogueContext, Sticker, Turn
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 STICKER = Sticker(image="images/noto/1f622.png", description="A crying face.", emotion="sadness", label="Sadness")
 CONTEXT = DialogueContext(

@@ -15,7 +15,7 @@ from stickerconv.schema import (
     sticker_id_from_path,
 )
 
-from conftest import fixture_file
+from helpers.paths import fixture_file
 
 PUBLISHED_STICKER = {
     "seq_num": 3,

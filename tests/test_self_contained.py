@@ -1,33 +1,37 @@
 """A clone of the repository alone must pass its tests: fixtures live in tests/data, intact and
-credited, and nothing reads the workplace's ../shared folder."""
+credited, and nothing reads the workplace's folder beside the checkout (conftest's ``OUTSIDE``)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import OUTSIDE, REPO, TEST_DATA, fixture_file
+from helpers.paths import REPO, TEST_DATA, fixture_file
 
 TESTS = REPO / "tests"
 EXCERPTS = TEST_DATA / "stickerconv"
 
 
-def test_reading_the_workplace_folder_fails_the_test(tmp_path):
+def test_reading_the_workplace_folder_fails_the_test(outside_folder):
     # The path need not exist: the audit hook refuses the open before the file system is asked.
-    for target in (OUTSIDE / "data" / "profiles" / "train_profile.jsonl", OUTSIDE, OUTSIDE / ".." / "shared" / "x"):
+    outside = outside_folder
+    for target in (outside / "data" / "profiles" / "train_profile.jsonl", outside, outside / ".." / outside.name / "x"):
         with pytest.raises(PermissionError, match="tests must not read"):
             open(target, encoding="utf-8")
-    # ... and only that folder: a sibling whose name merely starts the same way is fine.
-    lookalike = tmp_path / "shared-notes.txt"
-    lookalike.write_text("ok", encoding="utf-8")
-    assert lookalike.read_text(encoding="utf-8") == "ok"
+    # ... and only that folder: a sibling whose name merely starts the same way reaches the file system, which
+    # answers that it does not exist (nothing is written beside the checkout to show it).
+    lookalike = outside.parent / f"{outside.name}-{uuid.uuid4().hex}.txt"
+    with pytest.raises(FileNotFoundError):
+        open(lookalike, encoding="utf-8")
 
 
-def test_no_test_names_the_workplace_folder():
-    pattern = re.compile(r"""["'/]shared["'/]|\.\./shared|/work/shared""")
+def test_no_test_names_the_workplace_folder(outside_folder):
+    name = re.escape(outside_folder.name)
+    pattern = re.compile(rf"""["'/]{name}["'/]|\.\./{name}|{re.escape(str(outside_folder))}""")
     allowed = {TESTS / "conftest.py", Path(__file__).resolve()}
     offenders = [
         f"{path.relative_to(REPO)}:{number}: {line.strip()}"

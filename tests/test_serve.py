@@ -24,7 +24,7 @@ from stickerconv.serve.openai_schema import ChatCompletionRequest
 from stickerconv.serve.stickers import UNKNOWN_IMAGE, StickerCatalog
 from stickerconv.stickers.library import StickerLibrary
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 KEY = "test-key"
 MODEL = "stickerconv-tool"

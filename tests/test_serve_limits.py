@@ -19,7 +19,7 @@ from stickerconv.serve import ServeSettings, create_app
 from stickerconv.serve.stickers import StickerCatalog
 from stickerconv.stickers.library import StickerLibrary
 
-from llm_fakes import ScriptedBackend
+from helpers.llm_fakes import ScriptedBackend
 
 KEY = "limits-key"
 MODEL = "stickerconv-tool"

@@ -14,8 +14,8 @@ import pytest
 
 from stickerconv.serve import ServerThread, ServeSettings, create_app
 
-from llm_fakes import ScriptedBackend
-from serve_fixtures import RESPONDER_NAMES, VisionTap, make_responder, tiny_checkpoint, upload_bytes, upload_id
+from helpers.llm_fakes import ScriptedBackend
+from helpers.serve import RESPONDER_NAMES, VisionTap, make_responder, tiny_checkpoint, upload_bytes, upload_id
 
 KEY = "ui-key"
 REPO = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ from stickerconv.serve import ServerThread, ServeSettings, create_app
 from stickerconv.serve.stickers import UNKNOWN_IMAGE
 from stickerconv.stickers.library import StickerLibrary
 
-from llm_fakes import ScriptedBackend
-from serve_fixtures import (
+from helpers.llm_fakes import ScriptedBackend
+from helpers.serve import (
     RESPONDER_NAMES,
     TOOL_TEXT,
     VisionTap,

@@ -1,4 +1,5 @@
-"""The shared vocabulary of StickerConv: stickers, turns, conversations, personas and replies.
+"""The shared vocabulary of StickerConv: stickers, turns, conversations, personas, replies, and the
+per-turn samples and predictions that training and evaluation exchange.
 
 Field names follow the published StickerConv dataset (NEUDM/StickerConv, method reference §4)
 so that published files load unchanged and what we write loads in the authors' tools. Every
@@ -7,6 +8,7 @@ other module uses these models instead of inventing its own dict shapes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,6 +29,9 @@ class EmotionLabel(StrEnum):
 
 
 EMOTION_LABELS: tuple[str, ...] = tuple(label.value for label in EmotionLabel)
+IMG = "<IMG>"  # a sticker's place in a sample's text (method reference §4.4)
+PRED_TEXT, PRED_TEXT_MISSPELT = "pred_text_response", "pred_text_reponse"  # the original code wrote the latter
+PRED_TEXT_KEYS = (PRED_TEXT, PRED_TEXT_MISSPELT)  # where a prediction's text is read, the correct key first
 
 # Raw persona emotions seen in the published profiles (17 labels, data README) mapped onto the 7
 # classes. Judgement calls: Love/Excitement/Confidence/Contentment are positive -> Happiness;
@@ -191,3 +196,76 @@ class DialogueContext(_Model):
     user_sticker: Sticker | None = None
     user_persona: str | None = None
     user_status: str | None = None
+
+
+class Sample(BaseModel):
+    """One §4.4 sample: the dialogue so far and the gold system reply of one turn (rendered by
+    :func:`stickerconv.data.samples.render_samples`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_text: str
+    input_image: list[str]
+    response_text: str
+    response_image: list[str]
+    user_persona: str
+    user_status: str
+    input_image_metadata: dict[str, Any] | None
+    response_image_metadata: dict[str, Any] | None
+    query: str
+    history: list[tuple[str, str]]
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Broken invariants as (field, message); the placeholders must match the image lists."""
+        out = []
+        if self.input_text.count(IMG) != len(self.input_image):
+            out.append(
+                (
+                    "input_image",
+                    f"{len(self.input_image)} image(s) but input_text has {self.input_text.count(IMG)} {IMG}",
+                )
+            )
+        if self.response_text.count(IMG) != len(self.response_image) or len(self.response_image) > 1:
+            out.append(
+                (
+                    "response_image",
+                    f"{len(self.response_image)} image(s) but response_text has {self.response_text.count(IMG)} "
+                    f"{IMG} (at most one sticker per reply)",
+                )
+            )
+        return out
+
+
+class Prediction(Sample):
+    """A sample with a responder's reply, one record of what ``eval predict`` writes and every scorer reads.
+
+    ``item_id`` is ``<session>:<turn>`` (or ``s<n>`` for a samples file), stable across reruns; the predicted
+    text reads either spelling (the original code wrote ``pred_text_reponse``) and is written correctly;
+    ``pred_image`` holds the predicted sticker's path (0 or 1) and ``pred_image_metadata`` its published dict
+    (:meth:`Sticker.to_published`); ``pred_meta`` is the responder's provenance (``Responder.describe``).
+    The gold reply is the sample's ``response_text`` / ``response_image`` / ``response_image_metadata``.
+    Written with ``model_dump(mode="json")``: every field, nulls included, in this order.
+    """
+
+    item_id: str | None = None
+    pred_text_response: str = Field(validation_alias=AliasChoices(PRED_TEXT, PRED_TEXT_MISSPELT))
+    pred_image: list[str] = []
+    pred_image_metadata: dict[str, Any] | None = None
+    pred_meta: dict[str, Any] | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = super().problems()
+        if len(self.pred_image) > 1:
+            out.append(("pred_image", f"{len(self.pred_image)} images (at most one sticker per reply)"))
+        return out
+
+
+# What the scorers take: the model, or the plain JSON dict a predictions file holds (``load_predictions``
+# keeps them plain, and the paper's own files may lack the fields the scorer at hand does not read).
+PredictionRecord = Prediction | Mapping[str, Any]
+
+
+def prediction_fields(record: PredictionRecord) -> Mapping[str, Any]:
+    """A prediction's fields under their JSON names, whichever form it came in: the scorers read this one
+    view, so a key is named by the model's fields and nowhere else."""
+    return vars(record) if isinstance(record, Prediction) else record

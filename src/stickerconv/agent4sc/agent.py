@@ -8,17 +8,15 @@ fixed empathetic profile. Only profile, sampling settings and name differ.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
-from stickerconv.agent4sc.manager import normalise
 from stickerconv.agent4sc.memory import MemoryStream
 from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.plan import INTENT_GUIDE, QUERY_GUIDE, DraftedMessage, Intent, PlanOutcome, StickerTool
 from stickerconv.llm import ChatModel, Settings, system, user
-from stickerconv.llm.replies import readable, sentences
 from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.schema import Sticker
+from stickerconv.text import clean_utterance, fresh_lines
 
 log = logging.getLogger(__name__)
 SYSTEM_PERSONA = "You understand other people's emotions deeply and respond with empathy, warmth and care. 💗"
@@ -29,9 +27,6 @@ RULES = (
     "Rules: mention no names; vary your style; no long explanations; do not repeat yourself or the other person; "
     "avoid fillers such as 'hey', 'uh' or 'um'. Write one short message."
 )
-
-
-COPY_MIN_WORDS = 4
 
 
 @dataclass
@@ -46,47 +41,6 @@ def observation(name: str, sticker: Sticker | None) -> str:
     if sticker is None:
         return f"{name}'s action: Only speak."
     return f"{name}'s action: Speak and use a sticker {sticker.emotion} {sticker.description}"
-
-
-def _strip_line(line: str) -> str:
-    """A line without a speaker prefix ("B: ", "A:"), the prompt's turn counter ("[2/4]"), a leading "Hey!"
-    or quotes."""
-    line = line.strip().strip('"').strip()
-    line = re.sub(r"^[\w .'-]{1,20}:(?:\s+|$)", "", line)
-    line = re.sub(r"^(?:\[\d+/\d+\]|\d+/\d+(?=\s+[A-Z])):?\s*", "", line)
-    line = re.sub(r"^\s*hey!\s*", "", line, flags=re.IGNORECASE)
-    return line.strip().strip('"').strip()
-
-
-def clean_utterance(text: str) -> str:
-    """The first line, cleaned as the method reference cleans it (§2.6: no speaker prefix, no leading
-    "Hey!"), and made ``readable`` (complete sentences, nothing said twice): a small model under a token
-    budget stops mid-sentence and repeats its clauses, which gpt-3.5 rarely did."""
-    return readable(_strip_line(next((ln for ln in text.strip().splitlines() if ln.strip()), "")))
-
-
-def fresh_lines(text: str, prompt: str) -> tuple[str, ...]:
-    """The answer's lines, cleaned, without the sentences copied from the prompt; lines left empty go.
-
-    A small model often continues the transcript it was shown: it copies the last history line (its
-    own previous message), the observation or its profile block, and writes its new message after it,
-    on the same line or a later one. The first line is then a repeat the guard rejects however often
-    it regenerates; these are what the manager may take instead (``ManagerConfig.fresh_lines``). A
-    sentence of fewer than ``COPY_MIN_WORDS`` words counts as copied only when it is a whole line of
-    the prompt: short phrases ("I'm sorry.") occur inside longer lines without being copies."""
-    shown = normalise(prompt)
-    shown_lines = {normalise(_strip_line(ln)) for ln in prompt.splitlines()}
-
-    def copied(sentence: str) -> bool:
-        key = normalise(sentence)
-        return key in shown_lines or (len(key.split()) >= COPY_MIN_WORDS and key in shown)
-
-    fresh = []
-    for line in (_strip_line(ln) for ln in text.splitlines()):
-        kept = readable(" ".join(s for s in sentences(line) if not copied(s)))
-        if kept:
-            fresh.append(kept)
-    return tuple(fresh)
 
 
 @dataclass

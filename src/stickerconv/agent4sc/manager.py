@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from stickerconv.llm import ChatModel, system, user
 from stickerconv.schema import Conversation, Sticker
+from stickerconv.text import normalise
 
 
 class Review(BaseModel):
@@ -55,7 +56,7 @@ class ManagerConfig:
     # dialogue goes on. False restores the original: the judge alone decides.
     closure_needs_cue: bool = True
     # Take the utterance from the first line of the answer not copied from the prompt that passes the guard
-    # (agent.fresh_lines), else the first line, before regenerating. False restores the original: the first line.
+    # (text.fresh_lines), else the first line, before regenerating. False restores the original: the first line.
     fresh_lines: bool = True
 
     @classmethod
@@ -65,10 +66,6 @@ class ManagerConfig:
 
 
 MANAGER_RULES = {"default": ManagerConfig(), "original": ManagerConfig.original()}
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.split()).casefold()
 
 
 def repeats(candidate: str, earlier: Sequence[str]) -> bool:

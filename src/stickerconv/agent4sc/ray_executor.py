@@ -28,18 +28,11 @@ from pathlib import Path
 from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.memory import MemoryConfig
 from stickerconv.agent4sc.pattern import CallPattern
-from stickerconv.agent4sc.runner import (
-    CONVERSATIONS,
-    REJECTED,
-    SUMMARY,
-    RunReport,
-    persona_id,
-    run_generation,
-    write_summary,
-)
+from stickerconv.agent4sc.runner import RunReport, persona_id, run_generation, write_summary
 from stickerconv.jsonl import drop_torn_tail, write_jsonl_atomic
 from stickerconv.llm import LLMConfig, LLMFactory
 from stickerconv.llm.store import LLMStore
+from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.schema import Persona
 
 log = logging.getLogger(__name__)

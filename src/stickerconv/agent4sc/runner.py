@@ -28,10 +28,10 @@ from stickerconv.agent4sc.simulate import DialogueResult, simulate
 from stickerconv.jsonl import drop_torn_tail
 from stickerconv.llm import LLMFactory, Settings
 from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
+from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.schema import Persona
 from stickerconv.stickers.index import StickerIndex
 
-CONVERSATIONS, REJECTED, SUMMARY = "conversations.jsonl", "rejected.jsonl", "summary.json"
 # Sampling per role from the method reference's table (§2.2). Every role has a seed (the agents' utterances
 # get each session's own): the sticker plan and memory calls sample too, and without a seed an OpenAI-compatible
 # server samples differently on every run, so a resumed run could not match an uninterrupted one.

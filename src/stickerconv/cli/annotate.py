@@ -1,105 +1,84 @@
 """``stickerconv stickers annotate``: describe a library's stickers with a vision model (method reference §3).
 
-The command chooses the models, checks that the vision model can see images, runs the library's
-stages (``stickers/annotate.py``) with a progress bar per stage and prints the report.
+The command parses the flags into ``AnnotateLibraryOptions``, runs ``pipelines.annotation.annotate_library``
+with a progress bar per stage and prints the report.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stickerconv.cli.common import UserError, console, err, progress_bar
+from stickerconv.cli.common import (
+    CacheOption,
+    ConfigOption,
+    JsonOption,
+    LLMOption,
+    StoreOption,
+    console,
+    err,
+    progress_bar,
+)
 from stickerconv.stickers.annotate import AnnotateOptions
 
-VLM_ROLE, KNOWLEDGE_ROLE = "sticker_vlm", "sticker_knowledge"  # roles of an --config file
-VISION_OPTIONS = """\
-Options:
-  --vlm openai:gpt-4o-mini                                     OpenAI (export OPENAI_API_KEY)
-  --vlm openai:llava-hf/llava-1.5-7b-hf --base-url http://localhost:8000/v1
-                                                               vLLM: vllm serve llava-hf/llava-1.5-7b-hf
-                                                               (or Qwen/Qwen2.5-VL-7B-Instruct)
-  --vlm openai:llava:13b --base-url http://localhost:11434/v1  Ollama: ollama pull llava:13b
-  --config FILE with [roles.sticker_vlm] llm = "openai:MODEL"
-Stickers that already have text (e.g. from `stickerconv stickers ingest --labels FILE`) and the
-embedded emoji pack need no annotation. See docs/annotation.md."""
-
-
-class _StageBars:
-    """One progress bar per stage, opened when the stage reports first."""
-
-    def __init__(self) -> None:
-        self._stack, self._stage, self._update = ExitStack(), None, None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self._stage:
-            self._stack.close()
-            self._stack = ExitStack()
-            self._update = self._stack.enter_context(progress_bar(stage))
-            self._stage = stage
-        self._update(done, total)
-
-    def close(self) -> None:
-        self._stack.close()
+_STAGES = AnnotateOptions()
+# The command's own options, named here so that the signature below reads as the list of flags.
+_LibDir = Annotated[Path, typer.Argument(help="Sticker library folder (stickers.jsonl + images).")]
+_Vlm = Annotated[
+    str | None,
+    typer.Option(
+        "--vlm", help="Vision model for filter and captions: openai:MODEL (OpenAI, vLLM, Ollama); local has no vision."
+    ),
+]
+_BaseUrl = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible server URL (else OPENAI_BASE_URL), e.g. vLLM or Ollama.")
+]
+_Samples = Annotated[int, typer.Option(min=1, help="Filter samples per sticker; kept if #yes >= #no.")]
+_Concurrency = Annotated[int, typer.Option(min=1, help="Stickers in flight at once.")]
+_Limit = Annotated[int | None, typer.Option(min=1, help="Only the next N stickers not started yet.")]
+_MaxImageSide = Annotated[
+    int, typer.Option(min=64, help="Images are scaled down to this longest side (px) before sending.")
+]
+_SkipFilter = Annotated[bool, typer.Option(help="Caption every sticker without the suitability filter.")]
+_Overwrite = Annotated[bool, typer.Option(help="Annotate stickers that already have text too (old text kept in meta).")]
+_AdoptLabels = Annotated[
+    bool, typer.Option(help="Stickers without a label take the proposed one (marked in meta.label_source).")
+]
+_RetryFailed = Annotated[bool, typer.Option(help="Ask again for stickers whose answers were refused or malformed.")]
 
 
 def annotate(
-    lib_dir: Annotated[Path, typer.Argument(help="Sticker library folder (stickers.jsonl + images).")],
-    vlm: Annotated[
-        str | None,
-        typer.Option(
-            "--vlm",
-            help="Vision model for filter and captions: openai:MODEL (OpenAI, vLLM, Ollama); local has no vision.",
-        ),
-    ] = None,
-    llm: Annotated[
-        str | None, typer.Option("--llm", help="Text model of the knowledge summary (default: the --vlm model).")
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible server URL (else OPENAI_BASE_URL), e.g. vLLM or Ollama.")
-    ] = None,
-    samples: Annotated[
-        int, typer.Option(min=1, help="Filter samples per sticker; kept if #yes >= #no.")
-    ] = AnnotateOptions.samples,
-    concurrency: Annotated[int, typer.Option(min=1, help="Stickers in flight at once.")] = AnnotateOptions.concurrency,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the next N stickers not started yet.")] = None,
-    max_image_side: Annotated[
-        int, typer.Option(min=64, help="Images are scaled down to this longest side (px) before sending.")
-    ] = AnnotateOptions.max_side,
-    skip_filter: Annotated[bool, typer.Option(help="Caption every sticker without the suitability filter.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option(help="Annotate stickers that already have text too (old text kept in meta).")
-    ] = False,
-    adopt_labels: Annotated[
-        bool, typer.Option(help="Stickers without a label take the proposed one (marked in meta.label_source).")
-    ] = False,
-    retry_failed: Annotated[
-        bool, typer.Option(help="Ask again for stickers whose answers were refused or malformed.")
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="LLM config file (roles sticker_vlm, sticker_knowledge).")
-    ] = None,
-    store: Annotated[Path | None, typer.Option(help="Cache + ledger (default LIB_DIR/annotate/llm.sqlite).")] = None,
-    cache: Annotated[str | None, typer.Option(help="use (default), replay, refresh or off.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    lib_dir: _LibDir,
+    vlm: _Vlm = None,
+    llm: LLMOption = None,
+    base_url: _BaseUrl = None,
+    samples: _Samples = _STAGES.samples,
+    concurrency: _Concurrency = _STAGES.concurrency,
+    limit: _Limit = _STAGES.limit,
+    max_image_side: _MaxImageSide = _STAGES.max_side,
+    skip_filter: _SkipFilter = _STAGES.skip_filter,
+    overwrite: _Overwrite = _STAGES.overwrite,
+    adopt_labels: _AdoptLabels = _STAGES.adopt_labels,
+    retry_failed: _RetryFailed = _STAGES.retry_failed,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    cache: CacheOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Annotate stickers with a vision model: suitability filter, five-question captions, knowledge summary.
 
+    --llm is the text model of the knowledge summary (default: the --vlm model); --config gives the roles
+    sticker_vlm and sticker_knowledge; the cache and ledger default to LIB_DIR/annotate/llm.sqlite.
     Resumable: each stage appends to LIB_DIR/annotate/*.jsonl; run the same command again to continue.
     """
-    import asyncio
+    from stickerconv.pipelines.annotation import AnnotateLibraryOptions, annotate_library
 
-    from stickerconv.stickers.annotate import ANNOTATE_DIR, AnnotateAbort, Annotation, is_emoji_pack
-    from stickerconv.stickers.library import StickerLibrary
-
-    library = StickerLibrary.load(lib_dir)
-    options = AnnotateOptions(
+    stages = AnnotateOptions(
         samples=samples,
         concurrency=concurrency,
         limit=limit,
@@ -109,112 +88,24 @@ def annotate(
         adopt_labels=adopt_labels,
         retry_failed=retry_failed,
     )
-    annotation = Annotation(library, options)
-    if not annotation.targets:
-        if library.stickers and all(is_emoji_pack(s) for s in library):
-            console.print(
-                f"{lib_dir} is the embedded emoji pack: its texts and labels come from emoji metadata, so it needs "
-                "no annotation (--overwrite annotates it with a vision model anyway)"
-            )
-        else:
-            console.print(
-                f"nothing to annotate in {lib_dir}: every sticker has a description, emotion and recommendation "
-                "(--overwrite annotates them again)"
-            )
-        return
-
-    cfg = _config(config, store, lib_dir / ANNOTATE_DIR / "llm.sqlite", cache, base_url)
-    vlm_spec = vlm or _role_llm(cfg, VLM_ROLE)
-    llm_spec = llm or _role_llm(cfg, KNOWLEDGE_ROLE) or vlm_spec
-    if annotation.pending_images() and vlm_spec is None:
-        count = len(annotation.pending_images())
-        raise UserError(
-            f"no vision model configured: {count} sticker(s) in {lib_dir} need annotation, and annotating reads "
-            f"the images with a vision-language model served over an OpenAI-compatible API.\n{VISION_OPTIONS}"
-        )
-    if annotation.pending_knowledge() and llm_spec is None:
-        raise UserError("captioned stickers wait for their knowledge summary: give a text model with --llm (or --vlm)")
-    cfg.roles[VLM_ROLE] = _role(cfg, VLM_ROLE, vlm_spec)
-    cfg.roles[KNOWLEDGE_ROLE] = _role(cfg, KNOWLEDGE_ROLE, llm_spec)
-    options.vlm_settings = options.vlm_settings.model_copy(update=_overrides(cfg, VLM_ROLE))
-    options.knowledge_settings = options.knowledge_settings.model_copy(update=_overrides(cfg, KNOWLEDGE_ROLE))
-
-    from stickerconv.llm import LLMFactory
-
-    vlm_model = None
-    if annotation.pending_images():
-        _check_vision(vlm_spec)
-    factory = LLMFactory(cfg)
-    if annotation.pending_images():
-        vlm_model = factory.chat_model(VLM_ROLE)
-        if not vlm_model.backend.accepts_images:
-            _refuse(vlm_spec, f"{vlm_model.backend.name}:{vlm_model.model}")
-    llm_model = factory.chat_model(KNOWLEDGE_ROLE) if llm_spec else None
-
-    async def run() -> dict[str, Any]:
-        try:
-            return await annotation.run(vlm_model, llm_model, on_progress=bars)
-        finally:
-            await factory.aclose()
-
-    bars = _StageBars()
-    try:
-        report = asyncio.run(run())
-    except AnnotateAbort as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        bars.close()
-    if as_json:
-        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
-        return
-    _print_report(report, lib_dir)
-
-
-def _check_vision(spec: str) -> None:
-    """Refuse a text-only backend before it is built (the embedded model would load for nothing)."""
-    from stickerconv.llm import parse_llm_spec
-
-    if parse_llm_spec(spec)[0] == "local":
-        from stickerconv.llm.backends.local import LocalBackend
-
-        if not LocalBackend.accepts_images:
-            _refuse(spec, "the embedded local model (SmolLM2)")
-
-
-def _refuse(spec: str, what: str) -> NoReturn:
-    raise UserError(
-        f"--vlm {spec}: {what} is a text-only model and cannot see images; choose a vision model.\n{VISION_OPTIONS}"
+    options = AnnotateLibraryOptions(
+        lib_dir, vlm=vlm, llm=llm, base_url=base_url, config=config, store=store, cache=cache, stages=stages
     )
+    result = annotate_library(options, progress=progress_bar)
+    if result.report is None:
+        console.print(_NOTHING[result.skipped].format(lib_dir=lib_dir))
+    elif as_json:
+        typer.echo(json.dumps(result.report, ensure_ascii=False, indent=2))
+    else:
+        _print_report(result.report, lib_dir)
 
 
-def _config(config: Path | None, store: Path | None, default_store: Path, cache: str | None, base_url: str | None):
-    """The LLM config: the file's, then the options; the cache sits beside the library unless one is named."""
-    from stickerconv.llm import LLMConfig
-
-    cfg = LLMConfig.load(config) if config else LLMConfig()
-    data = cfg.model_dump(exclude_unset=True)
-    overrides = {"store": store or (None if "store" in data else default_store), "cache": cache, "base_url": base_url}
-    return LLMConfig.model_validate(data | {k: v for k, v in overrides.items() if v is not None})
-
-
-def _role_llm(cfg, role: str) -> str | None:
-    found = cfg.roles.get(role)
-    return found.llm if found is not None else None
-
-
-def _role(cfg, role: str, spec: str | None):
-    from stickerconv.llm.config import RoleConfig
-
-    current = cfg.roles.get(role, RoleConfig())
-    return current.model_copy(update={"llm": spec}) if spec else current
-
-
-def _overrides(cfg, role: str) -> dict[str, Any]:
-    """Sampling settings a config file gives the role explicitly; the rest stay the method's (§2.2)."""
-    found = cfg.roles.get(role)
-    if found is None:
-        return {}
-    return found.model_dump(include={"temperature", "max_tokens", "top_p", "seed"}, exclude_none=True)
+_NOTHING = {
+    "emoji_pack": "{lib_dir} is the embedded emoji pack: its texts and labels come from emoji metadata, so it needs "
+    "no annotation (--overwrite annotates it with a vision model anyway)",
+    "complete": "nothing to annotate in {lib_dir}: every sticker has a description, emotion and recommendation "
+    "(--overwrite annotates them again)",
+}
 
 
 def _print_report(report: dict[str, Any], lib_dir: Path) -> None:

@@ -1,17 +1,17 @@
 """What every ``stickerconv`` command module shares: the consoles, the user-error type, the progress bar,
-a way to send the console's output to a file, and the option types of the glossary in docs/design.md (one
+the sticker-hits table and the option types of the glossary in docs/design.md (one
 name, one meaning, one help text in every command). Command modules import from here, never from each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console, ConsoleRenderable, RenderHook, RichCast
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +20,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from stickerconv.stickers.index import SearchHit
 
 # The glossary's shared options (docs/design.md, "Command-line glossary"). A command with a more specific
 # meaning for the same value (say, which role --config feeds) still uses these types so the name never drifts.
@@ -63,36 +67,17 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
-Renderable = ConsoleRenderable | RichCast
+def hits_table(query: str, hits: Iterable[SearchHit]) -> Table:
+    """One query's ranked stickers as a table: ``stickers search`` prints it, and so do the demo's sample
+    searches, which is why it lives here and not in the command."""
+    from rich.markup import escape
 
-
-class _Divert(RenderHook):
-    """Renders what ``console`` is asked to print on another console, and nothing on the terminal."""
-
-    def __init__(self, target: Console):
-        self.target = target
-
-    def process_renderables(
-        self, renderables: list[ConsoleRenderable | RichCast]
-    ) -> list[ConsoleRenderable | RichCast]:
-        for renderable in renderables:
-            self.target.print(renderable)
-        return []
-
-
-@contextmanager
-def console_to(path: Path) -> Iterator[Path]:
-    """Within the block, what is printed on ``console`` goes to ``path`` (plain text, 120 columns, overwritten)
-    instead of the terminal; ``err`` (progress bars, warnings, errors) still reaches the terminal.
-
-    Why: ``stickerconv demo`` runs the other commands as a user would, and their full output (every metric
-    with its signature, every file written) belongs in its report, not between the figures a person wants;
-    a render hook diverts it without a quiet flag on every command, and the commands alone print as ever.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as sink:
-        console.push_render_hook(_Divert(Console(file=sink, width=120, color_system=None, emoji=False)))
-        try:
-            yield path
-        finally:
-            console.pop_render_hook()
+    table = Table(title=f"“{query}”", title_justify="left")
+    for column in ("#", "score", "label", "id", "description"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        s = hit.sticker
+        table.add_row(
+            str(hit.rank), f"{hit.score:.3f}", s.label.value if s.label else "-", escape(s.id), escape(s.description)
+        )
+    return table

@@ -1,23 +1,32 @@
 """``stickerconv data ...``: load, validate, describe, split and convert StickerConv datasets.
 
-Commands parse options, call :mod:`stickerconv.data` and print; the data modules are imported inside
-the commands so that ``stickerconv --help`` stays instant.
+Each command parses its flags into the options object of :mod:`stickerconv.pipelines.dataset` (whose
+defaults are the flags' defaults), runs that pipeline and prints its result.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import Annotated, Any
 
 import typer
+from pydantic_core import to_jsonable_python
 from rich.markup import escape
 from rich.table import Table
 
-from stickerconv.cli.common import UserError, console, err, progress_bar
-
-if TYPE_CHECKING:
-    from stickerconv.data.io import Layout
+from stickerconv.cli.common import ConfigOption, JsonOption, StickersOption, UserError, console, err, progress_bar
+from stickerconv.data.convert import TARGETS
+from stickerconv.data.samples import STYLES
+from stickerconv.pipelines import dataset as pipeline
+from stickerconv.pipelines.dataset import (
+    ConvertOptions,
+    QualityOptions,
+    SplitOptions,
+    StatsOptions,
+    ValidateOptions,
+)
 
 data_app = typer.Typer(help="Load, validate, describe, split and convert StickerConv datasets.", no_args_is_help=True)
 
@@ -25,18 +34,10 @@ FileArg = Annotated[
     Path,
     typer.Argument(help="Conversations: .jsonl/.json/.parquet (layout told by content), a run folder or a folder."),
 ]
-StickersOption = Annotated[
-    Path | None, typer.Option("--stickers", help="Sticker library folder to resolve sticker references against.")
-]
 
 
-def _resolver(stickers: Path | None):
-    if stickers is None:
-        return None
-    from stickerconv.data.resolve import StickerResolver
-    from stickerconv.stickers.library import StickerLibrary
-
-    return StickerResolver(StickerLibrary.load(stickers))
+def _print_json(payload: Any) -> None:
+    console.print_json(json.dumps(to_jsonable_python(payload), ensure_ascii=False))
 
 
 @data_app.command("pull")
@@ -47,6 +48,7 @@ def pull(
         list[Path] | None,
         typer.Option("--from-file", help="Load these hand-downloaded files instead (repeatable; split = file name)."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Download the published dataset from the Hugging Face Hub (or load downloaded files) as JSONL."""
     from stickerconv.data.hub import HubUnavailable
@@ -56,6 +58,9 @@ def pull(
         report = pull_dataset(hub_id, out, from_files=from_file or [])
     except HubUnavailable as exc:
         raise UserError(str(exc)) from None
+    if as_json:
+        _print_json(report)
+        return
     for split, count in report.sessions.items():
         console.print(f"{split}: {count:,} sessions -> {out / (split + '.jsonl')}")
 
@@ -72,29 +77,19 @@ def validate(
     ] = None,
     require_images: Annotated[
         bool, typer.Option("--require-images", help="Count library stickers without an image file as problems.")
-    ] = False,
+    ] = ValidateOptions.require_images,
     max_shown: Annotated[int, typer.Option(min=0, help="Problems to print (0: all).")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (every problem).")] = False,
 ) -> None:
     """Check schema and semantics; print every problem as file:line: field: message; exit 1 if any.
     Conversations, samples, predictions and chat examples are told apart by their keys."""
-    from dataclasses import asdict
-
-    from stickerconv.data.io import open_source, output_layout
-    from stickerconv.data.validate import validate as run_validate
-
-    if fix_out is not None:
-        output_layout(fix_out)
-    source = open_source(file)
-    resolver = _resolver(stickers)
-    with progress_bar("validating") as update:
-        report = run_validate(
-            source, resolver=resolver, require_images=require_images, fix_out=fix_out, on_progress=update
-        )
+    options = ValidateOptions(file=file, stickers=stickers, fix_out=fix_out, require_images=require_images)
+    result = pipeline.validate(options, progress=progress_bar)
+    report = result.report
     if as_json:
         console.print_json(json.dumps(asdict(report) | {"ok": report.ok}))
     else:
-        console.print(escape(source.describe()), highlight=False)
+        console.print(escape(result.source), highlight=False)
         shown = report.problems if max_shown == 0 else report.problems[:max_shown]
         for problem in shown:
             console.print(escape(str(problem)), highlight=False, soft_wrap=True)
@@ -126,35 +121,18 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """The paper's dataset statistics; with --out also plots and a Markdown report."""
-    from stickerconv.data.io import open_source
-    from stickerconv.data.stats import compute_stats, profile_emotions
-
-    source = open_source(file, ("conversations",))
-    emotions = None
-    if profiles is not None:
-        from stickerconv.agent4sc.personas import load_personas
-
-        emotions = profile_emotions(p.model_dump() for p in load_personas(profiles))
-    with progress_bar("reading") as update:
-        result = compute_stats(source, emotions, on_progress=update)
-    if result["sessions"] == 0:
-        raise UserError(f"{file}: no countable sessions ({result['skipped_records']} malformed record(s))")
-    if out is not None:
-        from stickerconv.data.plots import write_plots
-        from stickerconv.data.report import write_report
-
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "stats.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        report = write_report(result, write_plots(result, out), out)
+    result = pipeline.stats(StatsOptions(file=file, out=out, profiles=profiles), progress=progress_bar)
     if as_json:
-        console.print_json(json.dumps(result, ensure_ascii=False))
+        console.print_json(json.dumps(result.stats, ensure_ascii=False))
     else:
-        console.print(escape(source.describe()), highlight=False)
-        _print_stats(result)
-    if result["skipped_records"]:
-        err.print(f"warning: {result['skipped_records']} malformed record(s) skipped; run `stickerconv data validate`")
-    if out is not None:
-        console.print(f"wrote {out / 'stats.json'}, the plots and {report}")
+        console.print(escape(result.source), highlight=False)
+        _print_stats(result.stats)
+    if result.stats["skipped_records"]:
+        err.print(
+            f"warning: {result.stats['skipped_records']} malformed record(s) skipped; run `stickerconv data validate`"
+        )
+    if result.report is not None:
+        console.print(f"wrote {result.stats_file}, the plots and {result.report}")
 
 
 def _print_stats(result: dict) -> None:
@@ -183,80 +161,72 @@ def _print_stats(result: dict) -> None:
 @data_app.command("quality")
 def quality(
     files: Annotated[list[Path], typer.Argument(help="Conversation files or run folders, compared side by side.")],
-    out: Annotated[Path, typer.Option(help="Folder for quality.json, the plot and quality.md.")] = Path("quality"),
+    out: Annotated[Path, typer.Option(help="Folder for quality.json, the plot and quality.md.")] = QualityOptions.out,
     name: Annotated[list[str] | None, typer.Option("--name", help="Column name per file (default: its name).")] = None,
-    self_bleu_sample: Annotated[int, typer.Option(min=2, help="Utterances per role sampled for self-BLEU.")] = 1000,
+    self_bleu_sample: Annotated[
+        int, typer.Option(min=2, help="Utterances per role sampled for self-BLEU.")
+    ] = QualityOptions.self_bleu_sample,
     judge_llm: Annotated[
         str | None, typer.Option(help="Also judge empathy and consistency of a sample (local, openai:MODEL).")
     ] = None,
-    judge_items: Annotated[int, typer.Option(min=1, help="Assistant turns judged per file.")] = 50,
+    config: ConfigOption = None,
+    judge_items: Annotated[
+        int, typer.Option(min=1, help="Assistant turns judged per file.")
+    ] = QualityOptions.judge_items,
     judge_n: Annotated[int | None, typer.Option(min=1, help="Judge samples per item (default 5).")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option()] = QualityOptions.seed,
+    as_json: JsonOption = False,
 ) -> None:
-    """What a dataset is worth: diversity, repetition, sticker use, sticker/text agreement, sentiment by turn."""
-    from stickerconv.evaluate.quality.metrics import QualityConfig, dataset_quality
-    from stickerconv.evaluate.quality.report import write_quality
-
-    names = name or [f.name if f.is_dir() else f.stem for f in files]
-    if len(names) != len(files) or len(set(names)) != len(names):
-        raise UserError(f"give one distinct --name per file ({len(files)} files, names: {', '.join(names)})")
-    config = QualityConfig(self_bleu_sample=self_bleu_sample, seed=seed)
-    results = []
-    for label, file in zip(names, files, strict=True):
-        with progress_bar(f"measuring {label}") as update:
-            result = dataset_quality(file, config, on_progress=update)
-        if result["sessions"] == 0:
-            raise UserError(f"{file}: no countable sessions ({result['skipped']} malformed record(s))")
-        if result["skipped"]:
+    """What a dataset is worth: diversity, repetition, sticker use, sticker/text agreement, sentiment by turn.
+    The judge's LLM role is 'judge'; its store defaults to OUT/judge.llm.sqlite."""
+    options = QualityOptions(
+        files=tuple(files),
+        out=out,
+        names=tuple(name) if name else None,
+        self_bleu_sample=self_bleu_sample,
+        judge_llm=judge_llm,
+        config=config,
+        judge_items=judge_items,
+        judge_n=judge_n,
+        seed=seed,
+    )
+    result = pipeline.quality(options, progress=progress_bar)
+    for file, measured in zip(files, result.results, strict=True):
+        if measured["skipped"]:
             err.print(
-                f"warning: {file}: {result['skipped']} malformed record(s) skipped; see `stickerconv data validate`"
+                f"warning: {file}: {measured['skipped']} malformed record(s) skipped; see `stickerconv data validate`"
             )
-        if judge_llm is not None:
-            result["judges"] = _judge_quality(file, label, judge_llm, judge_items, judge_n, seed, out)
-        results.append(result)
-    report = write_quality(results, names, out)
-    console.print(f"wrote {out / 'quality.json'}, the plot and {report}")
-
-
-def _judge_quality(file: Path, label: str, llm: str, items: int, n: int | None, seed: int, out: Path) -> dict:
-    import asyncio
-
-    from stickerconv.evaluate.judges.llm_judges import JudgeConfig
-    from stickerconv.evaluate.quality.metrics import judge_items, judge_quality
-    from stickerconv.llm import LLMConfig, LLMFactory
-
-    out.mkdir(parents=True, exist_ok=True)
-    factory = LLMFactory(LLMConfig(llm=llm, store=out / "judge.llm.sqlite"))
-    records = judge_items(file, items, seed)
-    with progress_bar(f"judging {label}"):
-        return asyncio.run(judge_quality(records, factory.chat_model("judge"), JudgeConfig(n=n, seed=seed)))
+    if as_json:
+        _print_json(dict(zip(result.names, result.results, strict=True)))
+        return
+    console.print(f"wrote {out / 'quality.json'}, the plot and {result.report}")
 
 
 @data_app.command("split")
 def split(
     file: FileArg,
     out: Annotated[Path, typer.Option(help="Folder for train/validation/test files and split.json.")],
-    ratios: Annotated[str, typer.Option(help="train,validation,test shares summing to 1.")] = "0.8,0.1,0.1",
-    seed: Annotated[int, typer.Option(help="Shuffle seed; the same seed gives the same split.")] = 0,
+    ratios: Annotated[str, typer.Option(help="train,validation,test shares summing to 1.")] = ",".join(
+        map(str, SplitOptions.ratios)
+    ),
+    seed: Annotated[int, typer.Option(help="Shuffle seed; the same seed gives the same split.")] = SplitOptions.seed,
     layout: Annotated[
         str, typer.Option("--format", help="Split files: jsonl (JSON Lines), json (one JSON array) or parquet.")
-    ] = "jsonl",
+    ] = SplitOptions.layout,
+    as_json: JsonOption = False,
 ) -> None:
     """Split by persona: no persona appears in two splits."""
-    from stickerconv.data.io import LAYOUT_SUFFIXES, open_source
-    from stickerconv.data.split import split_file
-
-    if layout not in LAYOUT_SUFFIXES.values():
-        raise UserError(f"--format {layout!r}: choose from {', '.join(LAYOUT_SUFFIXES.values())}")
-    source = open_source(file, ("conversations",))
-
     try:
-        shares = [float(r) for r in ratios.split(",")]
+        shares = tuple(float(r) for r in ratios.split(","))
     except ValueError:
         raise UserError(f"--ratios must be numbers like 0.8,0.1,0.1, got {ratios!r}") from None
-    with progress_bar("reading") as update:
-        report = split_file(source, out, ratios=shares, seed=seed, layout=cast("Layout", layout), on_progress=update)
-    console.print(escape(source.describe()), highlight=False)
+    options = SplitOptions(file=file, out=out, ratios=shares, seed=seed, layout=layout)
+    result = pipeline.split(options, progress=progress_bar)
+    report = result.report
+    if as_json:
+        _print_json(report)
+        return
+    console.print(escape(result.source), highlight=False)
     for name, count in report.sessions.items():
         console.print(f"{name}: {count:,} sessions, {report.groups[name]:,} personas -> {report.files[name]}")
 
@@ -264,13 +234,19 @@ def split(
 @data_app.command("convert")
 def convert(
     file: FileArg,
-    to: Annotated[str, typer.Option("--to", help="samples (paper §4.4), chat (one example a session) or hf.")],
+    to: Annotated[
+        str,
+        typer.Option("--to", help=f"{', '.join(TARGETS)}: samples (paper §4.4), chat (one example a session) or hf."),
+    ],
     out: Annotated[
         Path, typer.Option(help="Output file (samples, chat: .jsonl, .json = one JSON array, .parquet) or folder (hf).")
     ],
-    style: Annotated[str, typer.Option(help="Prompt style of samples: v1.5 (USER:/ASSISTANT:) or v0 (### Human:).")] = (
-        "v1.5"
-    ),
+    style: Annotated[
+        str,
+        typer.Option(
+            help=f"Prompt style of samples, {' or '.join(STYLES)}: v1.5 (USER:/ASSISTANT:) or v0 (### Human:)."
+        ),
+    ] = ConvertOptions.style,
     stickers: StickersOption = None,
     image_root: Annotated[
         str | None, typer.Option(help="Path prefix that image paths are made relative to (default: SER30K Images/).")
@@ -281,41 +257,31 @@ def convert(
     system_prompt: Annotated[str | None, typer.Option(help="chat: system message ('' for none).")] = None,
     require_images: Annotated[
         bool, typer.Option("--require-images", help="hf: fail (write nothing) when a sticker image is not found.")
-    ] = False,
+    ] = ConvertOptions.require_images,
+    as_json: JsonOption = False,
 ) -> None:
     """Turn conversations into training data: per-turn samples, chat messages or an HF dataset."""
-    from stickerconv.data.chat import DEFAULT_SYSTEM_PROMPT
-    from stickerconv.data.convert import TARGETS, ImageLocator
-    from stickerconv.data.convert import convert as run_convert
-    from stickerconv.data.io import LAYOUT_NAMES, open_source, output_layout
-    from stickerconv.data.samples import STYLES
-
-    if to not in TARGETS:
-        raise UserError(f"--to {to!r}: choose from {', '.join(TARGETS)}")
-    if style not in STYLES:
-        raise UserError(f"--style {style!r}: choose from {', '.join(STYLES)}")
-    if image_dir is not None and not image_dir.is_dir():
-        raise UserError(f"--image-dir {image_dir} is not a folder")
-    written = "a dataset folder" if to == "hf" else LAYOUT_NAMES[output_layout(out)]
-    source = open_source(file, ("conversations",))
-    locator = ImageLocator(_resolver(stickers), image_root, image_dir)
-    prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt or None
-    with progress_bar("reading") as update:
-        report = run_convert(
-            source,
-            to,
-            out,
-            style=style,
-            locator=locator,
-            system_prompt=prompt,
-            require_images=require_images,
-            on_progress=update,
-        )
+    options = ConvertOptions(
+        file=file,
+        to=to,
+        out=out,
+        style=style,
+        stickers=stickers,
+        image_root=image_root,
+        image_dir=image_dir,
+        system_prompt=system_prompt,
+        require_images=require_images,
+    )
+    result = pipeline.convert(options, progress=progress_bar)
+    report = result.report
+    if as_json:
+        _print_json(report)
+        return
     what = {"samples": "samples", "chat": "chat examples", "hf": "dataset rows"}[to]
-    console.print(escape(source.describe()), highlight=False)
+    console.print(escape(result.source), highlight=False)
     console.print(
         f"{report.sessions:,} sessions, {report.turns:,} turns, {report.stickers:,} stickers -> "
-        f"{report.written:,} {what} in {out} ({written})"
+        f"{report.written:,} {what} in {out} ({result.written})"
     )
     if report.unknown_stickers:
         err.print(f"warning: {report.unknown_stickers:,} sticker(s) are not in {stickers}; kept their own paths")

@@ -31,9 +31,9 @@ from typing import IO, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from stickerconv.agent4sc.runner import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.jsonl import RecordError
-from stickerconv.schema import Conversation
+from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
+from stickerconv.schema import PRED_TEXT, PRED_TEXT_MISSPELT, Conversation
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,7 +49,6 @@ PROGRESS_EVERY = 2_000  # records between on_progress calls
 SNIFF_RECORDS = 20  # records looked at per file to find its kind before the real pass
 
 Kind = Literal["conversations", "samples", "predictions", "chat"]
-PRED_TEXT, PRED_TEXT_MISSPELT = "pred_text_response", "pred_text_reponse"  # the original code wrote the latter
 # The keys that tell a record's kind, tried in this order: a prediction is a sample with the predicted
 # keys added, so predictions are tried before samples.
 KIND_KEYS: dict[Kind, tuple[str, ...]] = {

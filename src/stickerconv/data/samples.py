@@ -7,8 +7,8 @@ on) or ``v1.5`` (``USER:``/``ASSISTANT:``, the later default and ours). Every sa
 sticker plus the current user sticker, in placeholder order; the current system sticker is the target.
 
 A prediction (what ``eval predict`` writes, ``eval score`` reads) is a sample with the responder's reply
-added, so both models live here, with the readers that training and evaluation share: a samples
-file, or conversations rendered into samples on the fly, whatever the file's layout.
+added; both models live in :mod:`stickerconv.schema`, and here the readers that training and evaluation
+share: a samples file, or conversations rendered into samples on the fly, whatever the file's layout.
 """
 
 from __future__ import annotations
@@ -18,11 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-
 from stickerconv.data.io import (
-    PRED_TEXT,
-    PRED_TEXT_MISSPELT,
     DataSource,
     Kind,
     Progress,
@@ -33,9 +29,8 @@ from stickerconv.data.io import (
     write_records,
 )
 from stickerconv.jsonl import RecordError
-from stickerconv.schema import Conversation, Sticker
+from stickerconv.schema import IMG, Conversation, Prediction, Sample, Sticker
 
-IMG = "<IMG>"
 Style = Literal["v0", "v1.5"]
 DEFAULT_STYLE: Style = "v1.5"
 
@@ -56,43 +51,6 @@ STYLES: dict[str, PromptStyle] = {
     "v0": PromptStyle("### Human: ", "### Assistant:", "\n" + IMG, "\n" + IMG + "\n", "\n", " "),
     "v1.5": PromptStyle("USER: ", "ASSISTANT:", IMG, IMG, "</s>\n", ""),
 }
-
-
-class Sample(BaseModel):
-    """One §4.4 sample: the dialogue so far and the gold system reply of one turn."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input_text: str
-    input_image: list[str]
-    response_text: str
-    response_image: list[str]
-    user_persona: str
-    user_status: str
-    input_image_metadata: dict[str, Any] | None
-    response_image_metadata: dict[str, Any] | None
-    query: str
-    history: list[tuple[str, str]]
-
-    def problems(self) -> list[tuple[str, str]]:
-        """Broken invariants as (field, message); the placeholders must match the image lists."""
-        out = []
-        if self.input_text.count(IMG) != len(self.input_image):
-            out.append(
-                (
-                    "input_image",
-                    f"{len(self.input_image)} image(s) but input_text has {self.input_text.count(IMG)} {IMG}",
-                )
-            )
-        if self.response_text.count(IMG) != len(self.response_image) or len(self.response_image) > 1:
-            out.append(
-                (
-                    "response_image",
-                    f"{len(self.response_image)} image(s) but response_text has {self.response_text.count(IMG)} "
-                    f"{IMG} (at most one sticker per reply)",
-                )
-            )
-        return out
 
 
 ImagePath = Callable[[Sticker], str]
@@ -154,23 +112,6 @@ def opening(sample: Sample, style: Style) -> Sample:
             "history": [],
         }
     )
-
-
-class Prediction(Sample):
-    """A sample with a responder's reply: the predicted text (under either spelling; the original code
-    wrote ``pred_text_reponse``), the predicted sticker's path (0 or 1) and its dict, and provenance."""
-
-    item_id: str | None = None
-    pred_text_response: str = Field(validation_alias=AliasChoices(PRED_TEXT, PRED_TEXT_MISSPELT))
-    pred_image: list[str] = []
-    pred_image_metadata: dict[str, Any] | None = None
-    pred_meta: dict[str, Any] | None = None
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = super().problems()
-        if len(self.pred_image) > 1:
-            out.append(("pred_image", f"{len(self.pred_image)} images (at most one sticker per reply)"))
-        return out
 
 
 SAMPLE_MODELS: dict[Kind, type[Sample]] = {"samples": Sample, "predictions": Prediction}

@@ -39,8 +39,7 @@ from stickerconv.data.io import (
     write_records,
 )
 from stickerconv.data.resolve import StickerResolver
-from stickerconv.data.samples import Prediction, Sample
-from stickerconv.schema import Conversation, Sticker, sticker_id_from_path
+from stickerconv.schema import Conversation, Prediction, Sample, Sticker, sticker_id_from_path
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,11 @@
 * retrieval protocols: ``score_retrieval`` (1+9, 1+999, full pool), ``split_seen``, ``send_decisions``;
 * LLM judges: ``empathy_judge``, ``consistency_judge``, ``RankingJudge``; EPITOME: ``EpitomeScorer``;
 * predictions and reports: ``predict``, ``score_predictions``, ``write_report``; dataset quality:
-  ``dataset_quality``.
+  ``dataset_quality``;
+* the metric protocol (``Metric``: ``name`` and ``score(data) -> MetricResult``) and its registries,
+  ``prediction_metrics`` and ``quality_metrics``.
+
+The records the scorers read are :class:`stickerconv.schema.Prediction` (or their plain JSON dicts).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ _EXPORTS = {
     "IndexScorer": "stickerconv.evaluate.retrieval.protocols",
     "JudgeConfig": "stickerconv.evaluate.judges.llm_judges",
     "METRICS": "stickerconv.evaluate.text.scorer",
+    "Metric": "stickerconv.evaluate.protocol",
+    "MetricError": "stickerconv.evaluate.protocol",
     "MetricResult": "stickerconv.evaluate.signature",
     "RankingJudge": "stickerconv.evaluate.judges.llm_judges",
     "TextMetricsConfig": "stickerconv.evaluate.text.scorer",
@@ -35,6 +41,8 @@ _EXPORTS = {
     "load_items": "stickerconv.evaluate.predict",
     "load_predictions": "stickerconv.evaluate.predict",
     "predict": "stickerconv.evaluate.predict",
+    "prediction_metrics": "stickerconv.evaluate.protocol",
+    "quality_metrics": "stickerconv.evaluate.protocol",
     "score_multimodal": "stickerconv.evaluate.multimodal.scores",
     "score_predictions": "stickerconv.evaluate.score",
     "score_retrieval": "stickerconv.evaluate.retrieval.protocols",
@@ -53,6 +61,8 @@ __all__ = [
     "IndexScorer",
     "JudgeConfig",
     "METRICS",
+    "Metric",
+    "MetricError",
     "MetricResult",
     "RankingJudge",
     "TextMetricsConfig",
@@ -65,6 +75,8 @@ __all__ = [
     "load_items",
     "load_predictions",
     "predict",
+    "prediction_metrics",
+    "quality_metrics",
     "score_multimodal",
     "score_predictions",
     "score_retrieval",
@@ -82,6 +94,7 @@ if TYPE_CHECKING:
     from stickerconv.evaluate.multimodal.encoders import load_encoder
     from stickerconv.evaluate.multimodal.scores import score_multimodal, sticker_fit
     from stickerconv.evaluate.predict import load_items, load_predictions, predict
+    from stickerconv.evaluate.protocol import Metric, MetricError, prediction_metrics, quality_metrics
     from stickerconv.evaluate.quality.metrics import dataset_quality
     from stickerconv.evaluate.report import write_report
     from stickerconv.evaluate.retrieval.protocols import IndexScorer, score_retrieval, send_decisions, split_seen

@@ -1,7 +1,7 @@
 """Predictions of a responder for every assistant turn of a test set, in the per-turn sample format
 (method reference §4.4) with the prediction keys added: ``pred_text_response``, ``pred_image`` (0 or 1
 path) and ``pred_image_metadata`` (the predicted sticker's dict, or null); the record model is
-:class:`stickerconv.data.samples.Prediction`.
+:class:`stickerconv.schema.Prediction`.
 
 Input is conversations (the contexts are exact, with every earlier sticker) or samples written by
 ``stickerconv data convert --to samples`` (the contexts are rebuilt from their ``history`` pairs, whose
@@ -23,43 +23,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stickerconv.data.io import (
-    PRED_TEXT,
-    PRED_TEXT_MISSPELT,
-    DataSource,
-    open_source,
-    output_layout,
-    parse_conversation,
-    write_records,
-)
+from stickerconv.data.io import DataSource, open_source, output_layout, parse_conversation, write_records
 from stickerconv.data.resolve import sample_image_path
-from stickerconv.data.samples import DEFAULT_STYLE, IMG, Style, load_sample_records, parse_sample, render_samples
-from stickerconv.jsonl import drop_torn_tail
+from stickerconv.data.samples import DEFAULT_STYLE, Style, load_sample_records, parse_sample, render_samples
+from stickerconv.jsonl import drop_torn_tail, iter_jsonl
 from stickerconv.responders.base import Responder
-from stickerconv.schema import DialogueContext, Sticker, Turn
+from stickerconv.schema import (
+    IMG,
+    PRED_TEXT,
+    PRED_TEXT_KEYS,
+    PRED_TEXT_MISSPELT,
+    DialogueContext,
+    Prediction,
+    PredictionRecord,
+    Reply,
+    Sample,
+    Sticker,
+    Turn,
+    prediction_fields,
+)
 
 
 @dataclass
 class EvalItem:
     item_id: str  # "<session>:<turn>", stable across reruns
-    sample: dict[str, Any]
+    sample: Sample  # the gold answer
     context: DialogueContext
 
+    def prediction(self, reply: Reply, provenance: dict[str, Any], image_root: str | None = None) -> Prediction:
+        """The item's sample with ``reply`` added; the sticker's path as :func:`sample_image_path` writes it."""
+        sticker = reply.sticker
+        return Prediction(
+            **vars(self.sample),
+            item_id=self.item_id,
+            pred_text_response=reply.text,
+            pred_image=[sample_image_path(sticker.image, image_root)] if sticker else [],
+            pred_image_metadata=sticker.to_published() if sticker else None,
+            pred_meta=provenance,
+        )
 
-def context_from_sample(sample: dict[str, Any]) -> DialogueContext:
+
+def context_from_sample(sample: Sample) -> DialogueContext:
     """A context from a §4.4 sample: earlier turns from ``history`` (their stickers are lost to
     ``<IMG>`` placeholders, which are removed), the current user sticker from its metadata."""
     history = [
         Turn(turn=i, user_message=u.replace(IMG, "").strip(), system_message=s.replace(IMG, "").strip())
-        for i, (u, s) in enumerate(sample["history"], 1)
+        for i, (u, s) in enumerate(sample.history, 1)
     ]
-    sticker = sample.get("input_image_metadata")
+    sticker = sample.input_image_metadata
     return DialogueContext(
         history=history,
-        user_message=sample["query"],
+        user_message=sample.query,
         user_sticker=Sticker.model_validate(sticker) if sticker else None,
-        user_persona=sample.get("user_persona"),
-        user_status=sample.get("user_status"),
+        user_persona=sample.user_persona,
+        user_status=sample.user_status,
     )
 
 
@@ -71,7 +88,7 @@ def load_items(
     items = []
     for number, (record, kind) in enumerate(open_source(path, ("conversations", "samples")).checked()):
         if kind == "samples":
-            sample = parse_sample(record).model_dump(mode="json")
+            sample = parse_sample(record)
             items.append(EvalItem(f"s{number}", sample, context_from_sample(sample)))
             continue
         conversation = parse_conversation(record)
@@ -84,16 +101,16 @@ def load_items(
                 user_persona=conversation.user_persona,
                 user_status=conversation.user_status,
             )
-            items.append(EvalItem(f"{number}:{turn.turn}", rendered.model_dump(mode="json"), context))
+            items.append(EvalItem(f"{number}:{turn.turn}", rendered, context))
     return items
 
 
-def pred_text(record: dict[str, Any]) -> str:
+def pred_text(record: PredictionRecord) -> str:
     """The predicted text under either key spelling."""
-    if PRED_TEXT in record:
-        return record[PRED_TEXT]
-    if PRED_TEXT_MISSPELT in record:
-        return record[PRED_TEXT_MISSPELT]
+    fields = prediction_fields(record)
+    for key in PRED_TEXT_KEYS:
+        if key in fields:
+            return fields[key]
     raise KeyError(f"no {PRED_TEXT} (or {PRED_TEXT_MISSPELT}) in the record")
 
 
@@ -101,17 +118,22 @@ def _partial(out: Path) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
-def _done(partial: Path) -> dict[str, dict[str, Any]]:
+def _done(partial: Path) -> dict[str, Prediction]:
+    """The predictions an earlier run finished; a bad line stops here, named by file, line and field."""
     drop_torn_tail(partial)
     if not partial.is_file():
         return {}
-    records = (json.loads(line) for line in partial.read_text(encoding="utf-8").splitlines() if line.strip())
-    return {r["item_id"]: r for r in records}
+    return {p.item_id: p for _, p in iter_jsonl(partial, Prediction) if p.item_id is not None}
 
 
-def _iter_in_order(items: list[EvalItem], done: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _dump(prediction: Prediction) -> dict[str, Any]:
+    """The JSON record: every field, nulls included, in the model's order (the format since the start)."""
+    return prediction.model_dump(mode="json")
+
+
+def _iter_in_order(items: list[EvalItem], done: dict[str, Prediction]) -> Iterator[dict[str, Any]]:
     for item in items:
-        yield done[item.item_id]
+        yield _dump(done[item.item_id])
 
 
 async def predict(
@@ -139,19 +161,12 @@ async def predict(
         nonlocal finished
         async with semaphore:
             reply = await responder.respond(item.context)
-        sticker = reply.sticker
-        record = item.sample | {
-            "item_id": item.item_id,
-            PRED_TEXT: reply.text,
-            "pred_image": [sample_image_path(sticker.image, image_root)] if sticker else [],
-            "pred_image_metadata": sticker.to_published() if sticker else None,
-            "pred_meta": provenance,
-        }
+        prediction = item.prediction(reply, provenance, image_root)
         with partial.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(_dump(prediction), ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        done[item.item_id] = record
+        done[item.item_id] = prediction
         finished += 1
         if on_progress:
             on_progress(finished, len(items))
@@ -163,6 +178,7 @@ async def predict(
 
 
 def load_predictions(path: Path | str | DataSource) -> list[dict[str, Any]]:
-    """A predictions file in any layout, every record validated as a prediction; samples, conversations
-    or anything else are refused, naming what the file holds."""
+    """A predictions file in any layout, every record validated as a :class:`Prediction` and kept as the
+    plain JSON dict it was (what the scorers and ``--json`` take); samples, conversations or anything else
+    are refused, naming what the file holds."""
     return load_sample_records(path, ("predictions",))

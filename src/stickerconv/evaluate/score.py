@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from stickerconv.evaluate.judges.llm_judges import JudgeConfig, RankingJudge, consistency_judge, empathy_judge
 from stickerconv.evaluate.multimodal.encoders import ImageTextEncoder
@@ -19,8 +18,9 @@ from stickerconv.evaluate.retrieval.protocols import send_decisions
 from stickerconv.evaluate.signature import MetricResult
 from stickerconv.evaluate.text.scorer import TextScorer, resolve_metrics
 from stickerconv.llm import ChatModel
+from stickerconv.schema import PredictionRecord, prediction_fields
 
-Records = Sequence[Mapping[str, Any]]
+Records = Sequence[PredictionRecord]  # models, or the plain dicts load_predictions gives
 
 
 def score_predictions(
@@ -36,7 +36,7 @@ def score_predictions(
     (no result for a system that sends no labelled sticker); with an ``encoder``, the sticker metrics and
     the when-to-send precision/recall/F1."""
     hypotheses = [pred_text(r) for r in records]
-    references = [r["response_text"] for r in records]
+    references = [prediction_fields(r)["response_text"] for r in records]
     results = scorer.score(hypotheses, references, resolve_metrics(metrics), bootstrap, seed)
     if encoder is not None:
         results |= score_multimodal(records, encoder, bootstrap, seed)

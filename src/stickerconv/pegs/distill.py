@@ -96,6 +96,26 @@ def _overlap(student: torch.Tensor, teacher: torch.Tensor, k: int = 10) -> float
     return float((a.unsqueeze(-1) == b.unsqueeze(1)).any(-1).float().mean())
 
 
+def _gold_rows(
+    samples: Sequence[Sample], image_root: Path, paths: Sequence[Path]
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """(n,) candidate row of each reading's gold sticker (-1: none, or not a candidate), and how many gold
+    stickers were left out of the gold term, by reason."""
+    row = {path: i for i, path in enumerate(paths)}
+    gold = torch.full((len(samples),), -1, dtype=torch.long)
+    left_out: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        if sample.response_image:
+            target = row.get((image_root / sample.response_image[0]).resolve())
+            if target is None:
+                left_out["gold sticker not in the index"] = left_out.get("gold sticker not in the index", 0) + 1
+            else:
+                gold[i] = target
+    if left_out:
+        log.warning("distill: %s", left_out)
+    return gold, left_out
+
+
 def distill_retrieval(
     model: PegsModel,
     samples: Sequence[Sample],
@@ -128,20 +148,8 @@ def distill_retrieval(
     # a served chat starts with a lone message: each later turn is also read as one (pegs/send.py measured why)
     samples = [*samples, *(opening(s, model.config.style) for s in samples if s.history)]
     image_root = Path(image_root)
-    stickers = index.stickers
-    paths = [index.library.image_path(s).resolve() for s in stickers]
-    row = {path: i for i, path in enumerate(paths)}
-    gold = torch.full((len(samples),), -1, dtype=torch.long)  # (n,) candidate row of each turn's gold sticker
-    left_out: dict[str, int] = {}
-    for i, sample in enumerate(samples):
-        if sample.response_image:
-            target = row.get((image_root / sample.response_image[0]).resolve())
-            if target is None:
-                left_out["gold sticker not in the index"] = left_out.get("gold sticker not in the index", 0) + 1
-            else:
-                gold[i] = target
-    if left_out:
-        log.warning("distill: %s", left_out)
+    paths = [index.library.image_path(s).resolve() for s in index.stickers]
+    gold, left_out = _gold_rows(samples, image_root, paths)
 
     queries = index.embedder.embed([teacher_text(s) for s in samples])  # (n, d), L2-normalised
     teacher_scores = torch.from_numpy(np.asarray(queries, dtype=np.float32) @ np.asarray(index.ann.vectors).T)

@@ -41,11 +41,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stickerconv.data.samples import IMG, STYLES
-from stickerconv.llm.replies import readable
 from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
 from stickerconv.pegs.heads import GenMapper, RetrievalHeads, info_nce
 from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
 from stickerconv.pegs.vision import ImageTransform, VisionEncoder, build_vision
+from stickerconv.text import readable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class PegsOutput:
 
 @dataclass
 class Generation:
-    text: str  # the readable reply: stop markers cut, last complete sentence, no repeats (llm.replies.readable)
+    text: str  # the readable reply: stop markers cut, last complete sentence, no repeats (text.readable)
     raw_text: str  # the decoded reply with only the stop markers cut: what ``readable`` repaired
     stopped: bool  # whether the model ended the reply itself (EOS or [IMG1]) within the token budget
     token_ids: list[int]  # the text's ids, then the style's separator and the whole [IMG] block when sent
@@ -141,9 +141,9 @@ def smollm2_folder() -> Path:
     import safetensors.torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stickerconv.llm.backends.local import default_model_path
+    from stickerconv.assets import embedded_gguf
 
-    gguf = default_model_path()
+    gguf = embedded_gguf()
     stat = gguf.stat()
     root = os.environ.get("STICKERCONV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     base = Path(root) if os.environ.get("STICKERCONV_CACHE") else Path(root) / "stickerconv"
@@ -443,7 +443,7 @@ class PegsModel(nn.Module):
         can open a block, and a reply stops at EOS or [IMG1]. Prompts are left-padded for the batch (positions
         enter attention only relatively, through RoPE, and padding is masked), so a reply is the one the prompt
         gets alone up to float rounding. Each text is cut at the template's stop markers and made readable
-        (:func:`stickerconv.llm.replies.readable`: last complete sentence, no repeated sentence or clause), then
+        (:func:`stickerconv.text.readable`: last complete sentence, no repeated sentence or clause), then
         read once more as training lays a reply out (:meth:`read_reply`), which gives the send score at its end."""
         from transformers import LogitsProcessor, LogitsProcessorList
 

@@ -456,7 +456,6 @@ def train_stage(
     losses are means over the processes: the global batch's loss when the ranks' batches hold equal numbers of
     supervised tokens (DDP averages the ranks' gradients, each the mean over its own tokens)."""
     from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
     from transformers import get_cosine_schedule_with_warmup
 
     out_dir = Path(out_dir)
@@ -481,34 +480,11 @@ def train_stage(
         raise ValueError("the generation stage needs a diffusers text encoder: set sd in the PEGS config")
     optimizer = _optimizer(model, params, cfg)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
-    step, losses = 0, []
-    state_path = out_dir / TRAINER_STATE
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_weights(out_dir)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses = state["step"], state["losses"]
-        random.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        if accelerator.is_main_process:
-            log.info("%s: resumed from %s at step %d", stage, out_dir, step)
-    workers = loader_workers(cfg.num_workers, device)
+    step, losses = _resume(model, optimizer, scheduler, out_dir)
+    if step and accelerator.is_main_process:
+        log.info("%s: resumed from %s at step %d", stage, out_dir, step)
     sampler = _EpochSampler(len(examples), per_epoch * cfg.grad_accum * global_batch, cfg.seed)
-    loader = DataLoader(
-        _KeyedExamples(examples),
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        collate_fn=_Collate(model.collator(train=True), cfg.seed),
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=cfg.prefetch_factor if workers else None,
-        persistent_workers=workers > 0,  # one loader serves every epoch of the stage
-        generator=torch.Generator().manual_seed(cfg.seed),  # seeds the workers without drawing on the global RNG
-    )
+    loader = _loader(model, examples, sampler, cfg, device)
     if cfg.gradient_checkpointing:
         _set_checkpointing(model, True)
     prepared = None
@@ -561,6 +537,46 @@ def train_stage(
     finally:
         _release(accelerator, prepared, model, cfg.gradient_checkpointing)
     return TrainResult(step, losses, out_dir)
+
+
+def _resume(
+    model: PegsModel, optimizer: torch.optim.Optimizer, scheduler: Any, out_dir: Path
+) -> tuple[int, list[float]]:
+    """(step, losses) of the stage's last checkpoint in ``out_dir``, with the model's weights, the optimiser,
+    the scheduler and the RNGs put back where they were; (0, []) when the stage starts afresh."""
+    state_path = out_dir / TRAINER_STATE
+    if not state_path.is_file():
+        return 0, []
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    model.load_weights(out_dir)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"], state["losses"]
+
+
+def _loader(
+    model: PegsModel, examples: Sequence[Example], sampler: _EpochSampler, cfg: StageConfig, device: torch.device
+) -> torch.utils.data.DataLoader:
+    """The stage's DataLoader: batches collated in workers (:func:`loader_workers`), pinned on CUDA."""
+    from torch.utils.data import DataLoader
+
+    workers = loader_workers(cfg.num_workers, device)
+    return DataLoader(
+        _KeyedExamples(examples),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=_Collate(model.collator(train=True), cfg.seed),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=cfg.prefetch_factor if workers else None,
+        persistent_workers=workers > 0,  # one loader serves every epoch of the stage
+        generator=torch.Generator().manual_seed(cfg.seed),  # seeds the workers without drawing on the global RNG
+    )
 
 
 def _read_losses(accelerator: Any, pending: list[torch.Tensor], losses: list[float]) -> None:

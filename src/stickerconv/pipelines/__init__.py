@@ -5,6 +5,6 @@ Pipelines never print. Long work reports through a ``ProgressFactory`` (the CLI 
 notebook passes nothing), and problems the caller can fix raise ``PipelineError``.
 """
 
-from stickerconv.pipelines.common import PipelineError, ProgressFactory, no_progress
+from stickerconv.pipelines.common import PipelineError, ProgressFactory, check_choice, no_progress
 
-__all__ = ["PipelineError", "ProgressFactory", "no_progress"]
+__all__ = ["PipelineError", "ProgressFactory", "check_choice", "no_progress"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 # ``progress("what is happening")`` opens one bar and yields its ``update(done, total)``; the library's
@@ -22,3 +22,12 @@ def no_progress(description: str) -> Iterator[Callable[[int, int], None]]:
         return None
 
     yield update
+
+
+def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
+    """Refuse a value outside a registry before any work starts (a typo should not cost a half-built run),
+    naming the option as the command line spells it, the value and every valid choice."""
+    valid = list(choices)
+    if value not in valid:
+        raise PipelineError(f"--{option.replace('_', '-')} {value!r}: choose from {', '.join(valid)}")
+    return value

@@ -7,11 +7,10 @@ repeated clauses would be scored and shown as they are.
 
 from __future__ import annotations
 
-from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.llm import ChatModel, Settings, system
-from stickerconv.llm.replies import readable
 from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
 from stickerconv.schema import DialogueContext, Reply
+from stickerconv.text import clean_utterance, readable
 
 # The paper's decoding for its text baselines: temperature 0.5, at most 200 new tokens.
 BASELINE_SETTINGS = Settings(temperature=0.5, max_tokens=200)

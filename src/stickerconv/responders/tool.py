@@ -12,13 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from stickerconv.agent4sc.agent import clean_utterance
 from stickerconv.llm import ChatModel, Message, Settings, system
-from stickerconv.llm.replies import readable
 from stickerconv.responders.base import EMPATHETIC_SYSTEM_PROMPT, Responder, chat_messages
 from stickerconv.responders.text_only import BASELINE_SETTINGS
 from stickerconv.schema import DialogueContext, Reply
 from stickerconv.stickers.index import StickerIndex
+from stickerconv.text import clean_utterance, readable
 
 TOOL_GUIDE = (
     "You may add one sticker to your reply with the send_sticker tool when it makes the reply warmer or "

@@ -7,8 +7,9 @@ images, a sticker search, and a web chat page, in one FastAPI app.
     GET  /stickers/{id}                a library sticker's image
     GET  /                             the web chat page (static files under /ui/)
 
-``create_app(responder, index, settings)`` builds it; ``stickerconv serve`` runs it with uvicorn. The
-wire conventions (the ``send_sticker`` call, image parts, errors, limits) are in docs/serving.md.
+``create_app(responder, index, settings)`` builds it; ``pipelines.serving.build_app`` makes the responder from
+options and calls it for ``stickerconv serve`` and the demo, which run the app with uvicorn. The wire
+conventions (the ``send_sticker`` call, image parts, errors, limits) are in docs/serving.md.
 """
 
 from __future__ import annotations
@@ -145,23 +146,125 @@ class Gate:
             self._semaphore.release()
 
 
+def _base_url(request: Request) -> str:
+    return request.app.state.settings.public_url or str(request.base_url)
+
+
+async def _authorize(request: Request) -> None:
+    api_key = request.app.state.settings.api_key
+    if api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise APIError(401, "missing API key: send 'Authorization: Bearer KEY'", code="missing_api_key")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise APIError(401, "invalid API key", code="invalid_api_key")
+
+
+api = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)])
+pages = APIRouter()
+
+
+@api.get("/models", response_model=ModelList)
+async def models(request: Request) -> ModelList:
+    state = request.app.state
+    return ModelList(data=[ModelCard(id=state.model_name, created=state.created)])
+
+
+@api.post("/chat/completions", response_model=ChatCompletion, openapi_extra={"requestBody": CHAT_BODY})
+async def chat_completions(request: Request) -> Any:
+    started = time.perf_counter()
+    state = request.app.state
+    model_name, catalog = state.model_name, state.catalog
+    body = _parse(await request.body())
+    if body.model != model_name:
+        raise APIError(
+            404,
+            f"unknown model {body.model[:100]!r}; this server answers as {model_name!r}",
+            "model",
+            "model_not_found",
+        )
+    context = await asyncio.to_thread(to_context, body, catalog, state.settings)
+    async with state.gate.slot():
+        try:
+            reply = await state.responder.respond(context)
+        except LLMError as exc:
+            raise APIError(502, f"the responder's model failed: {exc}", code="responder_error") from None
+    message = reply_message(reply, catalog, _base_url(request))
+    log.info(
+        "chat: %d message(s), user sticker %s -> %d chars, sticker %s, %.2fs",
+        len(body.messages),
+        context.user_sticker.id if context.user_sticker else "-",
+        len(reply.text),
+        reply.sticker.id if reply.sticker else "-",
+        time.perf_counter() - started,
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if body.stream:
+        return StreamingResponse(
+            _events(completion_id, model_name, reply, message),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    completion = ChatCompletion(
+        id=completion_id, created=int(time.time()), model=model_name, choices=[Choice(message=message)]
+    )
+    return JSONResponse(completion.wire())
+
+
+@api.get("/stickers/search", response_model=StickerList)
+async def search_stickers(
+    request: Request,
+    q: Annotated[str, Query(max_length=500, description="what the sticker should express; empty lists some")] = "",
+    k: Annotated[int, Query(ge=1, description="how many stickers")] = 24,
+    label: Annotated[EmotionLabel | None, Query(description="only stickers of this emotion label")] = None,
+) -> StickerList:
+    state = request.app.state
+    if k > state.settings.max_search_k:
+        raise APIError(400, f"k must be at most {state.settings.max_search_k}", param="k", code="invalid_value")
+    hits = await asyncio.to_thread(state.catalog.search, q, k, label, _base_url(request))
+    return StickerList(data=hits)
+
+
+@pages.get("/stickers/{sticker_id:path}", response_class=FileResponse)
+async def sticker_image(request: Request, sticker_id: str) -> FileResponse:
+    path = request.app.state.catalog.image_file(sticker_id) if len(sticker_id) <= 512 else None
+    if path is None:
+        raise APIError(404, f"unknown sticker {sticker_id[:200]!r}", param="sticker_id", code="unknown_sticker")
+    media_type = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@pages.get("/healthz", include_in_schema=False)
+async def health(request: Request) -> dict[str, str]:
+    return {"status": "ok", "model": request.app.state.model_name}
+
+
+@pages.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(UI_DIR / "index.html", media_type="text/html")
+
+
 def create_app(
     responder: Responder, index: StickerIndex | None = None, settings: ServeSettings | None = None
 ) -> FastAPI:
-    """The server for ``responder``; ``index`` (its library) serves and resolves stickers."""
-    settings = settings or ServeSettings()
-    catalog = StickerCatalog(index, settings)
-    model_name = settings.model_name or f"stickerconv-{responder.name}"
-    gate = Gate(settings.concurrency, settings.max_queue)
-    created = int(time.time())
+    """The server for ``responder``; ``index`` (its library) serves and resolves stickers.
 
+    The routes are module-level and read what they serve from ``app.state``, so one app's state is all there
+    is to a server (tests and ``stickerconv serve`` inspect it)."""
+    settings = settings or ServeSettings()
     app = FastAPI(
         title="StickerConv",
         version=__version__,
         description="OpenAI-compatible empathetic chat with stickers (see docs/serving.md).",
         redoc_url=None,
     )
-    app.state.settings, app.state.catalog, app.state.responder = settings, catalog, responder
+    app.state.settings, app.state.responder = settings, responder
+    app.state.catalog = StickerCatalog(index, settings)
+    app.state.model_name = settings.model_name or f"stickerconv-{responder.name}"
+    app.state.gate = Gate(settings.concurrency, settings.max_queue)
+    app.state.created = int(time.time())
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -171,94 +274,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-
-    def base_url(request: Request) -> str:
-        return settings.public_url or str(request.base_url)
-
-    async def authorize(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header:
-            raise APIError(401, "missing API key: send 'Authorization: Bearer KEY'", code="missing_api_key")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-            raise APIError(401, "invalid API key", code="invalid_api_key")
-
-    api = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
-
-    @api.get("/models", response_model=ModelList)
-    async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=model_name, created=created)])
-
-    @api.post("/chat/completions", response_model=ChatCompletion, openapi_extra={"requestBody": CHAT_BODY})
-    async def chat_completions(request: Request) -> Any:
-        started = time.perf_counter()
-        body = _parse(await request.body())
-        if body.model != model_name:
-            raise APIError(
-                404,
-                f"unknown model {body.model[:100]!r}; this server answers as {model_name!r}",
-                "model",
-                "model_not_found",
-            )
-        context = await asyncio.to_thread(to_context, body, catalog, settings)
-        async with gate.slot():
-            try:
-                reply = await responder.respond(context)
-            except LLMError as exc:
-                raise APIError(502, f"the responder's model failed: {exc}", code="responder_error") from None
-        message = reply_message(reply, catalog, base_url(request))
-        log.info(
-            "chat: %d message(s), user sticker %s -> %d chars, sticker %s, %.2fs",
-            len(body.messages),
-            context.user_sticker.id if context.user_sticker else "-",
-            len(reply.text),
-            reply.sticker.id if reply.sticker else "-",
-            time.perf_counter() - started,
-        )
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if body.stream:
-            return StreamingResponse(
-                _events(completion_id, model_name, reply, message),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        completion = ChatCompletion(
-            id=completion_id, created=int(time.time()), model=model_name, choices=[Choice(message=message)]
-        )
-        return JSONResponse(completion.wire())
-
-    @api.get("/stickers/search", response_model=StickerList)
-    async def search_stickers(
-        request: Request,
-        q: Annotated[str, Query(max_length=500, description="what the sticker should express; empty lists some")] = "",
-        k: Annotated[int, Query(ge=1, description="how many stickers")] = 24,
-        label: Annotated[EmotionLabel | None, Query(description="only stickers of this emotion label")] = None,
-    ) -> StickerList:
-        if k > settings.max_search_k:
-            raise APIError(400, f"k must be at most {settings.max_search_k}", param="k", code="invalid_value")
-        hits = await asyncio.to_thread(catalog.search, q, k, label, base_url(request))
-        return StickerList(data=hits)
-
     app.include_router(api)
-
-    @app.get("/stickers/{sticker_id:path}", response_class=FileResponse)
-    async def sticker_image(sticker_id: str) -> FileResponse:
-        path = catalog.image_file(sticker_id) if len(sticker_id) <= 512 else None
-        if path is None:
-            raise APIError(404, f"unknown sticker {sticker_id[:200]!r}", param="sticker_id", code="unknown_sticker")
-        media_type = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
-
-    @app.get("/healthz", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "model": model_name}
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(UI_DIR / "index.html", media_type="text/html")
-
+    app.include_router(pages)
     app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
     _document_chat_body(app)
     return app

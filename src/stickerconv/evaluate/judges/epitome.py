@@ -39,6 +39,7 @@ from stickerconv.evaluate.bootstrap import Bootstrap, Statistic, mean_statistic
 from stickerconv.evaluate.judges.llm_judges import prediction_text
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
 from stickerconv.evaluate.text.tokens import clean
+from stickerconv.schema import PredictionRecord, prediction_fields
 
 log = logging.getLogger(__name__)
 
@@ -330,17 +331,18 @@ class EpitomeScorer:
         self.model_dir, self.batch_size = model_dir, batch_size
         self.classifiers = {m: EpitomeClassifier.load(model_dir / m, m, device) for m in MECHANISMS}
 
-    def levels(self, records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    def levels(self, records: Sequence[PredictionRecord]) -> dict[str, dict[str, np.ndarray]]:
         """Per mechanism, the predicted responses' and the gold responses' levels."""
         if not records:
             raise EpitomeError("no records to score")
         seekers, predicted, gold = [], [], []
         for i, record in enumerate(records):
-            if "query" not in record or "response_text" not in record:
+            fields = prediction_fields(record)
+            if "query" not in fields or "response_text" not in fields:
                 raise EpitomeError(f"record {i} needs 'query' (the seeker post) and 'response_text' (the gold reply)")
-            seekers.append(clean(record["query"]))
+            seekers.append(clean(fields["query"]))
             predicted.append(prediction_text(record, i))
-            gold.append(clean(record["response_text"]))
+            gold.append(clean(fields["response_text"]))
         return {
             m: {
                 "pred": classifier.predict(seekers, predicted, self.batch_size),
@@ -350,7 +352,7 @@ class EpitomeScorer:
         }
 
     def score(
-        self, records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, seed: int = 0
+        self, records: Sequence[PredictionRecord], bootstrap: int = 1000, seed: int = 0
     ) -> dict[str, MetricResult]:
         """``epitome_{er,ip,ex}_{pred,gt,diff}`` with 95% bootstrap intervals (the same resamples for all)."""
         levels = self.levels(records)

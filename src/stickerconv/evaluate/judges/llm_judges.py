@@ -42,10 +42,11 @@ from stickerconv.evaluate.text.tokens import clean
 from stickerconv.llm import ChatModel, ImagePart, Message, RetryBudgetExhausted, Settings, StructuredOutputError
 from stickerconv.llm import system as system_message
 from stickerconv.llm import user as user_message
+from stickerconv.schema import PRED_TEXT_KEYS, PredictionRecord, prediction_fields
 
 log = logging.getLogger(__name__)
 
-PREDICTION_KEYS = ("pred_text_response", "pred_text_reponse")  # the original generator misspelled it
+Records = Sequence[PredictionRecord]
 Progress = Callable[[int, int], None]  # (done, total) calls
 StickerView = Literal["auto", "text", "image"]
 
@@ -54,14 +55,15 @@ class JudgeInputError(ValueError):
     """A record the judges cannot read, naming the record and the missing or bad field."""
 
 
-def prediction_text(record: Mapping[str, Any], index: int = 0) -> str:
+def prediction_text(record: PredictionRecord, index: int = 0) -> str:
     """The predicted system text of a sample record, under either key spelling, without ``<IMG>``."""
-    for key in PREDICTION_KEYS:
-        if key in record:
-            if not isinstance(record[key], str):
-                raise JudgeInputError(f"record {index}: {key} is {type(record[key]).__name__}, not a string")
-            return clean(record[key])
-    raise JudgeInputError(f"record {index} has no prediction: expected key {' or '.join(PREDICTION_KEYS)}")
+    fields = prediction_fields(record)
+    for key in PRED_TEXT_KEYS:
+        if key in fields:
+            if not isinstance(fields[key], str):
+                raise JudgeInputError(f"record {index}: {key} is {type(fields[key]).__name__}, not a string")
+            return clean(fields[key])
+    raise JudgeInputError(f"record {index} has no prediction: expected key {' or '.join(PRED_TEXT_KEYS)}")
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -227,20 +229,21 @@ class JudgeItem:
     sticker: StickerRef | None  # the predicted sticker
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any], index: int, image_root: Path | None) -> JudgeItem:
-        if "query" not in record:
+    def from_record(cls, record: PredictionRecord, index: int, image_root: Path | None) -> JudgeItem:
+        fields = prediction_fields(record)
+        if "query" not in fields:
             raise JudgeInputError(f"record {index} has no 'query' (the current user message)")
         try:
-            history = tuple((clean(u), clean(s)) for u, s in record.get("history") or ())
+            history = tuple((clean(u), clean(s)) for u, s in fields.get("history") or ())
         except (TypeError, ValueError):
             raise JudgeInputError(f"record {index}: 'history' must be a list of [user, system] pairs") from None
-        user_meta = record.get("input_image_metadata")
-        pred_meta = record.get("pred_image_metadata")
-        pred_images = record.get("pred_image") or []
+        user_meta = fields.get("input_image_metadata")
+        pred_meta = fields.get("pred_image_metadata")
+        pred_images = fields.get("pred_image") or []
         pred_path = pred_images[0] if pred_images else (pred_meta or {}).get("image")
         return cls(
             history=history,
-            query=clean(record["query"]),
+            query=clean(fields["query"]),
             user_sticker=_sticker_ref(user_meta, user_meta.get("image"), image_root) if user_meta else None,
             response=prediction_text(record, index),
             sticker=_sticker_ref(pred_meta, pred_path, image_root) if pred_meta or pred_images else None,
@@ -487,7 +490,7 @@ class ScoreJudge(_Judge):
         messages = [system_message(JUDGE_SYSTEM), user_message(prompt, images or None)]
         return messages, "sticker" if with_sticker else "text", "image" if images else "text"
 
-    async def judge(self, records: Sequence[Mapping[str, Any]], on_progress: Progress | None = None) -> ScoreReport:
+    async def judge(self, records: Records, on_progress: Progress | None = None) -> ScoreReport:
         """Judge every record ``n`` times; ``on_progress(done, total)`` after each call."""
         items = [JudgeItem.from_record(r, i, self.config.image_root) for i, r in enumerate(records)]
         renderer = Renderer(self.use_images)
@@ -593,9 +596,7 @@ class RankingJudge(_Judge):
         )
         return [system_message(JUDGE_SYSTEM), user_message(prompt, images or None)]
 
-    async def rank(
-        self, systems: Mapping[str, Sequence[Mapping[str, Any]]], on_progress: Progress | None = None
-    ) -> RankingReport:
+    async def rank(self, systems: Mapping[str, Records], on_progress: Progress | None = None) -> RankingReport:
         """Rank ``systems`` (name -> records, aligned by position: the same context at each index)."""
         names = list(systems)
         ids = candidate_ids(len(names))

@@ -25,9 +25,9 @@ Encoders come from :mod:`stickerconv.evaluate.multimodal.encoders`; with the off
 ends in ``_proxy`` and its signature says what the proxy is. Intervals are the shared percentile
 bootstrap (:mod:`stickerconv.evaluate.bootstrap`) over the samples each metric averages.
 
-Samples are the §4.4 dicts with predictions: ``pred_text_response`` (the misspelled
-``pred_text_reponse`` is read too), ``pred_image`` (0 or 1 path) and optionally
-``pred_image_metadata``.
+Samples are :class:`stickerconv.schema.Prediction` records, as models or as the plain §4.4 dicts with
+predictions: ``pred_text_response`` (the misspelled ``pred_text_reponse`` is read too), ``pred_image``
+(0 or 1 path) and optionally ``pred_image_metadata``; a dict needs only the fields the metric reads.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ import numpy as np
 
 from stickerconv.evaluate.bootstrap import Bootstrap, mean_statistic
 from stickerconv.evaluate.multimodal.encoders import PROXY_SUFFIX, ImageTextEncoder, StickerImage
+from stickerconv.evaluate.quality.metrics import message_polarity
 from stickerconv.evaluate.signature import MetricResult, bootstrap_fields, version_field
 from stickerconv.evaluate.text.tokens import clean
-from stickerconv.schema import EMOTION_LABELS
-from stickerconv.stickers.emotion_lexicon import polarity
+from stickerconv.schema import EMOTION_LABELS, PRED_TEXT_KEYS, PredictionRecord, prediction_fields
 
 log = logging.getLogger(__name__)
 
-PRED_TEXT_KEYS = ("pred_text_response", "pred_text_reponse")  # the correct key first (§9 item 22)
+Records = Sequence[PredictionRecord]
 SIM_SCALE = 100.0  # sim = 100 · cos (§6.6)
 
 
@@ -78,10 +78,11 @@ def read_samples(path: Path | str) -> list[dict[str, Any]]:
     return records
 
 
-def pred_text(record: Mapping[str, Any], index: int) -> str:
+def pred_text(record: PredictionRecord, index: int) -> str:
     """The predicted system text, under the correct key or the original misspelled one."""
+    fields = prediction_fields(record)
     for key in PRED_TEXT_KEYS:
-        value = record.get(key)
+        value = fields.get(key)
         if value is not None:
             if not isinstance(value, str):
                 raise SampleRecordError(index, key, f"expected a string, got {type(value).__name__}")
@@ -89,32 +90,33 @@ def pred_text(record: Mapping[str, Any], index: int) -> str:
     raise SampleRecordError(index, PRED_TEXT_KEYS[0], "missing; add the system's predicted reply to every sample")
 
 
-def _sticker(record: Mapping[str, Any], index: int, key: str, metadata_key: str) -> StickerImage | None:
-    paths = record.get(key) or []
+def _sticker(record: PredictionRecord, index: int, key: str, metadata_key: str) -> StickerImage | None:
+    fields = prediction_fields(record)
+    paths = fields.get(key) or []
     if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
         raise SampleRecordError(index, key, "expected a list of image paths")
     if len(paths) > 1:
         raise SampleRecordError(index, key, f"{len(paths)} images; a reply has at most one sticker")
     if not paths:
         return None
-    metadata = record.get(metadata_key) or {}
+    metadata = fields.get(metadata_key) or {}
     if not isinstance(metadata, Mapping):
         raise SampleRecordError(index, metadata_key, "expected a sticker dict or null")
     return StickerImage(paths[0], str(metadata.get("description") or ""), str(metadata.get("emotion") or ""))
 
 
-def pred_sticker(record: Mapping[str, Any], index: int) -> StickerImage | None:
+def pred_sticker(record: PredictionRecord, index: int) -> StickerImage | None:
     """The predicted sticker (``pred_image`` with ``pred_image_metadata``), or None."""
     return _sticker(record, index, "pred_image", "pred_image_metadata")
 
 
-def gold_sticker(record: Mapping[str, Any], index: int) -> StickerImage | None:
+def gold_sticker(record: PredictionRecord, index: int) -> StickerImage | None:
     """The gold system sticker (``response_image`` with ``response_image_metadata``), or None."""
     return _sticker(record, index, "response_image", "response_image_metadata")
 
 
-def gold_text(record: Mapping[str, Any], index: int) -> str:
-    value = record.get("response_text")
+def gold_text(record: PredictionRecord, index: int) -> str:
+    value = prediction_fields(record).get("response_text")
     if not isinstance(value, str):
         raise SampleRecordError(index, "response_text", "missing or not a string")
     return value
@@ -153,7 +155,7 @@ def _image_vectors(
     return out
 
 
-def compute_terms(records: Sequence[Mapping[str, Any]], encoder: ImageTextEncoder) -> MultimodalTerms:
+def compute_terms(records: Records, encoder: ImageTextEncoder) -> MultimodalTerms:
     """Encode every sample's texts and stickers once and take the §6.6 similarities."""
     if not records:
         raise ValueError("nothing to score: no samples")
@@ -239,9 +241,7 @@ def _results(metrics: Sequence[_Metric], resampler: Bootstrap, libraries: tuple[
     return out
 
 
-def sticker_frequency(
-    records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, seed: int = 0
-) -> dict[str, MetricResult]:
+def sticker_frequency(records: Records, bootstrap: int = 1000, seed: int = 0) -> dict[str, MetricResult]:
     """The share of samples whose predicted (``sticker_frequency``) and gold (``_gt``) reply has a sticker."""
     if not records:
         raise ValueError("nothing to score: no samples")
@@ -304,22 +304,20 @@ def sticker_label(metadata: Any) -> str | None:
     return value if value in EMOTION_LABELS else None
 
 
-def user_state(record: Mapping[str, Any], index: int) -> str:
+def user_state(record: PredictionRecord, index: int) -> str:
     """The user's state the reply answers: the label of the current user sticker (``input_image_metadata``),
     else the polarity of the user's message (``query``) by VADER: negative, positive or neutral message."""
-    label = sticker_label(record.get("input_image_metadata"))
+    fields = prediction_fields(record)
+    label = sticker_label(fields.get("input_image_metadata"))
     if label is not None:
         return label
-    query = record.get("query")
+    query = fields.get("query")
     if not isinstance(query, str):
         raise SampleRecordError(index, "query", "missing or not a string; the user's message tells its state")
-    compound = polarity(query)
-    if compound <= -MESSAGE_POLARITY:
-        return "negative message"
-    return "positive message" if compound >= MESSAGE_POLARITY else "neutral message"
+    return f"{message_polarity(query, MESSAGE_POLARITY)} message"
 
 
-def sticker_fit(records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, seed: int = 0) -> dict[str, MetricResult]:
+def sticker_fit(records: Records, bootstrap: int = 1000, seed: int = 0) -> dict[str, MetricResult]:
     """``sticker_fit``: the share of predicted stickers whose label fits the user's state (``STICKER_FIT``);
     ``sticker_fit_gt``: the same for the gold stickers, the reference a system is read against.
 
@@ -351,7 +349,10 @@ def sticker_fit(records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, see
         ("sticker_fit_gt", "gold", gold_sticker, "response_image_metadata"),
     ):
         has = np.array([sticker_of(r, i) is not None for i, r in enumerate(records)])
-        labels = [sticker_label(r.get(metadata_key)) if sent else None for r, sent in zip(records, has, strict=True)]
+        labels = [
+            sticker_label(prediction_fields(r).get(metadata_key)) if sent else None
+            for r, sent in zip(records, has, strict=True)
+        ]
         mask = np.array([label is not None for label in labels])
         if not mask.any():
             log.info("%s left out: no sample has a labelled %s sticker", name, side)
@@ -363,7 +364,7 @@ def sticker_fit(records: Sequence[Mapping[str, Any]], bootstrap: int = 1000, see
 
 
 def score_multimodal(
-    records: Sequence[Mapping[str, Any]],
+    records: Records,
     encoder: ImageTextEncoder,
     bootstrap: int = 1000,
     seed: int = 0,

@@ -27,6 +27,8 @@ from stickerconv.schema import EmotionLabel, normalise_emotion
 ROLES = ("user", "system")
 NEGATIVE = {"Anger", "Disgust", "Fear", "Sadness"}
 POSITIVE = {"Happiness"}
+VADER_CUTOFF = 0.05  # VADER's own |compound| from which a text counts as positive / negative
+CONFLICT_CUTOFF = 0.3  # the stricter cut-off of a sticker/text polarity conflict
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,23 @@ def _message_label(text: str) -> str | None:
     return max(shares, key=lambda label: (shares[label], label.value)).value if shares else None
 
 
-def _polarity_class(label: str | None) -> str | None:
-    if label in NEGATIVE:
-        return "negative"
-    if label in POSITIVE:
-        return "positive"
-    return "neutral" if label is not None else None
+def label_polarity(label: str) -> str:
+    """An emotion label's polarity: Happiness positive; Anger, Disgust, Fear, Sadness negative; Neutral and
+    Surprise neutral (a surprise can be good news or bad)."""
+    return "positive" if label in POSITIVE else "negative" if label in NEGATIVE else "neutral"
+
+
+def compound_polarity(compound: float, cutoff: float = VADER_CUTOFF) -> str:
+    """``positive`` / ``negative`` from a VADER compound at or beyond ``cutoff``, else ``neutral``."""
+    return "positive" if compound >= cutoff else "negative" if compound <= -cutoff else "neutral"
+
+
+def message_polarity(text: str, cutoff: float = VADER_CUTOFF) -> str:
+    """A message's polarity by VADER's compound (:func:`compound_polarity`); the counterpart of
+    :func:`label_polarity` when a sticker's label is compared with the text it comes with."""
+    from stickerconv.stickers.emotion_lexicon import polarity
+
+    return compound_polarity(polarity(text), cutoff)
 
 
 def _start_group(meta: Mapping[str, Any] | None, first_sentiment: float) -> str:
@@ -82,11 +95,7 @@ def _start_group(meta: Mapping[str, Any] | None, first_sentiment: float) -> str:
                 label = normalise_emotion(meta["persona_emotion"]).value
             except ValueError:
                 label = None
-    if label is not None:
-        return _polarity_class(label) or "neutral"
-    if first_sentiment <= -0.05:
-        return "negative"
-    return "positive" if first_sentiment >= 0.05 else "neutral"
+    return label_polarity(label) if label is not None else compound_polarity(first_sentiment)
 
 
 def self_bleu(tokens: list[list[str]], max_n: int = 4) -> float:
@@ -210,10 +219,8 @@ class QualityAccumulator:
             return
         counts["decided"] += 1
         counts["label_match"] += message_label == sticker_label
-        sentiment = self.polarity(text)
-        text_class = "negative" if sentiment <= -0.3 else "positive" if sentiment >= 0.3 else "neutral"
-        sticker_class = _polarity_class(sticker_label)
-        counts["polarity_conflict"] += {text_class, sticker_class} == {"negative", "positive"}
+        text_class = compound_polarity(self.polarity(text), CONFLICT_CUTOFF)
+        counts["polarity_conflict"] += {text_class, label_polarity(sticker_label)} == {"negative", "positive"}
 
     def result(self) -> dict[str, Any]:
         cfg = self.config

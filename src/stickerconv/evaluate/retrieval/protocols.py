@@ -401,6 +401,27 @@ def score_unseen_split(
     return out
 
 
+def score_retrieval_groups(
+    records: Records,
+    scorer: Scorer,
+    pool: Sequence[str],
+    config: RetrievalConfig | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    train: Records | Path | str | None = None,
+) -> dict[str, dict[str, MetricResult]]:
+    """:func:`score_retrieval` on every sample as group ``all``; with ``train`` also the groups ``seen`` and
+    ``unseen`` of :func:`score_unseen_split` (a group without a sample is left out), its ``unseen_share``
+    under ``all``. Metric names inside a group carry no prefix (``seen`` holds ``r10@1``, whose result is
+    named ``seen/r10@1``): the shape of ``eval retrieval --out`` files, which tables read side by side."""
+    groups = {"all": score_retrieval(records, scorer, pool, config, bootstrap, seed)}
+    if train is not None:
+        for name, result in score_unseen_split(train, records, scorer, pool, config, bootstrap, seed).items():
+            group, _, metric = name.rpartition("/")
+            groups.setdefault(group or "all", {})[metric] = result
+    return groups
+
+
 # ---------------------------------------------------------------------------------------- when to send
 def send_decisions(records: Records, bootstrap: int = 1000, seed: int = 0) -> dict[str, MetricResult]:
     """``send_precision``, ``send_recall`` and ``send_f1`` of predicted sends against gold sends.

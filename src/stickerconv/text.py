@@ -1,8 +1,12 @@
-"""Replies a person can read: the last complete sentence, and nothing said twice.
+"""Text a person can read, cleaned the same way wherever a model wrote it: agents, baselines, PEGS, serving.
 
-Small models under a token budget stop mid-sentence (the budget cuts them) and repeat themselves
-("I'm here to listen, I'm there to listen."). ``readable`` repairs both on the text alone, so every
-caller (baselines, agents, serving) gets the same cleaning whatever backend wrote the reply:
+Why one bottom-layer module: the simulator's agents (``agent4sc``), the baselines (``responders``) and PEGS
+clean model output with the same rules, and none of these rules needs a model, so they sit below every
+layer that calls one instead of inside one of those layers.
+
+**Readable replies** (``readable``). Small models under a token budget stop mid-sentence (the budget cuts
+them) and repeat themselves ("I'm here to listen, I'm there to listen."); ``readable`` repairs both on the
+text alone:
 
 * **Complete sentences only.** A sentence ends with ``.``, ``!``, ``?`` or ``…`` (closing quotes or
   brackets and emoji may follow), or with an emoji alone, the way chat messages often end. Text after
@@ -18,6 +22,10 @@ caller (baselines, agents, serving) gets the same cleaning whatever backend wrot
   equal, so "I feel sad, I feel bad" stays.
 
 Whitespace (newlines included) collapses to single spaces: these are chat messages.
+
+**Utterances** (``clean_utterance``, ``fresh_lines``). A model asked for one chat message answers with a
+transcript: a speaker prefix ("B: "), the prompt's turn counter, a leading "Hey!", quotes, and often the
+lines it was shown; these keep the message and drop the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +33,19 @@ from __future__ import annotations
 import re
 from difflib import SequenceMatcher
 
-__all__ = ["NEAR_INSIDE", "NEAR_MIN_WORDS", "NEAR_RATIO", "ends_mid_sentence", "has_repeat", "readable", "sentences"]
+__all__ = [
+    "COPY_MIN_WORDS",
+    "NEAR_INSIDE",
+    "NEAR_MIN_WORDS",
+    "NEAR_RATIO",
+    "clean_utterance",
+    "ends_mid_sentence",
+    "fresh_lines",
+    "has_repeat",
+    "normalise",
+    "readable",
+    "sentences",
+]
 
 NEAR_MIN_WORDS = 4
 NEAR_RATIO = 0.85
@@ -143,3 +163,52 @@ def has_repeat(text: str) -> bool:
     """True when a sentence or clause repeats an earlier one of the same text (what ``readable`` drops)."""
     parts = sentences(text)
     return _dedupe(parts) != parts
+
+
+COPY_MIN_WORDS = 4
+
+
+def normalise(text: str) -> str:
+    """Case and spacing do not make another utterance (the repetition guard's and ``fresh_lines``' key)."""
+    return " ".join(text.split()).casefold()
+
+
+def _strip_line(line: str) -> str:
+    """A line without a speaker prefix ("B: ", "A:"), the prompt's turn counter ("[2/4]"), a leading "Hey!"
+    or quotes."""
+    line = line.strip().strip('"').strip()
+    line = re.sub(r"^[\w .'-]{1,20}:(?:\s+|$)", "", line)
+    line = re.sub(r"^(?:\[\d+/\d+\]|\d+/\d+(?=\s+[A-Z])):?\s*", "", line)
+    line = re.sub(r"^\s*hey!\s*", "", line, flags=re.IGNORECASE)
+    return line.strip().strip('"').strip()
+
+
+def clean_utterance(text: str) -> str:
+    """The first line, cleaned as the method reference cleans it (§2.6: no speaker prefix, no leading
+    "Hey!"), and made ``readable`` (complete sentences, nothing said twice): a small model under a token
+    budget stops mid-sentence and repeats its clauses, which gpt-3.5 rarely did."""
+    return readable(_strip_line(next((ln for ln in text.strip().splitlines() if ln.strip()), "")))
+
+
+def fresh_lines(text: str, prompt: str) -> tuple[str, ...]:
+    """The answer's lines, cleaned, without the sentences copied from the prompt; lines left empty go.
+
+    A small model often continues the transcript it was shown: it copies the last history line (its
+    own previous message), the observation or its profile block, and writes its new message after it,
+    on the same line or a later one. The first line is then a repeat the guard rejects however often
+    it regenerates; these are what the simulator's manager may take instead (``ManagerConfig.fresh_lines``).
+    A sentence of fewer than ``COPY_MIN_WORDS`` words counts as copied only when it is a whole line of
+    the prompt: short phrases ("I'm sorry.") occur inside longer lines without being copies."""
+    shown = normalise(prompt)
+    shown_lines = {normalise(_strip_line(ln)) for ln in prompt.splitlines()}
+
+    def copied(sentence: str) -> bool:
+        key = normalise(sentence)
+        return key in shown_lines or (len(key.split()) >= COPY_MIN_WORDS and key in shown)
+
+    fresh = []
+    for line in (_strip_line(ln) for ln in text.splitlines()):
+        kept = readable(" ".join(s for s in sentences(line) if not copied(s)))
+        if kept:
+            fresh.append(kept)
+    return tuple(fresh)

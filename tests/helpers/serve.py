@@ -18,8 +18,8 @@ from stickerconv.schema import DialogueContext
 from stickerconv.stickers.index import StickerIndex
 from stickerconv.stickers.library import StickerLibrary
 
-from llm_fakes import ScriptedBackend
-from test_pegs_fixtures import boost_token, tiny_model
+from helpers.llm_fakes import ScriptedBackend
+from helpers.pegs import boost_token, tiny_model
 
 RESPONDER_NAMES = ("text", "tool", "pegs-ret", "pegs-gen", "pegs-rag")
 TOOL_TEXT = "That sounds so hard; I'm here with you."

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 
-from stickerconv.llm.backends.local import default_model_path
+from stickerconv.assets import embedded_gguf
 
-from fake_openai_server import free_port
+from helpers.fake_openai_server import free_port
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def llama_server(
 
     The port is free when chosen but the server binds it a moment later, so a lost race (the process
     exits early) is retried on another port."""
-    model_path = model_path or default_model_path()
+    model_path = model_path or embedded_gguf()
     threads = threads or int(os.environ.get("STICKERCONV_THREADS", max(1, (os.cpu_count() or 2) - 1)))
     log_path = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
     env = os.environ | {"PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,99 @@
+"""``stickerconv generate``: parse the flags into ``GenerationOptions``, run ``pipelines.generation``, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from stickerconv.agent4sc.manager import MANAGER_RULES
+from stickerconv.agent4sc.pattern import CALL_PATTERNS
+from stickerconv.cli.common import (
+    CacheOption,
+    ConfigOption,
+    JsonOption,
+    LLMOption,
+    StickersOption,
+    console,
+    progress_bar,
+)
+from stickerconv.pipelines.generation import EXECUTORS, GenerationOptions, GenerationResult, generate
+
+CallPatternName = Literal[tuple(CALL_PATTERNS)]  # the choices typer offers and checks come from the registries
+ManagerRulesName = Literal[tuple(MANAGER_RULES)]
+ExecutorName = Literal[EXECUTORS]
+
+
+def generate_command(
+    personas: Annotated[Path, typer.Option(help="Profiles (JSON/JSONL, the published format).")],
+    stickers: StickersOption,
+    out: Annotated[Path, typer.Option(help="Run folder: conversations.jsonl, rejected.jsonl, summary.json.")],
+    llm: LLMOption = None,
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Dialogues simulated at once.")
+    ] = GenerationOptions.concurrency,
+    max_turns: Annotated[int, typer.Option(min=1, max=20)] = GenerationOptions.max_turns,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N personas.")] = GenerationOptions.limit,
+    seed: Annotated[int, typer.Option()] = GenerationOptions.seed,
+    cache: CacheOption = None,
+    executor: Annotated[
+        ExecutorName, typer.Option(help="local (asyncio in this process) or ray (shards over a Ray cluster).")
+    ] = GenerationOptions.executor,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).")
+    ] = GenerationOptions.ray_address,
+    shards: Annotated[int | None, typer.Option(min=1, help="Ray shards (default: the cluster's CPUs).")] = (
+        GenerationOptions.shards
+    ),
+    call_pattern: Annotated[
+        CallPatternName, typer.Option(help="lean (fewer calls and tokens, every step kept) or original (the paper's).")
+    ] = GenerationOptions.call_pattern,
+    manager_rules: Annotated[
+        ManagerRulesName,
+        typer.Option(
+            help="default (judges checked by cues, fresh answer lines; for small models) or original (the paper's)."
+        ),
+    ] = GenerationOptions.manager_rules,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
+    options = GenerationOptions(
+        personas,
+        stickers,
+        out,
+        llm=llm,
+        config=config,
+        cache=cache,
+        executor=executor,
+        concurrency=concurrency,
+        max_turns=max_turns,
+        limit=limit,
+        seed=seed,
+        call_pattern=call_pattern,
+        manager_rules=manager_rules,
+        ray_address=ray_address,
+        shards=shards,
+    )
+    result = generate(options, progress=progress_bar)
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+    else:
+        _print_run(result)
+
+
+def _print_run(result: GenerationResult) -> None:
+    report, summary = result.report, result.summary
+    console.print(
+        f"{report.kept} kept, {report.rejected} rejected, {report.skipped_done} already done; "
+        f"{report.wall_s:.1f}s. Sessions in {result.conversations}"
+    )
+    reasons = ", ".join(f"{reason} {n}" for reason, n in summary["end_reasons"].items())
+    console.print(f"sessions ended by: {reasons or 'none yet'}; {summary['turns_per_simulated_session']} turns each")
+    modes = summary["structured_output"]
+    if modes:
+        console.print("structured output: " + ", ".join(f"{server} {mode}" for server, mode in modes.items()))
+    if result.quality:
+        console.print(f"quality report: {result.quality}")

@@ -1,0 +1,200 @@
+"""``stickerconv.pipelines.demo.run_demo`` from Python, without the command line: at toy sizes against a
+scripted OpenAI-compatible server it builds every step's files and the report and returns what the console
+shows; a second run reuses every step without a call to the model. The step cache (keys, resume, redo) and
+the step logs are checked on their own with steps that only write a file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from stickerconv.llm.types import ConfigError
+from stickerconv.pipelines.common import PipelineError
+from stickerconv.pipelines.demo import (
+    DemoOptions,
+    DemoResult,
+    DemoState,
+    Step,
+    StepReport,
+    run_demo,
+    run_steps,
+    step_log,
+)
+from stickerconv.pipelines.demo_report import HEADLINE, SYSTEMS, Figure, RunFolder
+
+from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply, requested_schema
+
+STEPS = ["pack", "personas", "simulate", "dataset", "pegs", "evaluate"]
+WORDS = [f"w{n}" for n in range(500)]  # situations drawn from these share almost no words: ROUGE-L keeps them
+TOY = {"n_personas": 3, "max_turns": 2, "pegs_preset": "tiny", "pegs_steps": 2, "joint_steps": 2}
+TOY |= {"vision_steps": 20, "eval_items": 2, "pack_limit": 60, "llm": "openai:fake-model"}
+
+
+def reply(body: dict) -> str:
+    """A fresh profile for a persona request (a situation of random words), else the simulator's script."""
+    schema = requested_schema(body) or {}
+    if {"emotion", "persona", "situation"} <= set(schema.get("properties", {})):
+        rng = random.Random(json.dumps(body["messages"], sort_keys=True))
+        situation = "You recently " + " ".join(rng.sample(WORDS, 30)) + "."
+        persona = "You are a person who " + " ".join(rng.sample(WORDS, 20)) + "."
+        emotion = rng.choice(["Sadness", "Anger", "Fear", "Happiness"])
+        return json.dumps({"emotion": emotion, "persona": persona, "situation": situation})
+    return dialogue_reply(body)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """The demo built once, then run again on the same folder; the events each run reported and the calls the
+    server answered during each."""
+    options = DemoOptions(out=tmp_path_factory.mktemp("pipeline-demo") / "run", **TOY)
+    first: list[StepReport] = []
+    again: list[StepReport] = []
+    with FakeOpenAIServer(model="fake-model", reply=reply) as server, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAI_BASE_URL", server.base_url)
+        patch.setenv("OPENAI_API_KEY", "test")
+        built = run_demo(options, on_step=first.append)
+        calls = len(server.requests)
+        reused = run_demo(options, on_step=again.append)
+        calls_again = len(server.requests) - calls
+    runs = {"options": options, "built": built, "first": first, "reused": reused, "again": again}
+    return runs | {"calls": calls, "calls_again": calls_again}
+
+
+def test_every_step_is_built_into_the_run_folder(runs) -> None:
+    built: DemoResult = runs["built"]
+    run = RunFolder(runs["options"].out)
+    assert [step.name for step in built.steps] == STEPS and {step.status for step in built.steps} == {"built"}
+    assert [(e.name, e.status) for e in runs["first"]] == [(s, status) for s in STEPS for status in ("new", "built")]
+    assert runs["calls"] > 0
+    state = json.loads((run.out / "demo-state.json").read_text())
+    assert list(state) == STEPS and all(record["done"] for record in state.values())
+    assert len(run.profiles.read_text().splitlines()) == 3
+    assert (run.sessions / "conversations.jsonl").is_file() and (run.pack / "demo-pack.json").is_file()
+    assert run.train_samples.is_file() and run.test_samples.is_file()
+    assert (run.checkpoint / "pegs_config.json").is_file()
+    assert len(json.loads((run.evaluation / "pred-text.json").read_text())) == 2  # eval_items
+    scores = json.loads((run.evaluation / "scores.json").read_text())
+    assert list(scores) == list(SYSTEMS)
+    for name in ("index", "tool", "pegs"):
+        assert "all" in json.loads((run.evaluation / f"retrieval-{name}.json").read_text())
+    for step in STEPS:
+        assert run.log(step).stat().st_size > 0
+    report = built.report.read_text()
+    assert built.report == run.out / "REPORT.md"
+    for section in ("## Sticker pack", "## Dataset", "## Evaluation on the held-out turns", "## LLM calls"):
+        assert section in report
+    assert "| personas | openai:fake-model (" in report and "### Signatures" in report
+
+
+def test_the_result_carries_the_rows_and_the_headline_the_console_shows(runs) -> None:
+    built: DemoResult = runs["built"]
+    steps = {step.name: step for step in built.steps}
+    assert dict(steps["personas"].rows)["model"].startswith("openai:fake-model (")
+    assert dict(steps["dataset"].rows)["sessions"].endswith(", 2.00 turns each (max 2)")
+    assert steps["pack"].seconds is not None and steps["pack"].log == RunFolder(built.out).log("pack")
+    headline = built.headline
+    assert headline is not None and steps["evaluate"].headline == headline and steps["evaluate"].rows == []
+    assert headline.headings == [heading for heading, _, _ in HEADLINE]
+    assert [row.responder for row in headline.rows] == [*SYSTEMS, "index"]
+    scores = json.loads((built.out / "eval" / "scores.json").read_text())
+    sent = headline.headings.index("stickers sent")
+    for row in headline.rows[:3]:
+        assert row.cells[sent] == Figure.read(scores[row.responder]["sticker_frequency"])
+    index_r1 = headline.rows[3].cells[headline.headings.index("R10@1")]
+    assert isinstance(index_r1, Figure) and 0 <= index_r1.score <= 1
+    assert headline.samples == 2
+    assert DemoResult.model_validate_json(built.model_dump_json()) == built  # what --json prints reads back
+
+
+def test_a_second_run_reuses_every_step_without_a_call(runs) -> None:
+    reused: DemoResult = runs["reused"]
+    assert [(e.name, e.status) for e in runs["again"]] == [(s, "cached") for s in STEPS]
+    assert runs["calls_again"] == 0
+    assert reused.headline == runs["built"].headline
+    assert {step.name: step.rows for step in reused.steps} == {step.name: step.rows for step in runs["built"].steps}
+
+
+# ---------------------------------------------------------------------------------------- the step cache
+def _steps(out: Path, params: dict[str, dict], ran: list[str]) -> list[Step]:
+    """Three steps that each write one file; ``b`` reads ``a``'s result and ``c`` reads ``b``'s."""
+
+    def work(name: str):
+        def run() -> dict:
+            ran.append(name)
+            (out / name).write_text(name)
+            return {"wrote": name}
+
+        return run
+
+    after = {"a": [], "b": ["a"], "c": ["b"]}
+    return [
+        Step(name, f"step {name}", [out / name], params[name], work(name), lambda: [("ok", "yes")], after[name])
+        for name in "abc"
+    ]
+
+
+def test_changed_options_redo_their_step_and_the_ones_after_it(tmp_path) -> None:
+    state, run, ran = DemoState(tmp_path / "demo-state.json"), RunFolder(tmp_path), []
+    params = {"a": {"n": 1}, "b": {"n": 1}, "c": {"n": 1}}
+    reports, spent = run_steps(_steps(tmp_path, params, ran), state, run, lambda report: None)
+    assert ran == ["a", "b", "c"] and [r.status for r in reports] == ["built"] * 3 and set(spent) == {"a", "b", "c"}
+    assert "step a done" in run.log("a").read_text() and '"wrote": "a"' in run.log("a").read_text()
+    events: list[StepReport] = []
+    run_steps(_steps(tmp_path, params | {"b": {"n": 2}}, ran), DemoState(state.path), run, events.append)
+    assert ran[3:] == ["b", "c"]
+    assert [(e.name, e.status) for e in events] == [
+        ("a", "cached"),
+        ("b", "redoing"),
+        ("b", "built"),
+        ("c", "redoing"),
+        ("c", "built"),
+    ]
+    (tmp_path / "c").unlink()  # a lost output redoes its step under the same key: it resumes
+    events.clear()
+    run_steps(_steps(tmp_path, params | {"b": {"n": 2}}, ran), DemoState(state.path), run, events.append)
+    assert ran[5:] == ["c"] and ("c", "resuming") in [(e.name, e.status) for e in events]
+
+
+def test_a_failing_step_is_reported_logged_and_left_unfinished(tmp_path) -> None:
+    state, run = DemoState(tmp_path / "demo-state.json"), RunFolder(tmp_path)
+
+    def fail() -> None:
+        raise RuntimeError("the model is gone")
+
+    step = Step("a", "step a", [tmp_path / "a"], {}, fail, lambda: [])
+    events: list[StepReport] = []
+    with pytest.raises(RuntimeError, match="the model is gone"):
+        run_steps([step], state, run, events.append)
+    assert [e.status for e in events] == ["new", "failed"] and events[-1].log == run.log("a")
+    assert "the model is gone" in run.log("a").read_text()
+    assert json.loads(state.path.read_text())["a"]["done"] is False
+
+
+def teststep_logs_keep_info_and_still_show_the_callers_warnings(tmp_path, caplog) -> None:
+    logger = logging.getLogger("stickerconv")
+    before = (logger.level, logger.propagate)
+    with caplog.at_level(logging.WARNING), step_log(tmp_path / "step.log"):
+        logging.getLogger("stickerconv.somewhere").info("kept in the log")
+        logging.getLogger("stickerconv.somewhere").warning("shown to the caller")
+    text = (tmp_path / "step.log").read_text()
+    assert "kept in the log" in text and "shown to the caller" in text
+    assert [r.getMessage() for r in caplog.records] == ["shown to the caller"]
+    assert (logger.level, logger.propagate) == before and not any(
+        isinstance(h, logging.FileHandler) for h in logger.handlers
+    )
+
+
+def test_input_errors_stop_before_any_step(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="--responder 'pegs-gen': choose from text, tool, pegs-ret"):
+        run_demo(DemoOptions(out=tmp_path / "a", responder="pegs-gen"))
+    with pytest.raises(ConfigError, match="unknown LLM 'gpt-4o'"):
+        run_demo(DemoOptions(out=tmp_path / "b", llm="gpt-4o"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "demo-state.json").write_text("{not json")
+    with pytest.raises(PipelineError, match="not a demo state file"):
+        run_demo(DemoOptions(out=tmp_path / "c"))

@@ -21,6 +21,7 @@ LAYERS = [
     "text",
     "runfiles",
     "assets",
+    "profiles",
     "llm",
     "stickers",
     "agent4sc",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -20,31 +19,19 @@ from stickerconv.llm.store import LLMStore
 from stickerconv.llm.types import ConfigError
 from stickerconv.pipelines.demo import DemoModel
 
-from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply, requested_schema
+from helpers.demo import demo_reply
+from helpers.fake_openai_server import FakeOpenAIServer
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
 TOY = "--pack-limit 60 --n-personas 3 --max-turns 2 --pegs-preset tiny --pegs-steps 2 --joint-steps 2"
 TOY += " --vision-steps 20 --eval-items 2 --no-serve"
-WORDS = [f"w{n}" for n in range(500)]  # situations drawn from these share almost no words: ROUGE-L keeps them
 LLM_STEPS = ("personas", "simulate", "evaluate")
-
-
-def reply(body: dict) -> str:
-    """A fresh profile for a persona request (a situation of random words), else the simulator's script."""
-    schema = requested_schema(body) or {}
-    if {"emotion", "persona", "situation"} <= set(schema.get("properties", {})):
-        rng = random.Random(json.dumps(body["messages"], sort_keys=True))
-        situation = "You recently " + " ".join(rng.sample(WORDS, 30)) + "."
-        persona = "You are a person who " + " ".join(rng.sample(WORDS, 20)) + "."
-        emotion = rng.choice(["Sadness", "Anger", "Fear", "Happiness"])
-        return json.dumps({"emotion": emotion, "persona": persona, "situation": situation})
-    return dialogue_reply(body)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list[dict]]:
     out = tmp_path_factory.mktemp("demo-llm") / "run"
-    with FakeOpenAIServer(model="fake-model", reply=reply) as server:
+    with FakeOpenAIServer(model="fake-model", reply=demo_reply) as server:
         env = os.environ | {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test"}
         args = [str(SCRIPT), "demo", "--out", str(out), *TOY.split(), "--llm", "openai:fake-model"]
         result = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from pathlib import Path
 
 import pytest
@@ -26,24 +25,12 @@ from stickerconv.pipelines.demo import (
 )
 from stickerconv.pipelines.demo_report import HEADLINE, SYSTEMS, Figure, RunFolder
 
-from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply, requested_schema
+from helpers.demo import demo_reply
+from helpers.fake_openai_server import FakeOpenAIServer
 
 STEPS = ["pack", "personas", "simulate", "dataset", "pegs", "evaluate"]
-WORDS = [f"w{n}" for n in range(500)]  # situations drawn from these share almost no words: ROUGE-L keeps them
 TOY = {"n_personas": 3, "max_turns": 2, "pegs_preset": "tiny", "pegs_steps": 2, "joint_steps": 2}
 TOY |= {"vision_steps": 20, "eval_items": 2, "pack_limit": 60, "llm": "openai:fake-model"}
-
-
-def reply(body: dict) -> str:
-    """A fresh profile for a persona request (a situation of random words), else the simulator's script."""
-    schema = requested_schema(body) or {}
-    if {"emotion", "persona", "situation"} <= set(schema.get("properties", {})):
-        rng = random.Random(json.dumps(body["messages"], sort_keys=True))
-        situation = "You recently " + " ".join(rng.sample(WORDS, 30)) + "."
-        persona = "You are a person who " + " ".join(rng.sample(WORDS, 20)) + "."
-        emotion = rng.choice(["Sadness", "Anger", "Fear", "Happiness"])
-        return json.dumps({"emotion": emotion, "persona": persona, "situation": situation})
-    return dialogue_reply(body)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +40,7 @@ def runs(tmp_path_factory) -> dict:
     options = DemoOptions(out=tmp_path_factory.mktemp("pipeline-demo") / "run", **TOY)
     first: list[StepReport] = []
     again: list[StepReport] = []
-    with FakeOpenAIServer(model="fake-model", reply=reply) as server, pytest.MonkeyPatch.context() as patch:
+    with FakeOpenAIServer(model="fake-model", reply=demo_reply) as server, pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENAI_BASE_URL", server.base_url)
         patch.setenv("OPENAI_API_KEY", "test")
         built = run_demo(options, on_step=first.append)

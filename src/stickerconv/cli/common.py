@@ -22,6 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from stickerconv.profiles import Profile
+
 if TYPE_CHECKING:
     from stickerconv.stickers.index import SearchHit
 
@@ -38,6 +40,9 @@ CacheOption = Annotated[
     str | None, typer.Option("--cache", help="LLM response cache: use, refresh or off (default: the config's).")
 ]
 StickersOption = Annotated[Path | None, typer.Option("--stickers", help="Sticker library folder (with an index).")]
+ProfileOption = Annotated[
+    Profile, typer.Option("--profile", help="default: this project's settings; paper: the paper's, to reproduce it.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 
 console = Console(emoji=False)

@@ -84,12 +84,7 @@ class LLMConfig(BaseModel):
             raise ConfigError(f"LLM config file {path} does not exist") from None
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{path}: {where}: {err['msg']}") from None
+        return cls._validated(data, f"{path}: ")
 
     @classmethod
     def resolve(
@@ -103,12 +98,17 @@ class LLMConfig(BaseModel):
         base = cls.load(config_file) if config_file else cls()
         data = (defaults or {}) | base.model_dump(exclude_unset=True)
         data |= {key: value for key, value in flags.items() if value is not None}
+        return cls._validated(data, "")
+
+    @classmethod
+    def _validated(cls, data: dict[str, Any], origin: str) -> LLMConfig:
+        """A config, or a ConfigError naming the first bad field (and the file it came from) and its value."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{where}: {err['msg']} (got {err.get('input')!r})") from None
+            raise ConfigError(f"{origin}{where}: {err['msg']} (got {err.get('input')!r})") from None
 
     def price_table(self) -> PriceTable:
         return {model: (p.input_per_mtok, p.output_per_mtok) for model, p in self.prices.items()}

@@ -4,7 +4,10 @@
    original's call pattern, run on the same personas, sticker pack and a deterministic model whose
    replies are real text (profile sentences, the authors' emotion descriptions). Both patterns use
    the same prompt wording, so the ratio measures the call pattern. Tokens are counted with the
-   embedded model's tokenizer (SmolLM2) over the messages' text.
+   embedded model's tokenizer (SmolLM2) over the messages' text. Prefix reuse: per session, the prompt
+   tokens and the uncached ones, those after each call's longest common prefix (in tokens) with the previous
+   call of the same caller (user agent, assistant agent, each agent's sticker tool, memory, manager), as a
+   server's prefix cache would spare them (medians over sessions).
 2. embedded: sessions per hour with the embedded model (SmolLM2-135M on llama.cpp) on this machine.
 3. scaling: sessions per minute at concurrency 1, 8 and 32 against a local OpenAI-compatible server
    that answers every call after a fixed 200 ms, as ratios to concurrency 1.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake OpenAI server lives there
 
-from stickerconv.agent4sc.pattern import CALL_PATTERNS  # noqa: E402
+from stickerconv.agent4sc.pattern import CALL_PATTERNS, PromptLog  # noqa: E402
 from stickerconv.agent4sc.personas import load_personas  # noqa: E402
 from stickerconv.agent4sc.runner import run_generation  # noqa: E402
 from stickerconv.llm import LLMConfig, LLMFactory  # noqa: E402
@@ -141,8 +144,9 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
     results = {}
     for name in ("original", "lean"):
         backend = CountingBackend(replies, tokenize)
+        log = PromptLog()
         with tempfile.TemporaryDirectory() as tmp:
-            factory = LLMFactory(LLMConfig(llm="local", cache="off"))
+            factory = log.watch(LLMFactory(LLMConfig(llm="local", cache="off")))
             factory.register_backend("local", backend)
             out = Path(tmp)
             report = asyncio.run(
@@ -156,7 +160,10 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
                     (t["user_sticker"] is not None) + (t["system_sticker"] is not None) for t in conversation
                 )
         sessions = report.kept + report.rejected
+        per_session = log.sessions(tokenize)
         results[name] = {
+            "prompt_tokens_p50": statistics.median(c.prompt_tokens for c in per_session),
+            "uncached_tokens_p50": statistics.median(c.uncached_tokens for c in per_session),
             "calls": sum(backend.steps.values()) / sessions,
             "tokens": sum(backend.tokens.values()) / sessions,
             "steps": {k: v / sessions for k, v in backend.steps.items()},
@@ -176,9 +183,13 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
     for name, r in results.items():
         per_kept = f"{r['turns_per_kept']:.2f} turns and {r['stickers_per_kept']:.2f} stickers per kept session"
         print(f"{name}: {r['kept']}/{n} kept, {per_kept}")
+    print(f"lean / original: calls {lean['calls'] / o['calls']:.3f}, tokens {lean['tokens'] / o['tokens']:.3f}")
+    print("prefix reuse, medians per session: prompt tokens, uncached prompt tokens")
+    for name, r in results.items():
+        print(f"  {name:<10}{r['prompt_tokens_p50']:>10.0f}{r['uncached_tokens_p50']:>10.0f}")
     print(
-        f"lean / original: calls {lean['calls'] / o['calls']:.3f}, tokens {lean['tokens'] / o['tokens']:.3f} "
-        f"(target <= 0.333)"
+        f"lean / original: prompt tokens {lean['prompt_tokens_p50'] / o['prompt_tokens_p50']:.3f}, "
+        f"uncached prompt tokens {lean['uncached_tokens_p50'] / o['uncached_tokens_p50']:.3f} (target <= 0.333)"
     )
     return results
 
@@ -209,38 +220,50 @@ def _step_times(store_path: Path) -> dict[str, tuple[int, float, float]]:
     }
 
 
-def bench_embedded(index: StickerIndex, n: int, patterns: list[str]) -> dict:
+def bench_embedded(index: StickerIndex, n: int, patterns: list[str], prefix_caches: list[bool]) -> dict:
     personas = load_personas(reference.profile_sample())
     personas = (personas * (n // len(personas) + 1))[:n]
     results = {}
     for name in patterns:
-        print(f"== embedded model: {n} sessions, {name} pattern, {os.cpu_count()} CPU cores ==")
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Path(tmp) / "llm.sqlite"
-            # A fresh cache: every call is made, and its request is kept for the per-step table.
-            factory = LLMFactory(LLMConfig(llm="local", store=store))
-            start = time.perf_counter()
-            report = asyncio.run(
-                run_generation(
-                    personas, index, factory, Path(tmp) / "run", concurrency=1, call_pattern=CALL_PATTERNS[name]
+        for prefix_cache in prefix_caches:
+            label = f"{name}, prefix cache {'on' if prefix_cache else 'off'}"
+            print(f"== embedded model: {n} sessions, {label}, {os.cpu_count()} CPU cores ==")
+            with tempfile.TemporaryDirectory() as tmp:
+                store = Path(tmp) / "llm.sqlite"
+                # A fresh cache: every call is made, and its request is kept for the per-step table.
+                factory = LLMFactory(LLMConfig(llm="local", store=store, local_prefix_cache=prefix_cache))
+                start = time.perf_counter()
+                report = asyncio.run(
+                    run_generation(
+                        personas, index, factory, Path(tmp) / "run", concurrency=1, call_pattern=CALL_PATTERNS[name]
+                    )
                 )
+                wall = time.perf_counter() - start
+                ledger = factory.store.ledger()
+                steps = _step_times(store)
+            calls = sum(row.calls for row in ledger)
+            tokens = sum(row.prompt_tokens + row.completion_tokens for row in ledger)
+            prompt = sum(row.prompt_tokens for row in ledger)
+            cached = sum(row.cached_prompt_tokens for row in ledger)
+            sessions = report.kept + report.rejected
+            print(
+                f"{sessions} sessions in {wall:.0f} s: {3600 * sessions / wall:.1f} sessions/hour "
+                f"({report.kept} kept; {calls / sessions:.1f} calls and {tokens / sessions:.0f} tokens per session; "
+                f"{cached / max(prompt, 1):.0%} of prompt tokens served from llama.cpp's cache)"
             )
-            wall = time.perf_counter() - start
-            ledger = factory.store.ledger()
-            steps = _step_times(store)
-        calls = sum(row.calls for row in ledger)
-        tokens = sum(row.prompt_tokens + row.completion_tokens for row in ledger)
-        sessions = report.kept + report.rejected
-        print(
-            f"{sessions} sessions in {wall:.0f} s: {3600 * sessions / wall:.1f} sessions/hour "
-            f"({report.kept} kept; {calls / sessions:.1f} calls and {tokens / sessions:.0f} tokens per session)"
-        )
-        for step, (count, latency, completion) in steps.items():
-            print(f"  {step:<16}{count:>5} calls  p50 {latency:5.2f} s  p50 {completion:4.0f} completion tokens")
-        results[name] = {"sessions_per_hour": 3600 * sessions / wall, "kept": report.kept, "sessions": sessions}
-    if len(results) == 2:
-        lean, original = results["lean"], results["original"]
-        print(f"lean / original sessions per hour: {lean['sessions_per_hour'] / original['sessions_per_hour']:.2f}x")
+            for step, (count, latency, completion) in steps.items():
+                print(f"  {step:<16}{count:>5} calls  p50 {latency:5.2f} s  p50 {completion:4.0f} completion tokens")
+            results[label] = {
+                "sessions_per_hour": 3600 * sessions / wall,
+                "kept": report.kept,
+                "sessions": sessions,
+                "cached_share": cached / max(prompt, 1),
+            }
+    for name in patterns:
+        off, on = results.get(f"{name}, prefix cache off"), results.get(f"{name}, prefix cache on")
+        if off and on:
+            ratio = on["sessions_per_hour"] / off["sessions_per_hour"]
+            print(f"{name}: prefix cache on / off sessions per hour: {ratio:.2f}x")
     return results
 
 
@@ -287,6 +310,9 @@ def main() -> None:
     parser.add_argument(
         "--embedded-patterns", default="lean,original", help="call patterns to time on the embedded model"
     )
+    parser.add_argument(
+        "--embedded-prefix-cache", default="off,on", help="time the embedded model without and with its prefix cache"
+    )
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--json-out", type=Path)
@@ -298,7 +324,8 @@ def main() -> None:
     if "tokens" in args.parts:
         results["tokens"] = bench_tokens(index, args.sessions)
     if "embedded" in args.parts:
-        results["embedded"] = bench_embedded(index, args.embedded_sessions, args.embedded_patterns.split(","))
+        caches = [{"off": False, "on": True}[v] for v in args.embedded_prefix_cache.split(",")]
+        results["embedded"] = bench_embedded(index, args.embedded_sessions, args.embedded_patterns.split(","), caches)
     if "scaling" in args.parts:
         results["scaling"] = bench_scaling(index, [int(x) for x in args.levels.split(",")], args.latency)
     if args.json_out:

@@ -245,6 +245,10 @@ class FakeOpenAIServer:
     ``faults_injected`` counts the faults that changed the answer ("non_schema" on a plain chat request is not
     counted, since it answers normally) and is never reset. ``requests`` holds every JSON-object body received,
     the rejected ones included, so ``len(srv.requests)`` counts attempts (SDK retries included).
+
+    With ``prefix_cache`` it reports ``usage.prompt_tokens_details.cached_tokens`` as a server with a prefix
+    cache would: the longest prefix (in its tokens, the words of the messages in order) that the prompt shares
+    with any prompt it answered before.
     """
 
     def __init__(
@@ -254,8 +258,11 @@ class FakeOpenAIServer:
         reply: Callable[[dict[str, Any]], str] | None = None,
         dialect: Dialect = OPENAI,
         latency: float = 0.0,
+        prefix_cache: bool = False,
     ) -> None:
         self.model = model
+        self.prefix_cache = prefix_cache
+        self._prompts: list[list[str]] = []  # every answered prompt's tokens, for prefix_cache
         self.latency = latency  # seconds every valid chat request waits before it is answered (benchmarks)
         self.reply = reply
         self.dialect = dialect
@@ -276,9 +283,27 @@ class FakeOpenAIServer:
             self.faults = faults
             self._rng = random.Random(faults.seed)
 
+    def _cached_tokens(self, tokens: list[str]) -> int:
+        """The longest prefix ``tokens`` shares with an earlier prompt; the prompt is then remembered."""
+        with self._lock:
+            best = 0
+            for earlier in self._prompts:
+                shared = 0
+                for a, b in zip(earlier, tokens, strict=False):
+                    if a != b:
+                        break
+                    shared += 1
+                best = max(best, shared)
+            self._prompts.append(tokens)
+        return best
+
     def _completion(self, body: dict[str, Any], content: str) -> dict[str, Any]:
-        prompt = sum(len(_text(m.get("content")).split()) for m in body["messages"])
+        tokens = [word for m in body["messages"] for word in _text(m.get("content")).split()]
+        prompt = len(tokens)
         completion = len(content.split())
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        if self.prefix_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": self._cached_tokens(tokens)}
         with self._lock:
             self._count += 1
             number = self._count
@@ -288,7 +313,7 @@ class FakeOpenAIServer:
             "created": int(time.time()),
             "model": self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "usage": usage,
         }
 
     async def _chat(self, request: Request) -> Response:

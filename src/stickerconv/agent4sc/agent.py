@@ -14,7 +14,7 @@ from stickerconv.agent4sc.memory import MemoryStream
 from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.plan import INTENT_GUIDE, QUERY_GUIDE, DraftedMessage, Intent, PlanOutcome, StickerTool
 from stickerconv.llm import ChatModel, Settings, system, user
-from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
+from stickerconv.llm.types import Message, RetryBudgetExhausted, StructuredOutputError
 from stickerconv.schema import Sticker
 from stickerconv.text import clean_utterance, fresh_lines
 
@@ -52,8 +52,11 @@ class Utterance:
 
 class Agent:
     """The call pattern (``pattern.py``) decides how the steps become calls: with ``fuse_plan`` the
-    utterance call also drafts the plan's intent and query when a sticker may follow; with
-    ``compact_prompts`` the self-summary is asked from the memories alone, without the profile block."""
+    utterance call also drafts the plan's intent and query when a sticker may follow. With
+    ``compact_prompts`` every call of the agent is built for prefix caching: the same system text
+    (``head``: profile, rules, the sticker guide with examples drawn once), then the dialogue so far, then
+    what changes (the other's action, the turn, the self-summary, the memories, the question); the
+    original puts the self-summary inside its profile block (``block``) and asks each step on its own."""
 
     def __init__(
         self,
@@ -68,10 +71,29 @@ class Agent:
         self.profile, self.model, self.memory, self.tool, self.settings = profile, model, memory, tool, settings
         self.pattern = pattern or CallPattern()
         self.summary = ""  # the memory-derived self-summary: line 3 of the block
+        self.history = ""  # the dialogue as this agent last saw it: the self-summary call continues from it
+        self._head = ""
 
     def block(self) -> str:
+        """The original's profile block, self-summary included."""
         p = self.profile
         return f"You are {p.name}\nInnate traits: {p.persona}\n{self.summary}\nYour status: {p.status}"
+
+    def head(self) -> str:
+        """The compact prompts' system text: byte-identical in every call of this agent (built once)."""
+        if not self._head:
+            p = self.profile
+            options = ", ".join(i.value for i in Intent)
+            self._head = (
+                f"You are {p.name}\nInnate traits: {p.persona}\nYour status: {p.status}\n"
+                f"You chat with a friend, one short message per turn. {RULES}\n"
+                f"A message may come with a sticker, with one of these intentions: {options}. {INTENT_GUIDE} "
+                f"{QUERY_GUIDE}\n{self.tool.examples()}"
+            )
+        return self._head
+
+    def _about(self) -> str:
+        return f"About {self.profile.name}: {self.summary}\n" if self.summary else ""
 
     async def speak(
         self,
@@ -84,6 +106,55 @@ class Agent:
         sticker_allowed: bool = False,
     ) -> Utterance:
         """Turn 1 of the user opens the chat; every other utterance answers the history and the other's action."""
+        self.history = history
+        name = self.profile.name
+        settings = settings or self.settings
+        drafting = self.pattern.fuse_plan and sticker_allowed
+        build = self._compact_speech if self.pattern.compact_prompts else self._original_speech
+        messages = build(history, other_action, turn, max_turns, drafting)
+        if not drafting:
+            result = await self.model.complete(messages, settings=settings)
+            return self._read(result.text, messages)
+        try:
+            result = await self.model.complete(messages, DraftedMessage, settings=settings)
+        except RetryBudgetExhausted as exc:
+            if not isinstance(exc.last, StructuredOutputError):
+                raise  # the server is failing, not the format: nothing to fall back on
+            # The plain utterance, and the plan then asks for the intent itself.
+            log.info("%s: no drafted message (%s); plain utterance instead", name, exc)
+            return await self.speak(history, other_action, turn, max_turns, settings, sticker_allowed=False)
+        return self._read(result.parsed.message, messages, result.parsed.draft)
+
+    def _read(self, text: str, messages: list[Message], draft: tuple[Intent, str] | None = None) -> Utterance:
+        if self.pattern.compact_prompts:
+            shown = "\n".join(m.text for m in messages)
+        else:  # the original's block and question, without the trailing "B: " cue of a plain call
+            shown = f"{self.block()}\n{messages[-1].text.removesuffix(f'{self.profile.name}: ')}"
+        return Utterance(clean_utterance(text), draft, fresh_lines(text, shown))
+
+    def _compact_speech(
+        self, history: str, other_action: str | None, turn: int, max_turns: int, drafting: bool
+    ) -> list[Message]:
+        """The head, then the dialogue so far (a prefix of the next call's), then the turn and the question."""
+        name = self.profile.name
+        if not history:
+            opening = f"{self._about()}Start an organic, thoughtful, human-like multi-turn chat about your status.\n"
+        else:
+            opening = (
+                f"{history}\n{other_action or ''}\nCurrent Turn: [{turn}/{max_turns}]\n{self._about()}"
+                f"Continue this {max_turns}-round chat, responding to the history and your friend's action.\n"
+            )
+        if not drafting:
+            return [system(self.head()), user(f"{opening}{name}: ")]
+        ask = (
+            f"Answer with {name}'s message, then whether {name} adds a sticker to it (its intention), then, for "
+            "the first three intentions only, the sticker query."
+        )
+        return [system(self.head()), user(f"{opening}{ask}")]
+
+    def _original_speech(
+        self, history: str, other_action: str | None, turn: int, max_turns: int, drafting: bool
+    ) -> list[Message]:
         name = self.profile.name
         if not history:
             prompt = f"Start an organic, thoughtful, human-like multi-turn chat about your status. {RULES}\n"
@@ -92,48 +163,36 @@ class Agent:
                 f"Continue this {max_turns}-round chat, responding to the history and your friend's action. {RULES}\n"
                 f"{history}\n{other_action or ''}\nCurrent Turn: [{turn}/{max_turns}]\n"
             )
-        messages = [system(self.block())]
-        settings = settings or self.settings
-
-        def read(text: str, asked: str, draft: tuple[Intent, str] | None = None) -> Utterance:
-            return Utterance(clean_utterance(text), draft, fresh_lines(text, f"{self.block()}\n{asked}"))
-
-        if not (self.pattern.fuse_plan and sticker_allowed):
-            result = await self.model.complete([*messages, user(f"{prompt}{name}: ")], settings=settings)
-            return read(result.text, prompt)
+        if not drafting:
+            return [system(self.block()), user(f"{prompt}{name}: ")]
         options = ", ".join(i.value for i in Intent)
-        drafting = (
+        drafting_prompt = (
             f"{prompt}Answer with {name}'s message, then whether {name} adds a sticker to it (intention: one of "
             f"{options}; {INTENT_GUIDE}), then, for the first three intentions only, the sticker query. "
             f"{QUERY_GUIDE}\n{self.tool.examples()}"
         )
-        try:
-            result = await self.model.complete([*messages, user(drafting)], DraftedMessage, settings=settings)
-        except RetryBudgetExhausted as exc:
-            if not isinstance(exc.last, StructuredOutputError):
-                raise  # the server is failing, not the format: nothing to fall back on
-            # The plain utterance, and the plan then asks for the intent itself.
-            log.info("%s: no drafted message (%s); plain utterance instead", name, exc)
-            result = await self.model.complete([*messages, user(f"{prompt}{name}: ")], settings=settings)
-            return read(result.text, prompt)
-        return read(result.parsed.message, drafting, result.parsed.draft)
+        return [system(self.block()), user(drafting_prompt)]
 
     async def plan(self, message: str, draft: tuple[Intent, str] | None = None) -> PlanOutcome:
-        return await self.tool.plan(self.profile.name, self.block(), message, draft)
+        return await self.tool.plan(
+            self.profile.name, self.head() if self.pattern.compact_prompts else self.block(), message, draft
+        )
 
     async def refresh_summary(self) -> None:
-        """Self-summary from the memories retrieved for "{name} said" (on even turns)."""
+        """Self-summary from the memories retrieved for "{name} said" (on even turns). The compact prompt
+        continues the agent's last utterance call (head, dialogue), so only the memories and question are new."""
         name = self.profile.name
         query = self.memory.embedder.embed([f"{name} said"])[0]
         memories = "\n".join(r.text for r in self.memory.retrieve(query))
         if not memories:
             return
-        context = f"You describe {name} from memories." if self.pattern.compact_prompts else self.block()
+        question = f"Summarise {name}'s core characteristics in one sentence, without embellishment."
+        if self.pattern.compact_prompts:
+            seen = f"{self.history}\n" if self.history else ""
+            messages = [system(self.head()), user(f"{seen}Memories of {name}:\n{memories}\n\n{question}")]
+        else:
+            messages = [system(self.block()), user(f"{memories}\n\n{question}")]
         result = await self.model.complete(
-            [
-                system(context),
-                user(f"{memories}\n\nSummarise {name}'s core characteristics in one sentence, without embellishment."),
-            ],
-            settings=Settings(temperature=self.settings.temperature, max_tokens=80, seed=self.settings.seed),
+            messages, settings=Settings(temperature=self.settings.temperature, max_tokens=80, seed=self.settings.seed)
         )
         self.summary = clean_utterance(result.text)

@@ -12,11 +12,22 @@ the lean one, the default, spends far fewer tokens on them (figures: ``bench/age
 
 ``CallPattern.original()`` reproduces the original's calls, for faithful reproduction and as the
 baseline of the benchmark.
+
+The lean prompts are also built for prefix caching (vLLM's and llama.cpp's prefix caches, OpenAI's cached input
+tokens): each agent's calls open with the same system text (profile, rules, fixed few-shot examples), then the
+dialogue so far, which only grows, and end with what changes from call to call (the step's question, the
+self-summary, retrieved memories, candidate stickers). ``uncached_prompt_tokens`` measures what a cache that
+keeps each caller's previous prompt saves; ``PromptLog`` records the prompts it needs.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+
+from stickerconv.llm import ChatModel, LLMFactory
+from stickerconv.llm.types import Message
 
 
 @dataclass(frozen=True)
@@ -32,3 +43,72 @@ class CallPattern:
 
 
 CALL_PATTERNS = {"lean": CallPattern(), "original": CallPattern.original()}
+
+
+TOOL_SCHEMAS = frozenset({"IntentAnswer", "QueryAnswer", "SelectAnswer"})  # the sticker plan's own calls
+
+
+def render_prompt(messages: Sequence[Message]) -> str:
+    """A call's prompt as a chat template lays it out: every message's role, then its text."""
+    return "".join(f"<|{m.role}|>\n{m.text}\n" for m in messages)
+
+
+@dataclass(frozen=True)
+class PromptCount:
+    prompt_tokens: int
+    uncached_tokens: int  # the tokens after the longest common prefix with the caller's previous prompt
+
+
+def uncached_prompt_tokens(
+    calls: Iterable[tuple[Hashable, str]], tokenize: Callable[[str], Sequence[int]]
+) -> list[PromptCount]:
+    """Per call (``caller``, prompt), in order: its prompt tokens, and those a prefix cache holding the caller's
+    previous prompt would still compute (a server keeps more than that, so this is an upper bound)."""
+    previous: dict[Hashable, Sequence[int]] = {}
+    counts = []
+    for caller, prompt in calls:
+        tokens = tokenize(prompt)
+        before = previous.get(caller, ())
+        shared = next((i for i, (a, b) in enumerate(zip(tokens, before, strict=False)) if a != b), None)
+        shared = min(len(tokens), len(before)) if shared is None else shared
+        counts.append(PromptCount(len(tokens), len(tokens) - shared))
+        previous[caller] = tokens
+    return counts
+
+
+class PromptLog:
+    """Every call's rendered prompt with its caller, for ``uncached_prompt_tokens``. The caller is the session
+    (the asyncio task the runner runs it in) and the chat model's role (``user_agent``, ``assistant_agent``,
+    ``memory``, ``manager``), with the sticker plan's calls kept apart as that agent's tool."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[asyncio.Task | None, str], str]] = []
+
+    def watch(self, factory: LLMFactory) -> LLMFactory:
+        """``factory``, its chat models now recording here each prompt they send."""
+        make = factory.chat_model
+
+        def chat_model(role: str = "default") -> ChatModel:
+            model = make(role)
+            complete = model.complete
+
+            async def recorded(messages, schema=None, **kwargs):
+                title = getattr(schema, "__name__", None)
+                caller = f"{role} tool" if title in TOOL_SCHEMAS else role
+                self.calls.append(((asyncio.current_task(), caller), render_prompt(messages)))
+                return await complete(messages, schema, **kwargs)
+
+            model.complete = recorded
+            return model
+
+        factory.chat_model = chat_model
+        return factory
+
+    def sessions(self, tokenize: Callable[[str], Sequence[int]]) -> list[PromptCount]:
+        """Prompt and uncached prompt tokens per session, in the order the sessions started."""
+        totals: dict[asyncio.Task | None, list[int]] = {}
+        for ((session, _), _), count in zip(self.calls, uncached_prompt_tokens(self.calls, tokenize), strict=True):
+            total = totals.setdefault(session, [0, 0])
+            total[0] += count.prompt_tokens
+            total[1] += count.uncached_tokens
+        return [PromptCount(*total) for total in totals.values()]

@@ -205,12 +205,9 @@ class StickerTool:
                 + " ".join(h.sticker.description.split()[:COMPACT_DESCRIPTION_WORDS])
                 for i, h in enumerate(outcome.candidates)
             )
-            return [
-                system(f"You pick the sticker {name} sends with a message."),
-                user(
-                    f'{name} sends: "{message}" with the intention "{outcome.intent.value}".\n'
-                    f"Choose the sticker that fits best; answer with its idx.\n{listing}"
-                ),
+            return [  # the instruction in the system text, which stays the same from call to call
+                system(f"You pick the sticker {name} sends with a message: the one that fits best, by its idx."),
+                user(f'{name} sends: "{message}" with the intention "{outcome.intent.value}".\n{listing}'),
             ]
         rule = "=" * 20
         blocks = "\n".join(

@@ -31,7 +31,7 @@ from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.runner import RunReport, persona_id, run_generation, write_summary
 from stickerconv.jsonl import drop_torn_tail, write_jsonl_atomic
 from stickerconv.llm import LLMConfig, LLMFactory
-from stickerconv.llm.store import LLMStore
+from stickerconv.llm.store import LLMStore, ledger_total
 from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.schema import Persona
 
@@ -93,20 +93,12 @@ def _run_shard(
 
 
 def _merge_ledgers(ledgers: Sequence[list[dict]]) -> list[dict]:
-    merged: dict[tuple[str, str], dict] = {}
+    """The shards' ledger rows summed per model and role."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for rows in ledgers:
         for row in rows:
-            key = (row["model"], row["role"])
-            if key not in merged:
-                merged[key] = dict(row)
-                continue
-            into = merged[key]
-            for name in ("calls", "cached", "errors", "prompt_tokens", "completion_tokens"):
-                into[name] += row[name]
-            into["cost_usd"] = (
-                None if None in (into["cost_usd"], row["cost_usd"]) else into["cost_usd"] + row["cost_usd"]
-            )
-    return [merged[k] for k in sorted(merged)]
+            groups.setdefault((row["model"], row["role"]), []).append(row)
+    return [groups[key][0] | ledger_total(groups[key]) for key in sorted(groups)]
 
 
 def merge_shards(out: Path, order: dict[str, int]) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from stickerconv.agent4sc.plan import StickerTool
 from stickerconv.agent4sc.simulate import DialogueResult, simulate
 from stickerconv.jsonl import drop_torn_tail
 from stickerconv.llm import LLMFactory, Settings
+from stickerconv.llm.store import ledger_total
 from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.schema import Persona
@@ -243,8 +244,9 @@ def structured_modes(ledger: list[dict]) -> dict[str, str]:
 def write_summary(out: Path, report: RunReport, ledger: list[dict], **extra) -> None:
     """``summary.json``: this invocation's counts, how the folder's sessions ended (``ended``: every
     session, kept or rejected, so a resumed run reports them all), the whole folder's session statistics,
-    the LLM ledger (calls, tokens and cost per model and role, over every call the run's store recorded)
-    and the structured-output mode each server took."""
+    the LLM ledger (calls, prompt tokens with the part the server had cached and the uncached rest, completion
+    tokens and estimated cost, per model and role and in all, over every call the run's store recorded) and the
+    structured-output mode each server took."""
     summary = {
         "kept": report.kept,
         "rejected": report.rejected,
@@ -253,6 +255,7 @@ def write_summary(out: Path, report: RunReport, ledger: list[dict], **extra) -> 
         "wall_s": round(report.wall_s, 2),
         "dataset": session_stats(out),
         "llm": ledger,
+        "llm_total": ledger_total(ledger),
         "structured_output": structured_modes(ledger),
         **extra,
     }

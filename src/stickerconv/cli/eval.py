@@ -18,6 +18,7 @@ from stickerconv.cli.common import (
     ConfigOption,
     JsonOption,
     LLMOption,
+    ProfileOption,
     StickersOption,
     UserError,
     console,
@@ -66,6 +67,15 @@ def predict(
     image_root: Annotated[str | None, typer.Option(help="Prefix cut from image paths in the samples.")] = None,
     cache: CacheOption = None,
     checkpoint: Annotated[Path | None, typer.Option(help="PEGS checkpoint folder (pegs-* responders).")] = None,
+    profile: ProfileOption = PredictOptions.profile,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Reply budget of every responder (default: the profile's: PEGS the checkpoint's, 64 unless trained "
+            "otherwise, or 512 under --profile paper; the LLM baselines 200 under both).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict a reply (text + sticker) for every assistant turn; rerun to resume after a crash.
@@ -83,13 +93,16 @@ def predict(
         style=style,
         image_root=image_root,
         checkpoint=checkpoint,
+        profile=profile,
+        max_new_tokens=max_new_tokens,
     )
     result = pipeline.predict(options, progress=progress_bar)
     if as_json:
         _print_json(result)
         return
     console.print(result.source)
-    console.print(f"{result.predictions} predictions in {result.out}")
+    budget = result.provenance.get("max_new_tokens", "?")
+    console.print(f"{result.predictions} predictions in {result.out} ({profile} profile, at most {budget} new tokens)")
 
 
 @eval_app.command("score")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,7 +20,15 @@ from stickerconv.cli.common import (
     console,
     progress_bar,
 )
-from stickerconv.pipelines.generation import EXECUTORS, GenerationOptions, GenerationResult, generate
+from stickerconv.pipelines.generation import (
+    ESTIMATE_PERSONAS,
+    EXECUTORS,
+    GenerationEstimate,
+    GenerationOptions,
+    GenerationResult,
+    estimate,
+    generate,
+)
 
 CallPatternName = Literal[tuple(CALL_PATTERNS)]  # the choices typer offers and checks come from the registries
 ManagerRulesName = Literal[tuple(MANAGER_RULES)]
@@ -57,31 +66,49 @@ def generate_command(
             help="default (judges checked by cues, fresh answer lines; for small models) or original (the paper's)."
         ),
     ] = GenerationOptions.manager_rules,
+    estimate_only: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Print the expected calls, tokens and cost of the whole run, from a few sessions simulated in a "
+            "temporary folder; --out is left untouched.",
+        ),
+    ] = False,
+    estimate_personas: Annotated[int, typer.Option(min=1, help="Sessions --estimate simulates.")] = ESTIMATE_PERSONAS,
     as_json: JsonOption = False,
 ) -> None:
     """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
-    options = GenerationOptions(
-        personas,
-        stickers,
-        out,
-        llm=llm,
-        config=config,
-        cache=cache,
-        executor=executor,
-        concurrency=concurrency,
-        max_turns=max_turns,
-        limit=limit,
-        seed=seed,
-        call_pattern=call_pattern,
-        manager_rules=manager_rules,
-        ray_address=ray_address,
-        shards=shards,
-    )
+    given = locals()  # first: the parameters alone, named as GenerationOptions' fields
+    fields = {field.name for field in dataclasses.fields(GenerationOptions)}
+    options = GenerationOptions(**{name: value for name, value in given.items() if name in fields})
+    if estimate_only:
+        expected = estimate(options, personas=estimate_personas, progress=progress_bar)
+        if as_json:
+            console.print_json(json.dumps(expected.to_dict()))
+        else:
+            _print_estimate(expected)
+        return
     result = generate(options, progress=progress_bar)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
     else:
         _print_run(result)
+
+
+def _print_estimate(expected: GenerationEstimate) -> None:
+    console.print(
+        f"estimate for {expected.sessions} session(s), from {expected.sampled} simulated in "
+        f"{expected.sample_wall_s:.1f}s ({expected.sample_kept} kept) on {', '.join(expected.models) or 'no model'}"
+    )
+    for name, row, digits in (("per session", expected.per_session, 1), ("whole run", expected.total, 0)):
+        n = {key: f"{value:,.{digits}f}" for key, value in row.items() if key != "cost_usd"}
+        cost = "unpriced" if row["cost_usd"] is None else f"${row['cost_usd']:,.4f}"
+        console.print(
+            f"{name}: {n['calls']} calls, {n['prompt_tokens']} prompt tokens ({n['cached_prompt_tokens']} cached, "
+            f"{n['uncached_prompt_tokens']} uncached), {n['completion_tokens']} completion tokens, {cost}"
+        )
+    if expected.unpriced:
+        console.print(f'no price for {", ".join(expected.unpriced)}: add \\[prices."MODEL"] to the --config file')
 
 
 def _print_run(result: GenerationResult) -> None:

@@ -76,8 +76,10 @@ def llm_chat(
         typer.echo(result.text)
     cost = "n/a" if result.cost_usd is None else f"${result.cost_usd:.6f}"
     mode = f" · structured output: {result.structured_mode}" if result.structured_mode else ""
+    usage = result.usage
+    reused = f" ({usage.cached_prompt_tokens} cached)" if usage.cached_prompt_tokens else ""
     err.print(
-        f"[dim]{result.backend}:{result.model} · {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens"
+        f"[dim]{result.backend}:{result.model} · {usage.prompt_tokens}{reused}+{usage.completion_tokens} tokens"
         f" · {result.latency_s:.2f}s · {'cached' if result.cached else f'{result.attempts} attempt(s)'} · {cost}"
         f"{mode}[/]"
     )
@@ -88,28 +90,27 @@ def llm_ledger(
     store: Annotated[Path, typer.Argument(help="SQLite file of the cache and ledger.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Calls, tokens and cost per model and role, and the structured-output mode each server took."""
+    """Calls, tokens and estimated cost per model and role, and the structured-output mode each server took.
+    "cache hits" are calls our response cache answered (free); "cached prompt" the prompt tokens of the other
+    calls that the server took from its prefix cache (billed at the model's cached price)."""
     from dataclasses import asdict
 
-    from stickerconv.llm.store import LLMStore
+    from stickerconv.llm.store import LEDGER_SUMS, LLMStore, ledger_total
 
     if not store.is_file():
         raise UserError(f"no ledger at {store}")
-    rows = LLMStore(store).ledger()
+    rows = [asdict(r) for r in LLMStore(store).ledger()]
     if as_json:
-        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"LLM ledger {store}", title_justify="left")
-    columns = ("model", "role", "calls", "cached", "errors", "prompt tok", "completion tok", "cost USD", "structured")
-    for column in columns:
+    columns = ("model", "role", "calls", "cache hits", "errors", "prompt tok", "cached prompt", "uncached prompt")
+    for column in (*columns, "completion tok", "cost USD", "structured"):
         table.add_column(column, overflow="fold")  # wrapped, not cut: a narrow terminal still shows each mode
-    for r in rows:
-        cost = "unpriced" if r.cost_usd is None else f"{r.cost_usd:.4f}"
-        table.add_row(
-            f"{r.backend}:{r.model}",
-            r.role,
-            *map(str, (r.calls, r.cached, r.errors, r.prompt_tokens, r.completion_tokens)),
-            cost,
-            r.structured_output or "-",
-        )
+    total = {"backend": "", "model": "total", "role": "", "structured_output": ""} | ledger_total(rows)
+    for r in [*rows, total] if len(rows) > 1 else rows:
+        cost = "unpriced" if r["cost_usd"] is None else f"{r['cost_usd']:.4f}"
+        where = f"{r['backend']}:{r['model']}" if r["backend"] else r["model"]
+        counts = [f"{r[name]:,}" for name in LEDGER_SUMS]
+        table.add_row(where, r["role"], *counts, cost, r["structured_output"] or "-")
     console.print(table)

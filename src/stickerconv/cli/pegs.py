@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stickerconv.cli.common import JsonOption, UserError, console, err, progress_bar
+from stickerconv.cli.common import JsonOption, ProfileOption, UserError, console, err, progress_bar
 from stickerconv.pegs.config import SendFit
 from stickerconv.pipelines.pegs_training import (
     DECISIONS,
@@ -93,6 +93,11 @@ The send stage fits the send threshold (docs/pegs.md, "The send decision"): the 
 --send-turns training turns as the responders do, and the threshold on its send score at the end of those
 replies is set to match --send-fit. Without it the checkpoint sends only on a greedy [IMG1].
 
+--profile default trains each stage briefly at our settings (200 steps, batch 8, lr 1e-4); --profile paper
+takes each stage's row of the paper's table (learning rate, betas, weight decay, warm-up, batch, gradient
+accumulation) for its epochs over the stage's data (docs/pegs.md, "Profiles"). --steps, --batch-size,
+--grad-accum and --lr, when given, win under either profile.
+
 Many GPUs: `accelerate launch --multi_gpu --num_processes N --no_python stickerconv pegs train ...`
 (docs/pegs.md, "Multi-GPU"); --batch-size is per process."""
 PresetOption = Annotated[
@@ -112,7 +117,14 @@ DialoguesOption = Annotated[
 ]
 ALL_STAGES = ",".join(STAGE_ORDER)
 StagesOption = Annotated[str, typer.Option("--stages", help="Comma-separated stages, in order.")]
-StepsOption = Annotated[int, typer.Option("--steps", min=1, help="Optimiser steps per stage.")]
+StepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--steps",
+        min=1,
+        help="Optimiser steps per stage (default: the profile's: 200; paper: the §5.4 epochs over the stage's data).",
+    ),
+]
 JointStepsOption = Annotated[
     int | None,
     typer.Option(
@@ -121,8 +133,19 @@ JointStepsOption = Annotated[
         help="Steps of the joint stage (default --steps; its dialogue batches are the slow ones).",
     ),
 ]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1)]
-LrOption = Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the stage's).")]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Per process (default: the profile's: 8; paper: the stage's §5.4 batch)."),
+]
+GradAccumOption = Annotated[
+    int | None,
+    typer.Option(
+        "--grad-accum", min=1, help="Micro-batches per optimiser step (default: the profile's: 1; paper: the stage's)."
+    ),
+]
+LrOption = Annotated[
+    float | None, typer.Option("--lr", help="Learning rate (default: the profile's: 1e-4; paper: the stage's).")
+]
 HeadLrOption = Annotated[
     float | None,
     typer.Option(
@@ -170,9 +193,11 @@ def train(
     out: RunOption,
     data: DialoguesOption = None,
     stages: StagesOption = ALL_STAGES,
-    steps: StepsOption = TRAIN["steps"].default,
+    profile: ProfileOption = TRAIN["profile"].default,
+    steps: StepsOption = None,
     joint_steps: JointStepsOption = None,
-    batch_size: BatchSizeOption = TRAIN["batch_size"].default,
+    batch_size: BatchSizeOption = None,
+    grad_accum: GradAccumOption = None,
     lr: LrOption = None,
     head_lr: HeadLrOption = None,
     image_root: ImageRootOption = None,
@@ -193,9 +218,11 @@ def train(
         out=out,
         data=data,
         stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+        profile=profile,
         steps=steps,
         joint_steps=joint_steps,
         batch_size=batch_size,
+        grad_accum=grad_accum,
         lr=lr,
         head_lr=head_lr,
         image_root=image_root,
@@ -212,7 +239,10 @@ def train(
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
     elif result.final is not None:
-        console.print(f"PEGS checkpoint: {result.final} (use it with --responder pegs-ret --checkpoint {result.final})")
+        console.print(
+            f"PEGS checkpoint ({result.profile} profile): {result.final} (use it with --responder pegs-ret "
+            f"--checkpoint {result.final})"
+        )
 
 
 @pegs_app.command("fit-send")
@@ -268,9 +298,11 @@ def _print_event(event: PegsEvent) -> None:
             console.print(f"vision: {file} {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f} ({how})")
     elif isinstance(event, StageTrained):
         tenth, first, last = event.loss_means()
+        cfg = event.settings
         console.print(
-            f"{event.stage}: {event.result.steps} steps, loss {first:.3f} -> {last:.3f} (means of the first and last "
-            f"{tenth} step(s)); checkpoint {event.stage_dir}"
+            f"{event.stage}: {event.result.steps} steps (lr {cfg.lr:g}, batch {cfg.batch_size} × {cfg.grad_accum}), "
+            f"loss {first:.3f} -> {last:.3f} (means of the first and last {tenth} step(s)); "
+            f"checkpoint {event.stage_dir}"
         )
     elif isinstance(event, DistillDone):
         _print_distill(event)

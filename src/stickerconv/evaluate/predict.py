@@ -144,9 +144,11 @@ async def predict(
     concurrency: int = 4,
     image_root: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> int:
     """Answer every item with ``responder``, resumably; write ``out`` in the layout its extension names
-    (checked before any answer); return its size."""
+    (checked before any answer); return its size. ``provenance``: each prediction's ``pred_meta`` (default:
+    the responder's own description); the caller adds what the responder cannot know, such as the profile."""
     output_layout(out)
     out = Path(out)
     partial = _partial(out)
@@ -154,7 +156,7 @@ async def predict(
     todo = [item for item in items if item.item_id not in done]
     semaphore = asyncio.Semaphore(concurrency)
     finished = len(items) - len(todo)
-    provenance = responder.describe()
+    provenance = provenance if provenance is not None else responder.describe()
     partial.parent.mkdir(parents=True, exist_ok=True)
 
     async def one(item: EvalItem) -> None:

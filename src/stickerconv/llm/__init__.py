@@ -2,6 +2,7 @@
 
 from stickerconv.llm.chat import ChatModel
 from stickerconv.llm.config import LLMConfig, LLMFactory, parse_llm_spec
+from stickerconv.llm.store import Price
 from stickerconv.llm.types import (
     ChatResult,
     ConfigError,
@@ -29,6 +30,7 @@ __all__ = [
     "LLMFactory",
     "Message",
     "PermanentError",
+    "Price",
     "ReplayMissError",
     "RetryBudgetExhausted",
     "Settings",

@@ -8,12 +8,14 @@ assistant agent, manager, judge, ...) its own model and sampling settings:
     llm = "local"
     store = "runs/llm.sqlite"
     structured_output = "auto"   # or json_schema, json_object_schema, json_object, prompt
+    local_prefix_cache = false   # true: the embedded model keeps its KV cache between calls (faster)
     [limits]
     concurrency = 8
     rpm = 500
     [prices."gpt-4o-mini"]
     input_per_mtok = 0.15
     output_per_mtok = 0.60
+    cached_input_per_mtok = 0.075   # prompt tokens the server had cached; unset: the input price
     [roles.judge]
     llm = "openai:gpt-4o-mini"
     temperature = 0.7
@@ -32,17 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stickerconv.llm.backends import Backend
 from stickerconv.llm.chat import CacheMode, ChatModel
 from stickerconv.llm.policy import Limits, RateLimiter, RetryPolicy
-from stickerconv.llm.store import LLMStore, PriceTable
+from stickerconv.llm.store import LLMStore, Price
 from stickerconv.llm.types import ConfigError, Settings, StructuredOutput
 
 DEFAULT_LLM = "local"
 LLM_FORMS = "'local', 'local:/path/to/model.gguf' or 'openai:MODEL_NAME'"
-
-
-class Price(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    input_per_mtok: float = Field(ge=0)  # USD per million prompt tokens
-    output_per_mtok: float = Field(ge=0)  # USD per million completion tokens
 
 
 class RoleConfig(BaseModel):
@@ -65,6 +61,9 @@ class LLMConfig(BaseModel):
     # How JSON schemas reach OpenAI-compatible servers: "auto" negotiates once per server (llm/structured.py);
     # a mode pins it. The embedded model always takes them as a grammar.
     structured_output: StructuredOutput = "auto"
+    # The embedded model keeps its KV cache between calls and evaluates only the new part of each prompt: faster,
+    # but an answer may then depend on the call before it (LocalBackend explains).
+    local_prefix_cache: bool = False
     api_key_env: str = "OPENAI_API_KEY"
     cache: CacheMode = "use"
     store: Path | None = None  # SQLite file of cache + ledger; None keeps them in memory
@@ -110,9 +109,6 @@ class LLMConfig(BaseModel):
             where = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{origin}{where}: {err['msg']} (got {err.get('input')!r})") from None
 
-    def price_table(self) -> PriceTable:
-        return {model: (p.input_per_mtok, p.output_per_mtok) for model, p in self.prices.items()}
-
 
 def parse_llm_spec(spec: str) -> tuple[str, str | None]:
     """``local`` -> ("local", None); ``local:PATH`` -> ("local", PATH); ``openai:MODEL`` -> ("openai", MODEL)."""
@@ -145,7 +141,7 @@ class LLMFactory:
             if kind == "local":
                 from stickerconv.llm.backends.local import LocalBackend
 
-                backend: Backend = LocalBackend(arg)
+                backend: Backend = LocalBackend(arg, prefix_cache=self.config.local_prefix_cache)
             else:
                 from stickerconv.llm.backends.openai_compat import OpenAICompatBackend
 
@@ -170,7 +166,7 @@ class LLMFactory:
             settings=cfg.settings.model_copy(update=overrides),
             retry=cfg.retry,
             limiter=limiter,
-            prices=cfg.price_table(),
+            prices=cfg.prices,
             structured_output=role_cfg.structured_output or cfg.structured_output,
         )
 

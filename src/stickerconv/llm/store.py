@@ -1,6 +1,6 @@
 """One SQLite file for the LLM layer: the response cache (content-addressed by request hash) and
 the ledger (one row per call: role, model, tokens, cost, latency, whether it was cached, and which
-structured-output mode the server took).
+structured-output mode the server took, and how many of its prompt tokens the server had cached).
 
 Replaying a run reads answers from the cache, so tests and re-runs are deterministic and free; the
 ledger shows what a run cost and which prompts produced what (its ``key`` joins the cache).
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.llm.types import Completion, Request, Usage
 
@@ -36,6 +40,9 @@ _MIGRATIONS: list[tuple[str, str]] = [
     ("003_calls_index", "CREATE INDEX calls_model_role ON calls (model, role)"),
     # How the call's schema reached the server (llm/structured.py); NULL for cached, failed or unstructured calls.
     ("004_calls_structured_mode", "ALTER TABLE calls ADD COLUMN structured_mode TEXT"),
+    # Prompt tokens the server reused from its prefix cache (Usage.cached_prompt_tokens); NULL in rows written
+    # before this migration, which the ledger reads as 0 (billed as uncached, as they were priced).
+    ("005_calls_cached_prompt_tokens", "ALTER TABLE calls ADD COLUMN cached_prompt_tokens INTEGER"),
 ]
 
 
@@ -45,16 +52,47 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class LedgerRow:
+    """Totals of one model and role. Two kinds of "cached" that are easy to mix up: ``cached`` counts calls
+    answered from our response cache (free, no tokens counted); ``cached_prompt_tokens`` counts prompt tokens
+    of the calls that reached the server which the server took from its prefix cache (billed at the cached
+    price). ``uncached_prompt_tokens`` = ``prompt_tokens`` - ``cached_prompt_tokens``."""
+
     model: str
     role: str
     calls: int
     cached: int
     errors: int
     prompt_tokens: int
+    cached_prompt_tokens: int
+    uncached_prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None  # None when some call of this model has no price
     backend: str
     structured_output: str | None  # the structured-output modes its calls used, comma-separated; None if none
+
+
+# The fields of ledger rows that add up over calls, shards and roles (the cost adds up too, but None wins).
+LEDGER_SUMS = (
+    "calls",
+    "cached",
+    "errors",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "uncached_prompt_tokens",
+    "completion_tokens",
+)
+
+
+def ledger_total(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of ledger rows given as dicts (``asdict(LedgerRow)``, summary.json's ``llm`` rows, shards' rows):
+    every count added up, and the cost None as soon as one row is unpriced (a partial sum would understate it)."""
+    total: dict[str, Any] = dict.fromkeys(LEDGER_SUMS, 0) | {"cost_usd": 0.0}
+    for row in rows:
+        for name in LEDGER_SUMS:
+            total[name] += row[name]
+        cost = row["cost_usd"]
+        total["cost_usd"] = None if cost is None or total["cost_usd"] is None else total["cost_usd"] + cost
+    return total
 
 
 class LLMStore:
@@ -137,7 +175,8 @@ class LLMStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO calls (ts, role, backend, model, key, prompt_tokens, completion_tokens, cost_usd, "
-                "latency_s, cached, attempts, error, structured_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "latency_s, cached, attempts, error, structured_mode, cached_prompt_tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     _now(),
                     role,
@@ -152,6 +191,7 @@ class LLMStore:
                     attempts,
                     error,
                     structured_mode,
+                    usage.cached_prompt_tokens,
                 ),
             )
 
@@ -161,6 +201,7 @@ class LLMStore:
             rows = self._db.execute(
                 """SELECT model, role, COUNT(*), SUM(cached), SUM(error IS NOT NULL),
                           SUM(CASE WHEN cached = 0 THEN prompt_tokens ELSE 0 END),
+                          SUM(CASE WHEN cached = 0 THEN COALESCE(cached_prompt_tokens, 0) ELSE 0 END),
                           SUM(CASE WHEN cached = 0 THEN completion_tokens ELSE 0 END),
                           SUM(CASE WHEN cached = 0 THEN cost_usd ELSE 0 END),
                           SUM(CASE WHEN cached = 0 AND error IS NULL AND cost_usd IS NULL THEN 1 ELSE 0 END),
@@ -169,10 +210,14 @@ class LLMStore:
             ).fetchall()
         return [
             LedgerRow(
-                *r[:7],
-                cost_usd=None if r[8] else (r[7] or 0.0),
-                backend=r[9],
-                structured_output=",".join(sorted(r[10].split(","))) if r[10] else None,
+                *r[:5],
+                prompt_tokens=r[5],
+                cached_prompt_tokens=r[6],
+                uncached_prompt_tokens=r[5] - r[6],
+                completion_tokens=r[7],
+                cost_usd=None if r[9] else (r[8] or 0.0),
+                backend=r[10],
+                structured_output=",".join(sorted(r[11].split(","))) if r[11] else None,
             )
             for r in rows
         ]
@@ -188,7 +233,29 @@ class LLMStore:
             self._db.close()
 
 
-PriceTable = dict[str, tuple[float, float]]  # model -> (USD per 1M prompt tokens, USD per 1M completion tokens)
+class Price(BaseModel):
+    """A model's prices in USD per million tokens (``[prices."MODEL"]`` in an LLM config file).
+
+    ``cached_input_per_mtok`` prices the prompt tokens the server reports as cached. None (the default) prices
+    them as ordinary input: the discount differs by provider and model (OpenAI lists cached input at 50 % of
+    the input price for gpt-4o and gpt-4o-mini, 25 % for the gpt-4.1 family, 10 % for gpt-5; a self-hosted
+    vLLM costs the same either way), and an estimate that assumes no discount can only overstate the bill."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_per_mtok: float = Field(ge=0)  # USD per million prompt tokens
+    output_per_mtok: float = Field(ge=0)  # USD per million completion tokens
+    cached_input_per_mtok: float | None = Field(None, ge=0)  # USD per million cached prompt tokens; None: as input
+
+    def cost(self, usage: Usage) -> float:
+        cached = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        return (
+            usage.uncached_prompt_tokens * self.input_per_mtok
+            + usage.cached_prompt_tokens * cached
+            + usage.completion_tokens * self.output_per_mtok
+        ) / 1_000_000
+
+
+PriceTable = dict[str, Price]  # model name -> its prices
 
 
 def cost_of(prices: PriceTable, backend: str, model: str, usage: Usage) -> float | None:
@@ -196,6 +263,4 @@ def cost_of(prices: PriceTable, backend: str, model: str, usage: Usage) -> float
     if backend == "local":
         return 0.0
     price = prices.get(model)
-    if price is None:
-        return None
-    return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
+    return None if price is None else price.cost(usage)

@@ -104,12 +104,22 @@ _LATER_SETTINGS = ("frequency_penalty", "presence_penalty", "repeat_penalty")
 
 
 class Usage(BaseModel):
+    """Tokens of one call. ``cached_prompt_tokens`` is the part of the prompt the server did not have to evaluate
+    because it kept it from an earlier call (its prefix cache; OpenAI's cached input tokens, billed at a
+    discount). A server that does not report it reads as 0: it then bills every prompt token as uncached, so 0
+    is the right number for cost, though it cannot tell "no reuse" from "not reported"."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens
 
 
 class Completion(BaseModel):

@@ -27,6 +27,41 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+class RetrievalBank:
+    """The retrieval pairs of one gradient-accumulation window, pooled so that L_ret contrasts every pair of
+    the optimiser step (method reference §5.3: the paper pooled pairs over 6 micro-steps in pretraining and 36
+    in joint RAG). Without it a joint-RAG micro-batch of 3 holds 0 to 3 pairs and L_ret is often dropped.
+
+    Why the bank holds the heads' *inputs*: L_ret's inputs are detached already (the LLM state at the read
+    position, so that only the heads learn from L_ret; the frozen encoder's pooled image features). Banking
+    them as micro-batches pass and running the heads live over the whole bank at the window's last
+    micro-batch (``closing``) gives exactly the loss of one large batch, hence exactly its gradient, once per
+    optimiser step. The heads do not change inside a window (the optimiser steps at its end), so no banked row
+    is stale. Banking detached *embeddings* instead would be cheaper by nothing (the heads are linear maps) and
+    biased: earlier rows would get no gradient, and no row would meet the window's later rows.
+    """
+
+    def __init__(self) -> None:
+        self.text: list[torch.Tensor] = []  # (b, H) detached LLM states, one entry per micro-batch with pairs
+        self.image: list[torch.Tensor] = []  # (b, P) frozen pooled image features
+        self.closing = False  # set by the training loop: this micro-batch ends the window
+
+    def __len__(self) -> int:
+        return sum(t.shape[0] for t in self.text)
+
+    def add(self, text_states: torch.Tensor, image_features: torch.Tensor) -> None:
+        self.text.append(text_states.detach())
+        self.image.append(image_features.detach())
+
+    def drain(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Every banked pair, (R, H) and (R, P), and an empty bank for the next window; None when it is empty."""
+        text, image = self.text, self.image
+        self.text, self.image = [], []
+        if not text:
+            return None
+        return torch.cat(text), torch.cat(image)
+
+
 class GenMapper(nn.Module):
     """GILL-style mapper: N [IMG] states -> 77 SD prompt embeddings (no input residual, unlike GILL).
 
@@ -74,3 +109,10 @@ class RetrievalHeads(nn.Module):
 
     def embed_image(self, pooled: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image(pooled), dim=-1)  # (B, P) -> (B, dim)
+
+    def loss(self, text_states: torch.Tensor, image_features: torch.Tensor, tau: float) -> torch.Tensor | None:
+        """L_ret over matched rows of LLM states (R, H) and pooled image features (R, P); None with fewer than
+        2 pairs (nothing to contrast)."""
+        if text_states.shape[0] < 2:
+            return None
+        return info_nce(self.embed_text(text_states.float()), self.embed_image(image_features.float()), tau)

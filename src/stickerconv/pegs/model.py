@@ -42,9 +42,10 @@ from torch import nn
 
 from stickerconv.data.samples import IMG, STYLES
 from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
-from stickerconv.pegs.heads import GenMapper, RetrievalHeads, info_nce
+from stickerconv.pegs.heads import GenMapper, RetrievalBank, RetrievalHeads
 from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
 from stickerconv.pegs.vision import ImageTransform, VisionEncoder, build_vision
+from stickerconv.profiles import DEFAULT_PROFILE, Profile
 from stickerconv.text import readable
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,9 @@ class PegsModel(nn.Module):
     def __init__(self, config: PegsConfig, tokenizer: Any | None = None):
         super().__init__()
         self.config = config
+        # the profile the weights were trained under (stickerconv.profiles): set by `pegs train`, kept in
+        # pegs_state.json, so a checkpoint says whether it was trained with the paper's settings or ours
+        self.profile: Profile = DEFAULT_PROFILE
         tok = tokenizer if tokenizer is not None else load_tokenizer(config.llm.tokenizer or config.llm.name_or_path)
         added = [IMG_START, IMG_END] + [img_token(i + 1) for i in range(config.n_img_tokens)]
         known = tok.get_vocab()  # a checkpoint's tokenizer has them already; the build must not count them
@@ -402,10 +406,15 @@ class PegsModel(nn.Module):
             out.append(encoder(pixels.to(device)).pooled.float())  # (b, P)
         return torch.cat(out)
 
-    def forward(self, batch: Batch, gen_targets: torch.Tensor | None = None) -> PegsOutput:
+    def forward(
+        self, batch: Batch, gen_targets: torch.Tensor | None = None, ret_bank: RetrievalBank | None = None
+    ) -> PegsOutput:
         """All losses the batch supports; the training stage decides which to add (§5.3).
 
         gen_targets: (Bg, 77, out_dim) frozen SD text-encoder outputs for ``batch.captions``.
+        ret_bank: the gradient-accumulation window's retrieval pairs (:class:`RetrievalBank`): the batch's pairs
+        join it, and L_ret is computed over the whole window at its closing micro-batch only (None before).
+        Without a bank L_ret contrasts the batch's own pairs.
         """
         cfg = self.config
         embeds = self.embed(batch)  # (B, T, H)
@@ -418,13 +427,26 @@ class PegsModel(nn.Module):
             h = self._block_states(hidden, batch.caption_rows, batch.block_start + cfg.n_ret_tokens, cfg.n_gen_tokens)
             pred = self.gen_mapper(h.float())  # (Bg, 77, out_dim)
             gen_loss = F.mse_loss(pred, gen_targets.to(pred.dtype))
-        ret_loss = None
-        if self.ret_heads is not None and batch.target_rows.numel() >= 2:
-            h = hidden[batch.target_rows, batch.block_start[batch.target_rows]].detach()  # (Bt, H): LLM detached
-            txt = self.ret_heads.embed_text(h.float())  # (Bt, dim)
-            img = self.image_embeddings(batch.target_pixels.to(hidden.device))  # (Bt, dim)
-            ret_loss = info_nce(txt, img, cfg.tau)
+        ret_loss = self._retrieval_loss(hidden, batch, ret_bank) if self.ret_heads is not None else None
         return PegsOutput(lm_loss=out.loss, gen_loss=gen_loss, ret_loss=ret_loss)
+
+    def _retrieval_loss(self, hidden: torch.Tensor, batch: Batch, bank: RetrievalBank | None) -> torch.Tensor | None:
+        """L_ret of the batch's pairs, or of the window's with a bank (None until the bank closes)."""
+        assert self.ret_heads is not None
+        rows = batch.target_rows
+        pairs = None
+        if rows.numel() > 0:
+            h = hidden[rows, batch.block_start[rows]].detach()  # (Bt, H): LLM detached, only the heads learn
+            with torch.no_grad():
+                pooled = (self.retrieval_vision or self.vision)(batch.target_pixels.to(hidden.device)).pooled
+            pairs = (h.float(), pooled.float())  # (Bt, H), (Bt, P)
+        if bank is not None:
+            if pairs is not None:
+                bank.add(*pairs)
+            if not bank.closing:
+                return None
+            pairs = bank.drain()
+        return self.ret_heads.loss(*pairs, self.config.tau) if pairs is not None else None
 
     # ----- inference -----
 
@@ -583,7 +605,12 @@ class PegsModel(nn.Module):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.config.save(out / CONFIG_FILE)
-        meta = {"format": STATE_FORMAT, "lora": self.lora_attached, "rebuilt_fingerprint": self.rebuilt_fingerprint}
+        meta = {
+            "format": STATE_FORMAT,
+            "lora": self.lora_attached,
+            "rebuilt_fingerprint": self.rebuilt_fingerprint,
+            "profile": self.profile,
+        }
         (out / STATE_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
         state = {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items() if self._kept(k)}
@@ -604,6 +631,7 @@ class PegsModel(nn.Module):
         model = cls(config, tokenizer=AutoTokenizer.from_pretrained(path / TOKENIZER_DIR))
         if meta["lora"]:
             model.attach_lora()
+        model.profile = meta.get("profile", DEFAULT_PROFILE)  # checkpoints written before profiles: ours
         model.load_weights(path)
         return model.to(device).eval()
 

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stickerconv.data.samples import Sample
 from stickerconv.pegs.config import PegsConfig, VisionConfig
 from stickerconv.pegs.diffusion import SDComponents, encode_captions, load_sd
+from stickerconv.pegs.heads import RetrievalBank
 from stickerconv.pegs.model import PegsModel, PegsOutput
 from stickerconv.pegs.sequence import (
     Batch,
@@ -106,10 +107,33 @@ class StageConfig(BaseModel):
     log_every: int = Field(10, ge=1)
 
 
-def paper_stage(stage: Stage, variant: Literal["gen", "rag"] = "gen") -> StageConfig:
-    """The §5.4 table's settings (iterations as optimiser steps of one epoch × epochs)."""
+# the §5.4 table's epochs: what a stage runs over its own data under the paper profile (its iteration counts are
+# epochs of the paper's data: LAION's for the alignment stages, StickerConv's for joint training)
+PAPER_EPOCHS: dict[tuple[str, str], int] = {
+    ("perception", "gen"): 4,
+    ("retrieval", "gen"): 4,
+    ("generation", "gen"): 4,
+    ("joint", "gen"): 4,
+    ("joint", "rag"): 10,
+}
+
+
+def paper_epochs(stage: Stage, variant: Literal["gen", "rag"] = "gen") -> int:
+    return PAPER_EPOCHS[(stage, variant if stage == "joint" else "gen")]
+
+
+def paper_stage(stage: Stage, variant: Literal["gen", "rag"] = "gen", sticker_data: bool = False) -> StageConfig:
+    """The §5.4 table's settings (iterations as optimiser steps of one epoch × epochs).
+
+    ``variant``: the joint stage of PEGS-Gen (row 4) or of the retrieval-capable model (row 4′, batch 3 × 36
+    accumulated). ``sticker_data``: the alignment stages train on sticker captions, as `pegs train`'s do, so the
+    generation stage takes its sticker row (3, SFT: lr 5e-5, warm-up 200, batch 28, 4 epochs of the captions,
+    whose count the caller knows) instead of its LAION row (2); perception has only its LAION row, and the
+    retrieval rows 2′ and 3′ agree."""
     if stage == "perception":
         return StageConfig(stage=stage, lr=1e-4, warmup_steps=2000, max_steps=4 * 20_000, batch_size=32)
+    if stage == "generation" and sticker_data:
+        return StageConfig(stage=stage, lr=5e-5, warmup_steps=200, batch_size=28)
     if stage == "generation":
         return StageConfig(stage=stage, lr=1e-4, warmup_steps=2000, max_steps=4 * 20_000, batch_size=32)
     if stage == "retrieval":
@@ -285,9 +309,14 @@ def _optimizer(model: PegsModel, params: list[torch.nn.Parameter], cfg: StageCon
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
-def _total(stage: Stage, out: PegsOutput) -> torch.Tensor:
+def _total(stage: Stage, out: PegsOutput, ret_weight: float = 1.0) -> torch.Tensor:
+    """The stage's loss of one micro-batch. ``ret_weight``: the accumulation steps when L_ret is the window's
+    pooled loss (:class:`~stickerconv.pegs.heads.RetrievalBank`), present at the window's last micro-batch
+    only: accelerate divides every micro-batch's loss by the accumulation steps, so the pooled L_ret counts
+    once per optimiser step, as the large batch's would."""
     parts = {"lm": out.lm_loss, "gen": out.gen_loss, "ret": out.ret_loss}
-    terms = [parts[name].float() for name in STAGE_LOSSES[stage] if parts[name] is not None]
+    weights = {"ret": ret_weight}
+    terms = [parts[name].float() * weights.get(name, 1.0) for name in STAGE_LOSSES[stage] if parts[name] is not None]
     if not terms:
         raise ValueError(f"stage {stage!r}: the batch gave none of its losses {STAGE_LOSSES[stage]}")
     return torch.stack(terms).sum()
@@ -371,6 +400,9 @@ def _stage_accelerator(precision: str, grad_accum: int) -> Any:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
     _accelerator.gradient_accumulation_steps = grad_accum
+    # accelerate counts micro-batches across loaders; a stage that ended mid-epoch (or was interrupted) left the
+    # count where it stopped, which would misalign this stage's first accumulation window
+    _accelerator.step = 0
     return _accelerator
 
 
@@ -463,13 +495,7 @@ def train_stage(
     accelerator = _stage_accelerator(resolve_precision(cfg.mixed_precision, process_state().device), cfg.grad_accum)
     device = accelerator.device
     global_batch = cfg.batch_size * accelerator.num_processes
-    per_epoch = len(examples) // (global_batch * cfg.grad_accum)  # whole optimiser steps; the remainder is dropped
-    if per_epoch == 0:  # no step would ever be taken
-        raise ValueError(
-            f"the {stage} stage has {len(examples)} example(s), fewer than one batch of "
-            f"{global_batch * cfg.grad_accum} ({cfg.batch_size} × {accelerator.num_processes} process(es) × "
-            f"{cfg.grad_accum} accumulated)"
-        )
+    per_epoch = steps_per_epoch(len(examples), cfg, accelerator.num_processes)
     set_seed(cfg.seed)
     if stage == "joint" and not model.lora_attached:
         model.attach_lora()
@@ -495,6 +521,7 @@ def train_stage(
         model.train()
         pending: list[torch.Tensor] = []  # per-step losses still on the device, read at log and checkpoint points
         running = torch.zeros((), device=device)
+        bank = RetrievalBank()  # L_ret over each accumulation window's pairs
         while step < cfg.max_steps:
             epoch, done_in_epoch = divmod(step, per_epoch)
             sampler.epoch = epoch  # the shuffle and the examples' keys
@@ -503,11 +530,8 @@ def train_stage(
                 batches = accelerator.skip_first_batches(loader, done_in_epoch * cfg.grad_accum)
             for batch in batches:
                 with accelerator.accumulate(prepared):
-                    targets = encode_captions(sd, batch.captions) if sd is not None and batch.captions else None
-                    out = prepared(batch, gen_targets=targets)
-                    loss = _total(stage, out)
-                    accelerator.backward(loss)
-                    running = running + loss.detach() / cfg.grad_accum
+                    out, loss = _micro_step(accelerator, prepared, batch, sd, bank, cfg)
+                    running = running + loss / cfg.grad_accum
                     if accelerator.sync_gradients and cfg.clip_grad:
                         accelerator.clip_grad_norm_(params, cfg.clip_grad)
                     optimizer.step()  # a no-op while accumulating
@@ -537,6 +561,32 @@ def train_stage(
     finally:
         _release(accelerator, prepared, model, cfg.gradient_checkpointing)
     return TrainResult(step, losses, out_dir)
+
+
+def steps_per_epoch(examples: int, cfg: StageConfig, processes: int = 1) -> int:
+    """Whole optimiser steps in one pass over ``examples`` (the remainder is dropped); refused when there is not
+    one, since no step would ever be taken."""
+    window = cfg.batch_size * processes * cfg.grad_accum
+    if examples < window:
+        raise ValueError(
+            f"the {cfg.stage} stage has {examples} example(s), fewer than one batch of {window} ({cfg.batch_size} × "
+            f"{processes} process(es) × {cfg.grad_accum} accumulated)"
+        )
+    return examples // window
+
+
+def _micro_step(
+    accelerator: Any, prepared: Any, batch: Batch, sd: SDComponents | None, bank: RetrievalBank, cfg: StageConfig
+) -> tuple[PegsOutput, torch.Tensor]:
+    """Forward and backward of one micro-batch inside ``accelerator.accumulate``: its outputs and its loss,
+    detached. The retrieval pairs join ``bank``, which closes on the window's last micro-batch, where L_ret is
+    the pooled loss of the whole window."""
+    targets = encode_captions(sd, batch.captions) if sd is not None and batch.captions else None
+    bank.closing = accelerator.sync_gradients
+    out = prepared(batch, gen_targets=targets, ret_bank=bank)
+    loss = _total(cfg.stage, out, ret_weight=cfg.grad_accum)
+    accelerator.backward(loss)
+    return out, loss.detach()
 
 
 def _resume(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stickerconv.pipelines.common import PipelineError, ProgressFactory, check_choice, no_progress
+from stickerconv.profiles import DEFAULT_PROFILE, Profile
 
 if TYPE_CHECKING:
     from stickerconv.evaluate.judges.epitome import TrainReport
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from stickerconv.evaluate.signature import MetricResult
 
 log = logging.getLogger(__name__)
+
+PAPER_MAX_NEW_TOKENS = 512  # PEGS's evaluation decoding budget in the paper's code (method reference §5.6)
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -40,6 +43,19 @@ class PredictOptions:
     style: str = "v1.5"  # one of stickerconv.data.samples.STYLES
     image_root: str | None = None  # prefix cut from the samples' image paths
     checkpoint: Path | None = None  # PEGS checkpoint folder (pegs-* responders)
+    profile: Profile = DEFAULT_PROFILE  # decoding settings: ours or the paper's (see max_new_tokens)
+    max_new_tokens: int | None = None  # every responder's reply budget; None: the profile's (reply_budget)
+
+    def reply_budget(self) -> int | None:
+        """The reply budget the responder gets: ``max_new_tokens`` when set; under the ``paper`` profile 512 for
+        PEGS (§5.6) while the LLM baselines keep the paper's 200 for them (§7); under ``default`` None: each
+        responder's own (a PEGS checkpoint's decoding budget, 64 unless trained otherwise, with which its send
+        threshold was fitted; the baselines' 200)."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        if self.profile == "paper" and self.responder.startswith("pegs-"):
+            return PAPER_MAX_NEW_TOKENS
+        return None
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class PredictResult:
     out: Path
     predictions: int
     source: str  # what was read, as DataSource.describe() says it
+    provenance: dict[str, str] = field(default_factory=dict)  # each prediction's pred_meta: responder, profile, budget
 
 
 def predict(options: PredictOptions, *, progress: ProgressFactory = no_progress) -> PredictResult:
@@ -86,7 +103,9 @@ def predict(options: PredictOptions, *, progress: ProgressFactory = no_progress)
         index,
         checkpoint=options.checkpoint,
         generated_dir=out.with_name(out.stem + "-generated-stickers"),
+        max_new_tokens=options.reply_budget(),
     )
+    provenance = responder.describe() | {"profile": options.profile}
     with progress(f"predicting ({options.responder})") as update:
         count = asyncio.run(
             predict_items(
@@ -96,10 +115,11 @@ def predict(options: PredictOptions, *, progress: ProgressFactory = no_progress)
                 concurrency=options.concurrency,
                 image_root=options.image_root,
                 on_progress=update,
+                provenance=provenance,
             )
         )
     log.info("%d predictions in %s", count, out)
-    return PredictResult(out, count, source.describe())
+    return PredictResult(out, count, source.describe(), provenance)
 
 
 # ------------------------------------------------------------------------------------------------ score

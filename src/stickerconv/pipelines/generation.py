@@ -1,7 +1,8 @@
 """Agent4SC simulation from Python: one options object for both executors (asyncio here, or shards over Ray).
 
 The same work as ``stickerconv generate``: sessions into ``out``/conversations.jsonl, rejected.jsonl,
-summary.json, the run's LLM cache ``out``/llm.sqlite, and the quality report in ``out``/quality/.
+summary.json, the run's LLM cache ``out``/llm.sqlite, and the quality report in ``out``/quality/. ``estimate``
+(``generate --estimate``) says beforehand what the whole run will take in calls, tokens and cost.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +31,9 @@ log = logging.getLogger(__name__)
 
 Executor = Literal["local", "ray"]
 EXECUTORS: tuple[Executor, ...] = ("local", "ray")
+# Sessions an estimate simulates: session lengths vary with the persona (closure, repetition), so one is too
+# few, and every one of them costs real calls on a hosted model.
+ESTIMATE_PERSONAS = 3
 
 
 @dataclass(frozen=True)
@@ -168,3 +174,81 @@ def _quality_report(out: Path) -> Path | None:
 
     result = dataset_quality(out)
     return write_quality([result], [out.name], out / "quality") if result["sessions"] else None
+
+
+@dataclass(frozen=True)
+class GenerationEstimate:
+    """What a whole run is expected to take, scaled from a few sessions simulated on the configured model.
+
+    ``per_session`` and ``total`` have the fields of a ledger total (``llm.store.ledger_total``): calls (those
+    answered by the response cache counted in ``cached``), prompt tokens, the part the server reported as
+    cached and the uncached rest, completion tokens and the cost in USD (None when a model has no price)."""
+
+    sessions: int  # sessions the run would simulate: the persona file's, after --limit
+    sampled: int  # sessions simulated for the estimate
+    sample_kept: int  # of those, how many were kept (had a sticker)
+    sample_wall_s: float
+    models: list[str]  # backend:model of every model the sample called
+    unpriced: list[str]  # the models among them without a price in the LLM config
+    per_session: dict[str, Any]
+    total: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate(
+    options: GenerationOptions,
+    *,
+    personas: int = ESTIMATE_PERSONAS,
+    progress: ProgressFactory = no_progress,
+    llm_factory: LLMFactory | None = None,
+) -> GenerationEstimate:
+    """Simulate ``personas`` sessions, spread over the persona file, into a temporary folder with a fresh LLM
+    cache of their own, and scale their ledger to every session the run would simulate. Nothing is written to
+    ``options.out``, and the run's cache neither answers the sample nor keeps its answers. Whatever the
+    executor, the sample runs here: a session makes the same calls under Ray. ``llm_factory`` (tests) replaces
+    the one built from the options and should be fresh: its whole ledger is read as the sample's."""
+    from stickerconv.agent4sc.personas import load_personas
+    from stickerconv.agent4sc.runner import run_generation
+    from stickerconv.llm import LLMFactory
+    from stickerconv.llm.store import LEDGER_SUMS, ledger_total
+    from stickerconv.stickers.index import StickerIndex
+
+    if personas < 1:
+        raise PipelineError(f"--estimate-personas {personas}: simulate at least one session")
+    people = load_personas(options.personas)[: options.limit or None]
+    if not people:
+        raise PipelineError(f"{options.personas}: no personas to estimate for")
+    count = min(personas, len(people))
+    positions = [i * len(people) // count for i in range(count)]  # spread: the file may be sorted by emotion
+    index = StickerIndex.load(options.stickers)
+    with tempfile.TemporaryDirectory(prefix="stickerconv-estimate-") as folder:
+        config = options.llm_config().model_copy(update={"store": Path(folder) / "llm.sqlite", "cache": "use"})
+        factory = llm_factory or LLMFactory(config)
+        start = time.perf_counter()
+        with progress(f"estimating from {count} simulated session(s)") as update:
+            runner = options.runner_options(update) | {"concurrency": min(options.concurrency, count), "limit": None}
+            sample = [people[i] for i in positions]
+            report = asyncio.run(
+                run_generation(sample, index, factory, Path(folder) / "run", positions=positions, **runner)
+            )
+        rows = [asdict(row) for row in factory.store.ledger()]
+        if llm_factory is None:
+            factory.store.close()  # before its folder goes
+    sampled = ledger_total(rows)
+    cost = sampled["cost_usd"]
+    per_session = {name: sampled[name] / count for name in LEDGER_SUMS}
+    per_session["cost_usd"] = None if cost is None else cost / count
+    total = {name: round(per_session[name] * len(people)) for name in LEDGER_SUMS}
+    total["cost_usd"] = None if cost is None else cost / count * len(people)
+    return GenerationEstimate(
+        sessions=len(people),
+        sampled=count,
+        sample_kept=report.kept,
+        sample_wall_s=round(time.perf_counter() - start, 2),
+        models=sorted({f"{row['backend']}:{row['model']}" for row in rows}),
+        unpriced=sorted({f"{row['backend']}:{row['model']}" for row in rows if row["cost_usd"] is None}),
+        per_session=per_session,
+        total=total,
+    )

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.pegs.config import SendFit
 from stickerconv.pipelines.common import PipelineError, ProgressFactory, no_progress
+from stickerconv.profiles import DEFAULT_PROFILE, Profile
 
 if TYPE_CHECKING:
     from stickerconv.data.io import DataSource
@@ -47,17 +48,21 @@ SEND_TARGETS: tuple[str, ...] = get_args(SendTarget)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DECISIONS: tuple[str, ...] = get_args(Decision)
 DEFAULT_SEND_TURNS = 128  # = pegs.send.DEFAULT_TURNS (kept here so the CLI's help does not import torch)
+DEFAULT_STEPS, DEFAULT_BATCH_SIZE = 200, 8  # the default profile's stage length and batch: CPU runs of tiny/small
 
 
 class PegsTrainingOptions(BaseModel):
     """Everything ``pegs train`` takes; the field defaults are the command's defaults.
 
-    The per-stage settings are short-run ones, not :class:`~stickerconv.pegs.train.StageConfig`'s: ``steps``
-    200 (StageConfig's ``max_steps`` is 1000) and ``batch_size`` 8 (StageConfig's 6, the paper's joint batch),
-    sized for a CPU run of the ``tiny`` and ``small`` presets; warmup is a tenth of the steps and a checkpoint
-    falls every quarter, so a stage resumes at most a quarter back. Unset learning rates (``lr``,
-    ``head_lr``) keep StageConfig's. Rerunning with the same ``out`` resumes: a finished stage is loaded, an
-    interrupted one continues from its last checkpoint.
+    The per-stage settings follow ``profile`` (:func:`stage_settings`). ``default``: short runs sized for a CPU
+    run of the ``tiny`` and ``small`` presets, not :class:`~stickerconv.pegs.train.StageConfig`'s: 200 steps
+    (StageConfig's ``max_steps`` is 1000), batch 8 (StageConfig's 6, the paper's joint batch), no accumulation,
+    warm-up a tenth of the steps, StageConfig's optimiser. ``paper``: each stage's row of the §5.4 table
+    (:func:`~stickerconv.pegs.train.paper_stage`: learning rate, betas, weight decay, warm-up, batch,
+    accumulation), run for the table's epochs over the stage's data. ``steps``, ``joint_steps``,
+    ``batch_size``, ``grad_accum``, ``lr`` and ``head_lr``, when set, win under either profile. A checkpoint
+    falls every quarter of a stage, so a stage resumes at most a quarter back. Rerunning with the same ``out``
+    resumes: a finished stage is loaded, an interrupted one continues from its last checkpoint.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -67,10 +72,12 @@ class PegsTrainingOptions(BaseModel):
     out: Path  # the run folder
     data: Path | None = None  # dialogues of the joint, distill and send stages: samples or conversations
     stages: tuple[str, ...] = STAGE_ORDER  # run in this order; checked against STAGE_ORDER
-    steps: int = Field(200, ge=1)  # optimiser steps of each gradient stage
+    profile: Profile = DEFAULT_PROFILE  # the stages' settings: ours (short CPU runs) or the paper's §5.4 table
+    steps: int | None = Field(None, ge=1)  # optimiser steps of each gradient stage; None: the profile's
     joint_steps: int | None = Field(None, ge=1)  # the joint stage's (None: ``steps``); its batches are the slow ones
-    batch_size: int = Field(8, ge=1)  # per process
-    lr: float | None = None  # None: the stage's (StageConfig.lr)
+    batch_size: int | None = Field(None, ge=1)  # per process; None: the profile's
+    grad_accum: int | None = Field(None, ge=1)  # micro-batches per optimiser step; None: the profile's
+    lr: float | None = None  # None: the profile's (default: StageConfig.lr; paper: the stage's)
     head_lr: float | None = None  # retrieval heads and mapper; None: ``lr``. 2e-3 suits short CPU runs
     image_root: Path | None = None  # root of the samples' image paths; None: ``stickers``
     seed: int = 42
@@ -124,6 +131,7 @@ class StageTrained:
     number: int  # its position among the chosen model stages (the folder's NN)
     stage_dir: Path
     result: TrainResult
+    settings: StageConfig  # what it ran with, under the run's profile
 
     def loss_means(self) -> tuple[int, float, float]:
         """(n, mean of the first n losses, mean of the last n): single steps are noisy, so the first and last
@@ -170,6 +178,7 @@ class PegsTrainingResult:
     """What a run did, in order (``events``), and where it left things."""
 
     out: Path
+    profile: Profile = DEFAULT_PROFILE  # the profile the stages ran under (also in each checkpoint's state)
     events: list[PegsEvent] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)  # stages trained or reused, in order
     skipped: dict[str, str] = field(default_factory=dict)  # chosen stage -> why it did not run
@@ -185,9 +194,15 @@ class PegsTrainingResult:
         for event in self.events:
             if isinstance(event, StageTrained):
                 tenth, first, last = event.loss_means()
-                losses[event.stage] = {"steps": event.result.steps, "loss_first": first, "loss_last": last}
+                losses[event.stage] = {
+                    "steps": event.result.steps,
+                    "loss_first": first,
+                    "loss_last": last,
+                    "settings": event.settings.model_dump(mode="json"),
+                }
         return {
             "out": str(self.out),
+            "profile": self.profile,
             "ran": self.ran,
             "skipped": self.skipped,
             "checkpoints": {stage: str(path) for stage, path in self.checkpoints.items()},
@@ -365,7 +380,7 @@ class _Run:
 
         self.options, self.progress, self.on_event = options, progress, on_event
         self.state = process_state()  # launched: every rank runs the gradient stages; rank 0 alone the rest
-        self.result = PegsTrainingResult(options.out)
+        self.result = PegsTrainingResult(options.out, options.profile)
         self.library: StickerLibrary | None = None
         self.index: StickerIndex | None = None
         self.samples: list[Sample] | None = None
@@ -429,6 +444,7 @@ class _Run:
         from stickerconv.pegs.model import PegsModel
 
         model = PegsModel(config)
+        model.profile = self.options.profile  # each checkpoint records it; later stages load it with the weights
         previous: Path | None = None  # the checkpoint the next gradient stage starts from
         for number, stage in enumerate(chosen, 1):
             stage_dir = self.options.out / f"{number:02d}-{stage}"
@@ -459,15 +475,19 @@ class _Run:
             examples = dialogue_examples(self.samples, self.image_root, model)
         else:
             examples = sticker_examples(self.library, stage)  # type: ignore[arg-type]
-        if len(examples) < options.batch_size * processes:  # the loader drops incomplete batches: none would end
+        variant = "rag" if model.config.n_ret_tokens > 0 else "gen"  # the paper's joint row for this model
+        settings = stage_settings(options, stage, len(examples), processes, variant)
+        window = settings.batch_size * settings.grad_accum
+        if len(examples) < window * processes:  # the loader drops incomplete windows: no step would end
             per = f" per process × {processes} processes" if processes > 1 else ""
             raise PipelineError(
-                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {options.batch_size}"
-                f"{per}; lower --batch-size or give more data"
+                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {window} "
+                f"({settings.batch_size} × {settings.grad_accum} accumulated){per} under the {options.profile} "
+                "profile; lower --batch-size or --grad-accum or give more data"
             )
         with self.progress(f"stage {number}/{of}: {stage}") as update:
-            result = train_stage(model, examples, stage_settings(options, stage), stage_dir, on_progress=update)
-        self.finished(stage, stage_dir, StageTrained(stage, number, stage_dir, result))
+            result = train_stage(model, examples, settings, stage_dir, on_progress=update)
+        self.finished(stage, stage_dir, StageTrained(stage, number, stage_dir, result, settings))
 
     def distill(self, model: PegsModel, stage_dir: Path, number: int) -> PegsModel:
         """Run (or reuse) the distill stage into ``stage_dir``; returns the model with its fitted heads."""
@@ -527,22 +547,35 @@ class _Run:
         return model
 
 
-def stage_settings(options: PegsTrainingOptions, stage: str) -> StageConfig:
-    """The :class:`StageConfig` of one gradient stage under ``options``: warmup a tenth of the steps, a
-    checkpoint every quarter, the stage's own learning rate unless ``lr`` is set."""
-    from stickerconv.pegs.train import StageConfig
+def stage_settings(
+    options: PegsTrainingOptions, stage: str, examples: int, processes: int = 1, variant: Literal["gen", "rag"] = "gen"
+) -> StageConfig:
+    """The :class:`StageConfig` of one gradient stage of ``examples`` examples under ``options`` and its profile
+    (see :class:`PegsTrainingOptions`). ``variant``: the paper's joint row, ``rag`` for a model with retrieval
+    tokens (4′: batch 3 × 36 accumulated, lr 3e-6), ``gen`` without (4)."""
+    from stickerconv.pegs.train import StageConfig, paper_epochs, paper_stage
 
+    paper = options.profile == "paper"
+    base: dict[str, Any] = {"stage": stage, "batch_size": DEFAULT_BATCH_SIZE}
+    if paper:
+        base = paper_stage(stage, variant, sticker_data=True).model_dump()  # type: ignore[arg-type]
+    given = {"batch_size": options.batch_size, "grad_accum": options.grad_accum, "lr": options.lr}
+    base.update({key: value for key, value in given.items() if value is not None})
     steps = options.joint_steps if stage == "joint" and options.joint_steps is not None else options.steps
-    return StageConfig(
-        stage=stage,  # type: ignore[arg-type]
-        max_steps=steps,
-        batch_size=options.batch_size,
-        warmup_steps=max(1, steps // 10),
-        seed=options.seed,
-        checkpoint_every=max(1, steps // 4),
-        head_lr=options.head_lr,
-        mixed_precision=options.mixed_precision,
-        gradient_checkpointing=options.gradient_checkpointing,
-        num_workers=options.num_workers,
-        **({"lr": options.lr} if options.lr is not None else {}),
+    if steps is None and paper:  # the table's epochs over this stage's data, in whole optimiser steps
+        window = base["batch_size"] * base.get("grad_accum", 1) * processes
+        steps = paper_epochs(stage, variant) * max(1, examples // window)  # type: ignore[arg-type]
+    steps = steps or DEFAULT_STEPS
+    return StageConfig.model_validate(
+        base
+        | {
+            "max_steps": steps,
+            "warmup_steps": base["warmup_steps"] if paper else max(1, steps // 10),
+            "seed": options.seed,
+            "checkpoint_every": max(1, steps // 4),
+            "head_lr": options.head_lr,
+            "mixed_precision": options.mixed_precision,
+            "gradient_checkpointing": options.gradient_checkpointing,
+            "num_workers": options.num_workers,
+        }
     )

@@ -162,6 +162,8 @@ class PegsResponder(Responder):
             "checkpoint": self.checkpoint,
             "no_repeat": str(self.no_repeat),
             "send_decision": "greedy" if threshold is None else f"threshold {threshold:.4f}",
+            "max_new_tokens": str(self.max_new_tokens or self.model.config.decoding.max_new_tokens),
+            "trained_profile": self.model.profile,
         }
 
 

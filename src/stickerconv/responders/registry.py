@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stickerconv.llm import LLMFactory
 from stickerconv.responders.base import Responder, ResponderError
-from stickerconv.responders.text_only import TextOnlyResponder
+from stickerconv.responders.text_only import BASELINE_SETTINGS, TextOnlyResponder
 from stickerconv.responders.tool import StickerToolResponder
 from stickerconv.stickers.index import StickerIndex
 
@@ -25,10 +25,12 @@ def build_responder(
     index: StickerIndex | None = None,
     checkpoint: Path | None = None,
     generated_dir: Path | None = None,
+    max_new_tokens: int | None = None,
 ) -> Responder:
     """``name`` is one of ``RESPONDERS``. The LLM baselines take their model from the factory's
     ``responder`` role; PEGS loads ``checkpoint`` and answers with stickers of the index's library
-    (generated ones go to ``generated_dir``)."""
+    (generated ones go to ``generated_dir``). ``max_new_tokens`` caps every responder's reply; None: each
+    its own (the baselines' 200, the paper's for them; a PEGS checkpoint's decoding budget)."""
     if name not in RESPONDERS:
         raise ResponderError(f"unknown responder {name!r}; choose from {', '.join(RESPONDERS)}")
     if name.startswith("pegs-"):
@@ -42,14 +44,24 @@ def build_responder(
         model = PegsModel.from_pretrained(checkpoint)
         mode = name.removeprefix("pegs-")
         try:
-            return PegsResponder(model, index.library, mode, generated_dir=generated_dir, checkpoint=str(checkpoint))
+            return PegsResponder(
+                model,
+                index.library,
+                mode,
+                generated_dir=generated_dir,
+                max_new_tokens=max_new_tokens,
+                checkpoint=str(checkpoint),
+            )
         except ValueError as exc:
             raise ResponderError(f"{name}: {exc}") from None
     if factory is None:
         raise ResponderError(f"{name} needs an LLM")
     model = factory.chat_model("responder")
+    settings = BASELINE_SETTINGS
+    if max_new_tokens is not None:
+        settings = settings.model_copy(update={"max_tokens": max_new_tokens})
     if name == "text":
-        return TextOnlyResponder(model)
+        return TextOnlyResponder(model, settings=settings)
     if index is None:
         raise ResponderError("the tool responder needs an indexed sticker library (--stickers DIR)")
-    return StickerToolResponder(model, index)
+    return StickerToolResponder(model, index, settings=settings)

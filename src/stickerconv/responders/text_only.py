@@ -31,4 +31,8 @@ class TextOnlyResponder(Responder):
         return Reply(text=clean_utterance(result.text) or readable(result.text))
 
     def describe(self) -> dict[str, str]:
-        return {"responder": self.name, "model": f"{self.model.backend.name}:{self.model.model}"}
+        return {
+            "responder": self.name,
+            "model": f"{self.model.backend.name}:{self.model.model}",
+            "max_new_tokens": str(self.settings.max_tokens),
+        }

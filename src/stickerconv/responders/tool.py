@@ -83,4 +83,5 @@ class StickerToolResponder(Responder):
             "responder": self.name,
             "model": f"{self.model.backend.name}:{self.model.model}",
             "index": f"{self.index.embedder.name}, {len(self.index)} stickers",
+            "max_new_tokens": str(self.settings.max_tokens),
         }

@@ -8,6 +8,7 @@ decoding with a grammar built from the JSON schema, so structured answers parse 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -32,18 +33,55 @@ def _embedded_model() -> Path:
         raise ConfigError(f"{exc}, or use --llm local:/path/to/model.gguf") from exc
 
 
+@functools.cache
+def _counting_llama() -> type:
+    """``llama_cpp.Llama`` counting the tokens each ``eval`` decodes. A generation's first ``eval`` is the part of
+    the prompt llama.cpp actually evaluated: the whole prompt after a reset, only the suffix after the longest
+    prefix shared with the previous call when the KV cache is kept (``Llama.generate`` trims the cache to that
+    prefix), and none when the prompt was already all there. llama-cpp-python reports no such number itself."""
+    from llama_cpp import Llama
+
+    class CountingLlama(Llama):
+        evaluated: list[int]
+
+        def eval(self, tokens) -> None:
+            self.evaluated.append(len(tokens))
+            super().eval(tokens)
+
+    return CountingLlama
+
+
+# Snapshots of llama.cpp's state for the prefix cache: SmolLM2-135M keeps about 23 kB a token, so a 1,500-token
+# prompt is about 35 MB and this holds some 30 recent prompts (least recently used go first).
+STATE_CACHE_BYTES = 1 << 30
+
+
 class LocalBackend(Backend):
-    """``--llm local`` (SmolLM2-135M-Instruct) or ``--llm local:/path/to/model.gguf``."""
+    """``--llm local`` (SmolLM2-135M-Instruct) or ``--llm local:/path/to/model.gguf``.
+
+    ``prefix_cache`` keeps llama.cpp's KV cache between calls and snapshots of it per prompt, so a call evaluates
+    only what its prompt does not share with the closest earlier one (a session's calls repeat the persona,
+    instructions and dialogue so far). Off by
+    default: the suffix is then decoded in another split, and llama.cpp's arithmetic may round differently, so
+    the same request and seed could answer otherwise after other requests (docs/llm.md)."""
 
     name = "local"
     timeout_applies = False
 
-    def __init__(self, model_path: Path | str | None = None, *, n_ctx: int = 2048, threads: int | None = None):
+    def __init__(
+        self,
+        model_path: Path | str | None = None,
+        *,
+        n_ctx: int = 2048,
+        threads: int | None = None,
+        prefix_cache: bool = False,
+    ):
         self.path = Path(model_path) if model_path else _embedded_model()
         if not self.path.is_file():
             raise ConfigError(f"model file {self.path} does not exist")
         self.model = self.path.stem
         self.n_ctx = n_ctx
+        self.prefix_cache = prefix_cache
         # One core is left to the rest of the process (embedding, HTTP, the event loop): llama.cpp's
         # threads wait for each other at every layer, so one preempted thread stalls them all, and on
         # 2 cores 2 threads were only ~15 % faster when idle but many times slower under load.
@@ -54,13 +92,22 @@ class LocalBackend(Backend):
     def load(self):
         if self._llama is None:
             try:
-                from llama_cpp import Llama
+                llama_class = _counting_llama()
             except ImportError as exc:
                 raise ConfigError(
                     "llama-cpp-python is not installed; run scripts/install.sh (it uses a prebuilt wheel when "
                     "one is cached, else compiles llama.cpp, about 9 minutes on 2 cores)"
                 ) from exc
-            self._llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False)
+            self._llama = llama_class(
+                model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
+            )
+            if self.prefix_cache:
+                from llama_cpp import LlamaRAMCache
+
+                # The KV cache holds one prefix: the previous call's, whoever made it. A session alternates
+                # agents, so each agent's prompt shares little with the call before it and much with its own
+                # previous call; the state cache keeps a snapshot per prompt and restores the longest match.
+                self._llama.set_cache(LlamaRAMCache(capacity_bytes=STATE_CACHE_BYTES))
         return self._llama
 
     async def generate(self, request: Request, timeout: float) -> Completion:
@@ -87,17 +134,23 @@ class LocalBackend(Backend):
             kwargs["stop"] = s.stop
         if request.json_schema is not None:  # always a grammar: llama.cpp in process takes every schema this way
             kwargs["response_format"] = response_format("json_object_schema", request.json_schema)
-        llama.reset()  # no KV-cache reuse between requests: the same request and seed give the same answer
+        if not self.prefix_cache:
+            llama.reset()  # no KV-cache reuse between requests: the same request and seed give the same answer
+        llama.evaluated = []
         try:
             response = llama.create_chat_completion(**kwargs)
         except ValueError as exc:  # e.g. the prompt exceeds the context window
             raise PermanentError(f"local model {self.model}: {exc}") from exc
         choice = response["choices"][0]
         usage = response.get("usage", {})
+        prompt = usage.get("prompt_tokens", 0)
+        evaluated = llama.evaluated[0] if llama.evaluated else prompt
         return Completion(
             text=choice["message"]["content"] or "",
             usage=Usage(
-                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)
+                prompt_tokens=prompt,
+                completion_tokens=usage.get("completion_tokens", 0),
+                cached_prompt_tokens=max(0, prompt - evaluated),
             ),
             finish_reason=choice.get("finish_reason"),
             structured_mode="json_object_schema" if request.json_schema is not None else None,

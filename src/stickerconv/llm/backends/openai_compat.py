@@ -178,14 +178,19 @@ def _completion(response) -> Completion:
     text = choice.message.content if choice.message is not None else None
     if text is None:
         raise TransientError(f"response has no message content (finish_reason={choice.finish_reason!r})")
-    usage = response.usage
-    return Completion(
-        text=text,
-        usage=Usage(
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        ),
-        finish_reason=choice.finish_reason,
+    return Completion(text=text, usage=_usage(response.usage), finish_reason=choice.finish_reason)
+
+
+def _usage(usage) -> Usage:
+    """Tokens as the server counted them. Cached prompt tokens come from ``prompt_tokens_details.cached_tokens``
+    (OpenAI, and vLLM started with ``--enable-prompt-tokens-details``); a server that leaves it out
+    (llama-cpp-python's server, for one) reads as 0, which is also what it bills as cached (Usage explains)."""
+    prompt = getattr(usage, "prompt_tokens", 0) or 0
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        cached_prompt_tokens=min(cached, prompt),
     )
 
 

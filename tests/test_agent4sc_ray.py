@@ -3,6 +3,7 @@ of the same command; a rerun resumes instead of repeating."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from stickerconv.agent4sc.ray_executor import SHARDS, merge_shards, shard_windows
+from stickerconv.pipelines.pools import PoolOptions, make_pools
+from stickerconv.stickers.library import StickerLibrary
+from stickerconv.stickers.pools import PoolManifest
 
+from helpers.agent4sc import PERSONAS
 from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
@@ -87,3 +92,34 @@ def test_ray_executor_equals_a_local_run_and_resumes(tmp_path, small_index):
     quality = json.loads((tmp_path / "ray" / "quality" / "quality.json").read_text())  # written by every run
     assert quality["ray"]["sessions"] == len(merged)
     assert sum(row["calls"] for row in summary["llm"]) > 0
+
+
+@pytest.mark.slow
+def test_ray_shards_keep_to_the_sticker_pool(tmp_path, small_index):
+    pack = tmp_path / "pack"
+    shutil.copytree(small_index.library.root, pack)
+    make_pools(PoolOptions(pack, pools="train=0.5,test=0.5", seed=1))
+    manifest = PoolManifest.load(pack)
+    image_of = StickerLibrary.load(pack).by_id()
+    test_images = {image_of[i].image for i in manifest.pools["test"]}
+    personas = tmp_path / "personas.jsonl"
+    personas.write_text("".join(p.model_dump_json() + "\n" for p in PERSONAS[:4]))
+    with FakeOpenAIServer(reply=dialogue_reply) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RAY_"))}
+        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test", "RAY_AUTH_MODE": "disabled"}
+        args = [str(SCRIPT), "generate", "--personas", str(personas), "--stickers", str(pack), "--pool", "train"]
+        args += ["--out", str(tmp_path / "ray"), "--llm", "openai:fake-model", "--executor", "ray", "--shards", "2"]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    sessions = [json.loads(line) for line in (tmp_path / "ray" / "conversations.jsonl").read_text().splitlines()]
+    used = [
+        sticker["image"]
+        for session in sessions
+        for turn in session["conversation"]
+        for sticker in (turn["user_sticker"], turn["system_sticker"])
+        if sticker is not None
+    ]
+    assert sessions and used and not set(used) & test_images
+    assert all(session["meta"]["sticker_pool"] == "train" for session in sessions)
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["sticker_pool"] == "train" and summary["profile"] == "default" and summary["executor"] == "ray"

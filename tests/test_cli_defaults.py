@@ -21,6 +21,7 @@ from stickerconv.pipelines.evaluation import EpitomeTrainOptions, PredictOptions
 from stickerconv.pipelines.generation import GenerationOptions
 from stickerconv.pipelines.pegs_training import FitSendOptions, PegsTrainingOptions
 from stickerconv.pipelines.personas import PersonaOptions
+from stickerconv.pipelines.pools import PoolOptions
 from stickerconv.pipelines.serving import ServeOptions
 from stickerconv.pipelines.stickers import IndexOptions, IngestOptions, PackOptions, SearchOptions
 from stickerconv.serve.settings import ServeSettings
@@ -36,6 +37,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "stickers index": (IndexOptions,),
     "stickers search": (SearchOptions,),
     "stickers annotate": (AnnotateLibraryOptions, AnnotateOptions),
+    "stickers pools": (PoolOptions,),
     "personas generate": (PersonaOptions,),
     "data validate": (ValidateOptions,),
     "data stats": (StatsOptions,),

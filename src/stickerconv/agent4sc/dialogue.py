@@ -27,6 +27,7 @@ def estimate_tokens(text: str) -> int:
 class DialogueMemory:
     model: ChatModel
     token_limit: int = DEFAULT_TOKEN_LIMIT
+    summary_max_tokens: int = 200  # the running summary's answer budget (ManagerConfig.summary_max_tokens)
     count_tokens: Callable[[str], int] = estimate_tokens
     lines: list[str] = field(default_factory=list)
     summary: str = ""
@@ -65,7 +66,7 @@ class DialogueMemory:
                 system("You keep a running summary of a conversation between B (a user) and A (an assistant)."),
                 user(prompt),
             ],
-            settings=Settings(temperature=0.0, max_tokens=200),
+            settings=Settings(temperature=0.0, max_tokens=self.summary_max_tokens),
         )
         self.summary = " ".join(result.text.split())
         self.folds += 1

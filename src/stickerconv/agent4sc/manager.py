@@ -6,7 +6,8 @@ all four cross-checks the original intended (§9 item 5). Sticker frequency: the
 actually decided the original's outcome; its interval rule never did (§9 item 6).
 
 Three defaults keep a weak model (the embedded 135M one) from ending or emptying dialogues that a
-gpt-3.5 judge would have let run; ``ManagerConfig.original()`` restores the paper's rules:
+gpt-3.5 judge would have let run; ``ManagerConfig.original()`` (also ``for_profile("paper")``) restores the
+paper's rules:
 
 * a sticker is dropped only when the judge and the message's polarity agree (``review_needs_polarity_conflict``);
 * closure is judged only when the last turn shows a winding-down cue (``closure_needs_cue``): the
@@ -26,6 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from stickerconv.llm import ChatModel, system, user
+from stickerconv.profiles import Profile
 from stickerconv.schema import Conversation, Sticker
 from stickerconv.text import normalise
 
@@ -52,6 +54,9 @@ class ManagerConfig:
     # then cannot empty the dataset. False restores the original: the judge alone decides.
     review_needs_polarity_conflict: bool = True
     summary_token_limit: int = 2000  # the shared history's buffer; older lines fold into a running summary
+    # The running summary's answer budget. 200 is ample for the three sentences asked for and keeps a weak
+    # model from rambling; the original gave its summary buffer 500 (§2.2).
+    summary_max_tokens: int = 200
     # Ask the closure judge only when the last turn has a winding-down cue (``closure_cue``); without one the
     # dialogue goes on. False restores the original: the judge alone decides.
     closure_needs_cue: bool = True
@@ -61,8 +66,20 @@ class ManagerConfig:
 
     @classmethod
     def original(cls, **changes) -> ManagerConfig:
-        """The method reference's rules (§2.8): the judges alone decide, the first line is the utterance."""
-        return cls(review_needs_polarity_conflict=False, closure_needs_cue=False, fresh_lines=False, **changes)
+        """The method reference's rules (§2.8): the judges alone decide, the first line is the utterance, the
+        summary buffer answers in up to 500 tokens (§2.2)."""
+        settings = {
+            "review_needs_polarity_conflict": False,
+            "closure_needs_cue": False,
+            "fresh_lines": False,
+            "summary_max_tokens": 500,
+        }
+        return cls(**(settings | changes))
+
+    @classmethod
+    def for_profile(cls, profile: Profile, **changes) -> ManagerConfig:
+        """The manager of a profile: ours (``default``) or the paper's (``paper``, = ``original()``)."""
+        return cls.original(**changes) if profile == "paper" else cls(**changes)
 
 
 MANAGER_RULES = {"default": ManagerConfig(), "original": ManagerConfig.original()}

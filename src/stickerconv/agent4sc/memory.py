@@ -10,11 +10,13 @@ Why the defaults differ from the original: it scaled importance by 0.15/10 and r
 reflection practically never fired (§9 item 10). Here importance is scored 1..10 and scaled to
 0.1..1.0, and reflection fires above 3.0: with typical scores of 4-7 that is after 5-7 memories,
 i.e. around turn 3 of 6. Because a weak rater may score everything low, reflection also fires after
-``reflect_every`` (8) new memories, around turn 4. ``MemoryConfig.original()`` restores the
-original parameters.
+``reflect_every`` (8) new memories, around turn 4. ``MemoryConfig.original()`` (the ``paper`` profile's)
+restores the original parameters.
 
 Time is simulated: every write advances the clock one step, so recency (``decay ** steps since
-last access``) separates the start of a dialogue from its end, which wall-clock hours would not.
+last access``) separates the start of a dialogue from its end, which wall-clock hours would not. The
+original's memories were seconds apart on a clock counted in hours, so its recency was practically 1 for all:
+``original()`` sets ``recency_decay=1.0``.
 Importance is rated for all of a turn's memories in one call rather than one call each (the
 original's one-call-per-memory remains a setting).
 """
@@ -28,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.llm import ChatModel, system, user
+from stickerconv.profiles import Profile
 from stickerconv.stickers.embed import Embedder
 
 
@@ -46,8 +49,19 @@ class MemoryConfig(BaseModel):
 
     @classmethod
     def original(cls) -> MemoryConfig:
-        """The authors' parameters, for faithful reproduction (reflection then rarely fires)."""
-        return cls(importance_scale=0.015, reflection_threshold=2.0, batch_importance=False, reflect_every=None)
+        """The authors' parameters, for faithful reproduction (reflection then rarely fires, recency ranks nothing)."""
+        return cls(
+            importance_scale=0.015,
+            reflection_threshold=2.0,
+            recency_decay=1.0,
+            batch_importance=False,
+            reflect_every=None,
+        )
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> MemoryConfig:
+        """The memory of a profile: ours (``default``) or the authors' (``paper``, = ``original()``)."""
+        return cls.original() if profile == "paper" else cls()
 
 
 @dataclass

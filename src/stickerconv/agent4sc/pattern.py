@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from stickerconv.llm import ChatModel, LLMFactory
 from stickerconv.llm.types import Message
+from stickerconv.profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class CallPattern:
     @classmethod
     def original(cls) -> CallPattern:
         return cls(fuse_plan=False, batch_importance=False, compact_prompts=False, skip_final_memory=False)
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> CallPattern:
+        """The calls of a profile: lean (``default``) or the original's (``paper``), candidate blocks with every
+        metadata field (emotion, recommendation) and full few-shot examples included."""
+        return cls.original() if profile == "paper" else cls()
 
 
 CALL_PATTERNS = {"lean": CallPattern(), "original": CallPattern.original()}

@@ -70,17 +70,22 @@ def _run_shard(
 ) -> dict:
     """One Ray task: the ordinary runner over one window of personas, into its own folder."""
     from stickerconv.stickers.index import StickerIndex
+    from stickerconv.stickers.pools import PoolManifest, restrict
 
+    index = StickerIndex.load(Path(lib_dir))
+    if options["pool"] is not None:  # the driver checked the manifest; a shard sees the same folder
+        index = restrict(index, PoolManifest.load(Path(lib_dir)), options["pool"])
     config = LLMConfig.model_validate(llm_config)
     config = config.model_copy(update={"store": Path(shard_dir) / "llm.sqlite"})
     factory = LLMFactory(config)
     report = asyncio.run(
         run_generation(
             [Persona.model_validate(p) for p in personas],
-            StickerIndex.load(Path(lib_dir)),
+            index,
             factory,
             Path(shard_dir),
             positions=positions,
+            provenance=options["provenance"],
             concurrency=options["concurrency"],
             max_turns=options["max_turns"],
             seed=options["seed"],
@@ -152,10 +157,12 @@ def run_generation_ray(
     manager_config: ManagerConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     call_pattern: CallPattern | None = None,
+    pool: str | None = None,
+    provenance: dict | None = None,
 ) -> RunReport:
     """Run the personas as Ray tasks (one per shard) and merge. ``address`` None starts a local Ray
     instance (or joins the one ``RAY_ADDRESS`` names); ``shards`` defaults to the cluster's CPUs
-    divided by ``cpus_per_shard``."""
+    divided by ``cpus_per_shard``. ``pool`` and ``provenance`` mean what they mean to ``run_generation``."""
     import ray
 
     start = time.perf_counter()
@@ -184,6 +191,8 @@ def run_generation_ray(
             "memory": memory_config.model_dump() if memory_config else None,
             "manager": asdict(manager_config) if manager_config else None,
             "pattern": asdict(call_pattern or CallPattern()),
+            "pool": pool,
+            "provenance": provenance,
         }
         pending = []
         for i, window in enumerate(windows):
@@ -218,6 +227,6 @@ def run_generation_ray(
         store = LLMStore(path)
         ledgers.append([row.__dict__ for row in store.ledger()])
         store.close()
-    write_summary(out, report, _merge_ledgers(ledgers), executor="ray", shards=len(stores))
+    write_summary(out, report, _merge_ledgers(ledgers), executor="ray", shards=len(stores), **(provenance or {}))
     log.info("merged: %d kept, %d rejected in %s", kept_total, rejected_total, out / SUMMARY)
     return report

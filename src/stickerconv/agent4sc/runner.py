@@ -107,9 +107,11 @@ async def run_generation(
     on_progress: Callable[[int, int], None] | None = None,
     positions: Sequence[int] | None = None,
     call_pattern: CallPattern | None = None,
+    provenance: dict | None = None,
 ) -> RunReport:
     """Simulate one dialogue per persona into ``out``. ``positions`` are the personas' places in the
-    whole persona list (a shard passes its own), which fix their default ids and session seeds."""
+    whole persona list (a shard passes its own), which fix their default ids and session seeds.
+    ``provenance`` (e.g. the sticker pool) joins every session's ``meta`` and summary.json."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = RunReport(out)
@@ -160,7 +162,9 @@ async def run_generation(
                 "models": {r: f"{m.backend.name}:{m.model}" for r, m in models.items()},
                 "call_pattern": asdict(pattern),
                 "manager_rules": asdict(manager.config),
+                "memory": memory_config.model_dump(),
                 "prompts": PROMPTS_HASH,
+                **(provenance or {}),
             }
             report.end_reasons[result.end_reason] += 1
             if result.conversation is not None and keep(result.conversation):
@@ -186,7 +190,7 @@ async def run_generation(
         for backend in {id(m.backend): m.backend for m in models.values()}.values():
             await backend.release_loop()
     report.wall_s = time.perf_counter() - start
-    write_summary(out, report, [row.__dict__ for row in factory.store.ledger()])
+    write_summary(out, report, [row.__dict__ for row in factory.store.ledger()], **(provenance or {}))
     return report
 
 

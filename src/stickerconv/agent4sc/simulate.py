@@ -141,7 +141,7 @@ async def simulate(
     rng = random.Random(seed)
     max_turns = manager.config.max_turns
     turns: list[Turn] = []
-    dialogue = DialogueMemory(manager.model, manager.config.summary_token_limit)
+    dialogue = DialogueMemory(manager.model, manager.config.summary_token_limit, manager.config.summary_max_tokens)
     decisions: list[dict] = []
     plans: list[dict] = []
     prev_u = prev_s = None

@@ -215,7 +215,7 @@ def split(
     ] = SplitOptions.layout,
     as_json: JsonOption = False,
 ) -> None:
-    """Split by persona: no persona appears in two splits."""
+    """Split by persona (no persona in two splits), following each dialogue's sticker pool where it has one."""
     try:
         shares = tuple(float(r) for r in ratios.split(","))
     except ValueError:
@@ -227,6 +227,8 @@ def split(
         _print_json(report)
         return
     console.print(escape(result.source), highlight=False)
+    if report.by_pool:
+        console.print("split by sticker pool: test pool -> test, train pool -> train and validation")
     for name, count in report.sessions.items():
         console.print(f"{name}: {count:,} sessions, {report.groups[name]:,} personas -> {report.files[name]}")
 

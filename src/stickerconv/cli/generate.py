@@ -16,6 +16,7 @@ from stickerconv.cli.common import (
     ConfigOption,
     JsonOption,
     LLMOption,
+    ProfileOption,
     StickersOption,
     console,
     progress_bar,
@@ -33,6 +34,20 @@ from stickerconv.pipelines.generation import (
 CallPatternName = Literal[tuple(CALL_PATTERNS)]  # the choices typer offers and checks come from the registries
 ManagerRulesName = Literal[tuple(MANAGER_RULES)]
 ExecutorName = Literal[EXECUTORS]
+CallPatternOption = Annotated[
+    CallPatternName | None,
+    typer.Option(
+        help="lean (fewer calls and tokens, every step kept) or original (the paper's calls); "
+        "default: the profile's (default lean, paper original)."
+    ),
+]
+ManagerRulesOption = Annotated[
+    ManagerRulesName | None,
+    typer.Option(
+        help="default (judges checked by cues, fresh answer lines; for small models) or original (the paper's); "
+        "default: the profile's."
+    ),
+]
 
 
 def generate_command(
@@ -57,15 +72,13 @@ def generate_command(
     shards: Annotated[int | None, typer.Option(min=1, help="Ray shards (default: the cluster's CPUs).")] = (
         GenerationOptions.shards
     ),
-    call_pattern: Annotated[
-        CallPatternName, typer.Option(help="lean (fewer calls and tokens, every step kept) or original (the paper's).")
-    ] = GenerationOptions.call_pattern,
-    manager_rules: Annotated[
-        ManagerRulesName,
-        typer.Option(
-            help="default (judges checked by cues, fresh answer lines; for small models) or original (the paper's)."
-        ),
-    ] = GenerationOptions.manager_rules,
+    profile: ProfileOption = GenerationOptions.profile,
+    call_pattern: CallPatternOption = GenerationOptions.call_pattern,
+    manager_rules: ManagerRulesOption = GenerationOptions.manager_rules,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Retrieve only from this sticker pool (train, test; made by `stickers pools`)."),
+    ] = GenerationOptions.pool,
     estimate_only: Annotated[
         bool,
         typer.Option(
@@ -77,7 +90,9 @@ def generate_command(
     estimate_personas: Annotated[int, typer.Option(min=1, help="Sessions --estimate simulates.")] = ESTIMATE_PERSONAS,
     as_json: JsonOption = False,
 ) -> None:
-    """Simulate Agent4SC dialogues (resumable: rerun the same command to continue)."""
+    """Simulate Agent4SC dialogues (resumable: rerun the same command to continue). --profile paper runs the
+    paper's settings (calls, manager, memory) on an index built with `stickers index --profile paper`;
+    --call-pattern and --manager-rules, when given, win over the profile's."""
     given = locals()  # first: the parameters alone, named as GenerationOptions' fields
     fields = {field.name for field in dataclasses.fields(GenerationOptions)}
     options = GenerationOptions(**{name: value for name, value in given.items() if name in fields})

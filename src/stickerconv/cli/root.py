@@ -20,6 +20,7 @@ from stickerconv.cli.generate import generate_command
 from stickerconv.cli.llm import llm_app
 from stickerconv.cli.pegs import pegs_app
 from stickerconv.cli.personas import personas_app
+from stickerconv.cli.pools import pools_command
 from stickerconv.cli.serve import serve as serve_command
 from stickerconv.cli.stickers import stickers_app
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(stickers_app, name="stickers")
 stickers_app.command("annotate")(annotate_command)
+stickers_app.command("pools")(pools_command)
 app.add_typer(llm_app, name="llm")
 app.add_typer(personas_app, name="personas")
 app.command("generate")(generate_command)

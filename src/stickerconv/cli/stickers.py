@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import typer
 from rich.markup import escape
 
-from stickerconv.cli.common import JsonOption, console, err, hits_table, progress_bar
+from stickerconv.cli.common import JsonOption, ProfileOption, console, err, hits_table, progress_bar
 from stickerconv.pipelines.stickers import (
     INDEX_KINDS,
     IndexOptions,
@@ -106,13 +106,17 @@ def index(
     kind: Annotated[IndexKind, typer.Option(help="auto = exact up to 100k stickers, else FAISS IVF.")] = (
         IndexOptions.kind
     ),
-    template: Annotated[TextTemplate, typer.Option(help="The text of each sticker that is embedded.")] = (
-        IndexOptions.template
-    ),
+    template: Annotated[
+        TextTemplate | None,
+        typer.Option(
+            help="The text embedded per sticker (default: the profile's; default paper+subject, paper paper)."
+        ),
+    ] = IndexOptions.template,
+    profile: ProfileOption = IndexOptions.profile,
     as_json: JsonOption = False,
 ) -> None:
-    """Embed every sticker's text and save the index in LIB_DIR/index/."""
-    result = index_library(IndexOptions(lib_dir, embedder, kind, template), progress=progress_bar)
+    """Embed every sticker's text and save the index (with its profile's ranking settings) in LIB_DIR/index/."""
+    result = index_library(IndexOptions(lib_dir, embedder, kind, template, profile), progress=progress_bar)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return
@@ -138,7 +142,11 @@ def search(
         SearchOptions.embedder
     ),
     emotion_weight: Annotated[
-        float, typer.Option(min=0.0, help="Bonus for stickers whose label the query's emotion words name; 0 = off.")
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Bonus for stickers whose label the query's emotion words name; 0 = off (default: the index's).",
+        ),
     ] = SearchOptions.emotion_weight,
     as_json: JsonOption = False,
 ) -> None:

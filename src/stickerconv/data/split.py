@@ -7,6 +7,10 @@ persona id (``meta.persona_id``, our runs), records sharing either the text or t
 Groups are shuffled with a seeded generator after sorting by a content hash, so the same input,
 ratios and seed give the same split on any machine and in any input order. The split files are
 written in the layout asked for (JSON Lines by default; a JSON array or parquet).
+
+Conversations generated on a sticker pool (``generate --pool``, ``meta.sticker_pool``) follow it: test-pool
+dialogues go to test, train-pool ones to train and validation (by their ratios), so a test sticker is unseen
+in training by construction, not by chance. The test ratio then has no say: the pools' sizes decide.
 """
 
 from __future__ import annotations
@@ -28,10 +32,16 @@ from stickerconv.data.io import (
     parse_conversation,
     write_records,
 )
+from stickerconv.stickers.pools import POOL_KEY
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 MANIFEST = "split.json"
+POOL_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("train", "validation"),
+    "validation": ("validation",),
+    "test": ("test",),
+}
 
 
 @dataclass
@@ -42,6 +52,7 @@ class SplitReport:
     sessions: dict[str, int] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    by_pool: bool = False  # the records' sticker pools decided the splits
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
@@ -81,8 +92,14 @@ def persona_keys(record: dict[str, Any]) -> list[str]:
     return keys
 
 
+def record_pool(record: dict[str, Any]) -> str | None:
+    meta = record.get("meta")
+    return meta.get(POOL_KEY) if isinstance(meta, dict) else None
+
+
 def assign(records: Sequence[dict[str, Any]], ratios: Sequence[float], seed: int) -> list[str]:
-    """The split name of every record, keeping each persona group whole."""
+    """The split name of every record, keeping each persona group whole and, where the records carry
+    sticker pools, each pool's records in that pool's splits."""
     ratios = check_ratios(ratios)
     groups = _Groups()
     keys = [persona_keys(r) for r in records]
@@ -94,17 +111,51 @@ def assign(records: Sequence[dict[str, Any]], ratios: Sequence[float], seed: int
         members.setdefault(groups.find(record_keys[0]), []).append(i)
     order = sorted(members, key=lambda root: hashlib.sha256(root.encode("utf-8")).hexdigest())
     random.Random(seed).shuffle(order)
-    bounds = [sum(ratios[: i + 1]) * len(records) for i in range(len(SPLITS))]
     names = [""] * len(records)
-    placed = 0
-    for root in order:
-        # A group goes to the split its midpoint falls in, so sizes track the ratios closely.
-        middle = placed + len(members[root]) / 2
-        split = next((name for name, bound in zip(SPLITS, bounds, strict=True) if middle <= bound), SPLITS[-1])
-        for i in members[root]:
-            names[i] = split
-        placed += len(members[root])
+    shares = dict(zip(SPLITS, ratios, strict=True))
+    for splits, roots in _by_pool(records, members, order).items():
+        total = sum(shares[split] for split in splits)
+        if total == 0:
+            raise ValueError(f"ratios give {'/'.join(splits)} nothing, but sticker-pool records must go there")
+        _place([members[root] for root in roots], splits, [shares[split] / total for split in splits], names)
     return names
+
+
+def _by_pool(
+    records: Sequence[dict[str, Any]], members: dict[str, list[int]], order: list[str]
+) -> dict[tuple[str, ...], list[str]]:
+    """The persona groups (in ``order``) per set of splits they may go to: every split without pools."""
+    pools = [record_pool(r) for r in records]
+    if all(pool is None for pool in pools):
+        return {SPLITS: order}
+    if any(pool is None for pool in pools):
+        raise ValueError(f"some records carry meta.{POOL_KEY} and some do not: split runs on pools or none")
+    placed: dict[tuple[str, ...], list[str]] = {}
+    for root in order:
+        found = {pools[i] for i in members[root]}
+        if len(found) > 1:
+            raise ValueError(
+                f"persona {records[members[root][0]]['user_persona'][:60]!r} has dialogues in sticker pools "
+                f"{', '.join(sorted(found))}: generate each pool from its own personas"
+            )
+        pool = found.pop()
+        if pool not in POOL_SPLITS:
+            raise ValueError(f"sticker pool {pool!r} has no split; pools that split: {', '.join(POOL_SPLITS)}")
+        placed.setdefault(POOL_SPLITS[pool], []).append(root)
+    return placed
+
+
+def _place(groups: Sequence[list[int]], splits: Sequence[str], shares: Sequence[float], names: list[str]) -> None:
+    """A group goes to the split its midpoint falls in, so sizes track the shares closely."""
+    total = sum(len(group) for group in groups)
+    bounds = [sum(shares[: i + 1]) * total for i in range(len(splits))]
+    placed = 0
+    for group in groups:
+        middle = placed + len(group) / 2
+        split = next((name for name, bound in zip(splits, bounds, strict=True) if middle <= bound), splits[-1])
+        for i in group:
+            names[i] = split
+        placed += len(group)
 
 
 def split_file(
@@ -131,7 +182,7 @@ def split_file(
         parse_conversation(raw)
         records.append(raw.data)
     names = assign(records, ratios, seed)
-    report = SplitReport(out, seed, tuple(ratios))
+    report = SplitReport(out, seed, tuple(ratios), by_pool=any(record_pool(r) is not None for r in records))
     for split in SPLITS:
         chosen = [r for r, name in zip(records, names, strict=True) if name == split]
         report.files[split] = out / f"{split}{suffix}"
@@ -142,6 +193,7 @@ def split_file(
         "seed": seed,
         "ratios": dict(zip(SPLITS, ratios, strict=True)),
         "group_key": "user_persona text, joined with meta.persona_id where present",
+        "by_sticker_pool": {pool: list(splits) for pool, splits in POOL_SPLITS.items()} if report.by_pool else None,
         "sessions": report.sessions,
         "personas": report.groups,
     }

@@ -192,7 +192,7 @@ def _judge_quality(options: QualityOptions, file: Path, label: str, progress: Pr
 # ------------------------------------------------------------------------------------------------ split
 @dataclass(frozen=True)
 class SplitOptions:
-    """``data split``: train/validation/test by persona."""
+    """``data split``: train/validation/test by persona, and by sticker pool where the dialogues carry one."""
 
     file: Path  # conversations
     out: Path  # folder for the split files and split.json
@@ -208,7 +208,7 @@ class SplitResult:
 
 
 def split(options: SplitOptions, *, progress: ProgressFactory = no_progress) -> SplitResult:
-    """Split so that no persona appears in two splits."""
+    """Split so that no persona appears in two splits and no test-pool sticker in training (``data/split.py``)."""
     from stickerconv.data.io import LAYOUT_SUFFIXES, open_source
     from stickerconv.data.split import split_file
 

@@ -13,7 +13,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,11 +21,14 @@ from stickerconv.agent4sc.manager import MANAGER_RULES, ManagerConfig
 from stickerconv.agent4sc.memory import MemoryConfig
 from stickerconv.agent4sc.pattern import CALL_PATTERNS, CallPattern
 from stickerconv.pipelines.common import PipelineError, ProgressFactory, check_choice, no_progress
+from stickerconv.pipelines.pools import load_index, pool_provenance
+from stickerconv.profiles import DEFAULT_PROFILE, PROFILES, Profile
 
 if TYPE_CHECKING:
     from stickerconv.agent4sc.runner import RunReport
     from stickerconv.llm import LLMConfig, LLMFactory
     from stickerconv.schema import Persona
+    from stickerconv.stickers.index import StickerIndex
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,10 @@ ESTIMATE_PERSONAS = 3
 class GenerationOptions:
     """Everything ``run_generation`` and ``run_generation_ray`` take, for either executor. Fields a given
     executor does not use (``ray_address``, ``shards``, ``cpus_per_shard`` locally) are ignored by it.
-    ``call_pattern`` and ``manager_rules`` are names from ``CALL_PATTERNS`` / ``MANAGER_RULES`` or objects."""
+    ``call_pattern`` and ``manager_rules`` are names from ``CALL_PATTERNS`` / ``MANAGER_RULES`` or objects.
+    ``profile`` sets the call pattern, the manager's rules and the memory (each ``for_profile``) and the index's
+    settings it requires (``IndexSettings.for_profile``); ``call_pattern``, ``manager_rules`` and ``memory``,
+    when given, win over the profile's."""
 
     personas: Path  # profiles, JSON/JSONL (the published format)
     stickers: Path  # an indexed sticker library
@@ -53,15 +59,18 @@ class GenerationOptions:
     max_turns: int = 6
     limit: int | None = None  # only the first N personas
     seed: int = 0
-    call_pattern: str | CallPattern = "lean"
-    manager_rules: str | ManagerConfig = "default"
-    memory: MemoryConfig | None = None
+    profile: Profile = DEFAULT_PROFILE
+    call_pattern: str | CallPattern | None = None  # None: the profile's
+    manager_rules: str | ManagerConfig | None = None  # None: the profile's
+    memory: MemoryConfig | None = None  # None: the profile's
     ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray instance
     shards: int | None = None  # None: the cluster's CPUs / cpus_per_shard
     cpus_per_shard: float = 1.0
+    pool: str | None = None  # retrieve only from this sticker pool (``stickers pools``); None: the whole library
 
     def __post_init__(self) -> None:
         check_choice("executor", self.executor, EXECUTORS)
+        check_choice("profile", self.profile, PROFILES)
         if isinstance(self.call_pattern, str):
             check_choice("call_pattern", self.call_pattern, CALL_PATTERNS)
         if isinstance(self.manager_rules, str):
@@ -86,9 +95,9 @@ class GenerationOptions:
             "max_turns": self.max_turns,
             "limit": self.limit,
             "seed": self.seed,
-            "memory_config": self.memory,
-            "manager_config": rules,
-            "call_pattern": pattern,
+            "memory_config": self.memory or MemoryConfig.for_profile(self.profile),
+            "manager_config": rules or ManagerConfig.for_profile(self.profile),
+            "call_pattern": pattern or CallPattern.for_profile(self.profile),
             "on_progress": on_progress,
         }
 
@@ -125,27 +134,48 @@ def generate(
     from stickerconv.agent4sc.runner import run_generation
     from stickerconv.llm import LLMFactory
     from stickerconv.runfiles import CONVERSATIONS, SUMMARY
-    from stickerconv.stickers.index import StickerIndex
 
     if llm_factory is not None and options.executor != "local":
         raise PipelineError("llm_factory: a factory cannot travel to Ray shards; use executor='local'")
     out = Path(options.out)
-    index = StickerIndex.load(options.stickers)  # also checks the library before any shard starts
+    index = profile_index(load_index(options.stickers, options.pool), options.profile)  # before any shard starts
     llm_config = options.llm_config() if llm_factory is None else llm_factory.config
     people = load_personas(options.personas)
+    provenance = {"profile": options.profile} | pool_provenance(options.pool)
     with progress(f"simulating dialogues ({options.executor})") as update:
         if options.executor == "ray":
-            report = _run_ray(options, people, llm_config, update)
+            report = _run_ray(options, people, llm_config, update, provenance)
         else:
             factory = llm_factory or LLMFactory(llm_config)
-            report = asyncio.run(run_generation(people, index, factory, out, **options.runner_options(update)))
+            runner = options.runner_options(update) | {"provenance": provenance}
+            report = asyncio.run(run_generation(people, index, factory, out, **runner))
     summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
     log.info("%d kept, %d rejected, %d already done in %s", report.kept, report.rejected, report.skipped_done, out)
     return GenerationResult(report, summary, out / CONVERSATIONS, _quality_report(out))
 
 
+def profile_index(index: StickerIndex, profile: Profile) -> StickerIndex:
+    """``index``, if it embeds and ranks as ``profile`` does (``IndexSettings.for_profile``): the paper's run must
+    not search an index built with our template or emotion bonus. The default profile takes any index."""
+    from stickerconv.stickers.index import IndexSettings
+
+    wanted = IndexSettings.for_profile(profile)
+    if profile != DEFAULT_PROFILE and (index.template, index.emotion_weight) != astuple(wanted):
+        raise PipelineError(
+            f"the index of {index.library.root} embeds {index.template!r} texts with emotion bonus "
+            f"{index.emotion_weight}; the {profile} profile searches {wanted.template!r} texts with bonus "
+            f"{wanted.emotion_weight}: rebuild it with `stickerconv stickers index {index.library.root} "
+            f"--profile {profile}`"
+        )
+    return index
+
+
 def _run_ray(
-    options: GenerationOptions, people: list[Persona], llm_config: LLMConfig, update: Callable[[int, int], None]
+    options: GenerationOptions,
+    people: list[Persona],
+    llm_config: LLMConfig,
+    update: Callable[[int, int], None],
+    provenance: dict[str, str],
 ) -> RunReport:
     try:
         from stickerconv.agent4sc.ray_executor import run_generation_ray
@@ -159,6 +189,8 @@ def _run_ray(
         address=options.ray_address,
         shards=options.shards,
         cpus_per_shard=options.cpus_per_shard,
+        pool=options.pool,
+        provenance=provenance,
         **options.runner_options(update),
     )
 
@@ -213,7 +245,6 @@ def estimate(
     from stickerconv.agent4sc.runner import run_generation
     from stickerconv.llm import LLMFactory
     from stickerconv.llm.store import LEDGER_SUMS, ledger_total
-    from stickerconv.stickers.index import StickerIndex
 
     if personas < 1:
         raise PipelineError(f"--estimate-personas {personas}: simulate at least one session")
@@ -222,7 +253,7 @@ def estimate(
         raise PipelineError(f"{options.personas}: no personas to estimate for")
     count = min(personas, len(people))
     positions = [i * len(people) // count for i in range(count)]  # spread: the file may be sorted by emotion
-    index = StickerIndex.load(options.stickers)
+    index = profile_index(load_index(options.stickers, options.pool), options.profile)
     with tempfile.TemporaryDirectory(prefix="stickerconv-estimate-") as folder:
         config = options.llm_config().model_copy(update={"store": Path(folder) / "llm.sqlite", "cache": "use"})
         factory = llm_factory or LLMFactory(config)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stickerconv.pipelines.common import PipelineError, ProgressFactory, check_choice, no_progress
+from stickerconv.profiles import DEFAULT_PROFILE, PROFILES, Profile
 from stickerconv.schema import EMOTION_LABELS
 from stickerconv.stickers.embed import DEFAULT_EMBEDDER
 from stickerconv.stickers.emoji_pack import DEFAULT_STYLES
-from stickerconv.stickers.index import DEFAULT_EMOTION_WEIGHT, DEFAULT_TEMPLATE, TEXT_TEMPLATES
+from stickerconv.stickers.index import TEXT_TEMPLATES, IndexSettings
 
 if TYPE_CHECKING:
     from stickerconv.schema import Sticker
@@ -42,16 +43,26 @@ class PackOptions:
 
 @dataclass(frozen=True)
 class IndexOptions:
-    """How to embed a library's stickers; the index goes into ``lib_dir``/index/."""
+    """How to embed a library's stickers; the index goes into ``lib_dir``/index/. The ``profile`` sets the
+    indexed text and the emotion bonus the index ranks with (``IndexSettings.for_profile``); ``template``,
+    when given, wins over the profile's."""
 
     lib_dir: Path
     embedder: str = DEFAULT_EMBEDDER
     kind: str = "auto"
-    template: str = DEFAULT_TEMPLATE
+    template: str | None = None  # None: the profile's
+    profile: Profile = DEFAULT_PROFILE
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, INDEX_KINDS)
-        check_choice("template", self.template, TEXT_TEMPLATES)
+        check_choice("profile", self.profile, PROFILES)
+        if self.template is not None:
+            check_choice("template", self.template, TEXT_TEMPLATES)
+
+    def settings(self) -> IndexSettings:
+        """The profile's index settings, with an explicit ``template`` in place of its own."""
+        settings = IndexSettings.for_profile(self.profile)
+        return settings if self.template is None else replace(settings, template=self.template)
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class IndexResult:
             "embedder": self.index.embedder.name,
             "kind": self.index.ann.kind,
             "template": self.index.template,
+            "emotion_weight": self.index.emotion_weight,
+            "profile": self.index.profile,
             "folder": str(self.folder),
             "skipped": [s.id for s in self.skipped],
             "wall_s": round(self.wall_s, 3),
@@ -104,9 +117,16 @@ def index_library(options: IndexOptions, *, progress: ProgressFactory = no_progr
     start = time.perf_counter()
     library = StickerLibrary.load(options.lib_dir)
     model = load_embedder(options.embedder)
+    settings = options.settings()
     with progress(f"embedding with {model.name}") as update:
         built, skipped = StickerIndex.build(
-            library, model, kind=options.kind, template=options.template, on_progress=update
+            library,
+            model,
+            kind=options.kind,
+            template=settings.template,
+            emotion_weight=settings.emotion_weight,
+            profile=options.profile,
+            on_progress=update,
         )
     folder = built.save()
     result = IndexResult(built, folder, skipped, time.perf_counter() - start)
@@ -170,7 +190,7 @@ class SearchOptions:
     k: int = 10
     labels: tuple[str, ...] = ()  # only these labels (any case); empty = all
     embedder: str | None = None  # None = the index's own
-    emotion_weight: float = DEFAULT_EMOTION_WEIGHT
+    emotion_weight: float | None = None  # None = the index's own (its profile's, saved when it was built)
 
 
 def emotion_labels(labels: Sequence[str]) -> list[str] | None:
@@ -192,5 +212,6 @@ def search_stickers(options: SearchOptions) -> list[SearchHit]:
 
     labels = emotion_labels(options.labels)  # a typo fails before the embedder loads
     found = StickerIndex.load(options.lib_dir, options.embedder)
-    found.emotion_weight = options.emotion_weight
+    if options.emotion_weight is not None:
+        found.emotion_weight = options.emotion_weight
     return found.search(options.query, options.k, labels)

@@ -12,6 +12,9 @@ the query's emotion words (a lexicon, ``emotion_lexicon.text_emotions``) that na
 label. A query that says "furious" then ranks Anger stickers first even when its other words
 (a character, a touch of humour) pull elsewhere. The weight 0.1 was chosen on one half of the
 labelled emotion descriptions and checked on the other; 0 gives pure similarity.
+
+``IndexSettings.for_profile`` holds both choices per profile: ours, or the paper's (its template, no bonus).
+The index saves them with the profile it was built under, and a loaded index ranks as it was built.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stickerconv.profiles import DEFAULT_PROFILE, Profile
 from stickerconv.schema import EmotionLabel, Sticker
 from stickerconv.stickers.ann import ExactIndex, IvfIndex, build_ann
 from stickerconv.stickers.embed import Embedder, canonical_name, load_embedder
@@ -39,6 +43,19 @@ TEXT_TEMPLATES: dict[str, Callable[[Sticker], str]] = {
 DEFAULT_TEMPLATE = "paper+subject"
 DEFAULT_EMOTION_WEIGHT = 0.1
 RERANK_POOL = 100
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What an index embeds per sticker and how it ranks, as one profile sets them."""
+
+    template: str = DEFAULT_TEMPLATE
+    emotion_weight: float = DEFAULT_EMOTION_WEIGHT
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> IndexSettings:
+        """Ours (``default``), or the paper's (``paper``): its indexed text alone, pure similarity."""
+        return cls(template="paper", emotion_weight=0.0) if profile == "paper" else cls()
 
 
 def _label(sticker: Sticker) -> str:
@@ -89,9 +106,10 @@ class StickerIndex:
         stickers: list[Sticker],
         template: str,
         emotion_weight: float = DEFAULT_EMOTION_WEIGHT,
+        profile: Profile = DEFAULT_PROFILE,
     ):
         self.library, self.embedder, self.ann, self.template = library, embedder, ann, template
-        self.emotion_weight = emotion_weight
+        self.emotion_weight, self.profile = emotion_weight, profile
         self.stickers = stickers  # row i of the vectors is stickers[i]
         self._label_rows: dict[EmotionLabel, np.ndarray] = {
             label: np.array([i for i, s in enumerate(stickers) if s.label is label], dtype=np.int64)
@@ -107,10 +125,13 @@ class StickerIndex:
         *,
         kind: str = "auto",
         template: str = DEFAULT_TEMPLATE,
+        emotion_weight: float = DEFAULT_EMOTION_WEIGHT,
+        profile: Profile = DEFAULT_PROFILE,
         batch_size: int = 64,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> tuple[StickerIndex, list[Sticker]]:
-        """Embed every indexable sticker; return the index and the stickers left out (no text)."""
+        """Embed every indexable sticker; return the index and the stickers left out (no text). The
+        ``emotion_weight`` and the ``profile`` (whose settings these were) are saved with the index."""
         if template not in TEXT_TEMPLATES:
             raise ValueError(f"unknown text template {template!r}; choose from {', '.join(TEXT_TEMPLATES)}")
         stickers = [s for s in library if indexable(s)]
@@ -122,7 +143,8 @@ class StickerIndex:
             )
         texts = [TEXT_TEMPLATES[template](s) for s in stickers]
         vectors = embedder.embed(texts, batch_size=batch_size, on_progress=on_progress)  # (N, d)
-        return cls(library, embedder, build_ann(vectors, kind), stickers, template), skipped
+        ann = build_ann(vectors, kind)
+        return cls(library, embedder, ann, stickers, template, emotion_weight, profile), skipped
 
     def save(self) -> Path:
         folder = self.library.root / INDEX_DIR
@@ -136,6 +158,8 @@ class StickerIndex:
             "dim": self.embedder.dim,
             "count": len(self.stickers),
             "template": self.template,
+            "emotion_weight": self.emotion_weight,
+            "profile": self.profile,
             "library_digest": self.library.digest(),
             "kind": self.ann.kind,
             **self.ann.params(),
@@ -189,7 +213,8 @@ class StickerIndex:
             )
         vectors = np.load(folder / "vectors.npy", mmap_mode="r" if meta["kind"] == "ivf" else None)
         ann = IvfIndex.load(folder, vectors, meta["nprobe"]) if meta["kind"] == "ivf" else ExactIndex(vectors)
-        return cls(library, embedder, ann, [by_id[i] for i in ids], meta["template"])
+        weight, profile = meta.get("emotion_weight", DEFAULT_EMOTION_WEIGHT), meta.get("profile", DEFAULT_PROFILE)
+        return cls(library, embedder, ann, [by_id[i] for i in ids], meta["template"], weight, profile)
 
     # ------------------------------------------------------------------ search
     def search(self, query: str, k: int = 10, labels: Iterable[EmotionLabel | str] | None = None) -> list[SearchHit]:

@@ -63,6 +63,9 @@ class ManagerConfig:
     # Take the utterance from the first line of the answer not copied from the prompt that passes the guard
     # (text.fresh_lines), else the first line, before regenerating. False restores the original: the first line.
     fresh_lines: bool = True
+    # Stickers are absent from the shared history in the original (§9 item 15), so an agent knows of the other's
+    # sticker only from that turn's observation. True writes ``[sticker: description]`` after a line that had one.
+    sticker_markers: bool = False
 
     @classmethod
     def original(cls, **changes) -> ManagerConfig:

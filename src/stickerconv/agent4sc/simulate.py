@@ -185,7 +185,8 @@ async def simulate(
             plans.append(record | {"turn": t})
         turns.append(Turn(turn=t, user_message=u, system_message=s, user_sticker=u_stk, system_sticker=s_stk))
         folds = dialogue.folds
-        await dialogue.add(f"B: {u}", f"A: {s}")
+        markers = manager.config.sticker_markers
+        await dialogue.add(history_line("B", u, u_stk, markers), history_line("A", s, s_stk, markers))
         if dialogue.folds > folds:
             decisions.append({"event": "summary_fold", "turn": t, "summary": dialogue.summary})
         ending = t >= max_turns
@@ -207,3 +208,9 @@ async def simulate(
         return DialogueResult(None, end, meta)
     conversation = Conversation(conversation=turns, user_persona=persona, user_status=status, meta=meta)
     return DialogueResult(conversation, end, meta)
+
+
+def history_line(speaker: str, text: str, sticker: Sticker | None, markers: bool) -> str:
+    """One line of the shared history; with ``markers`` a sticker sent with it is named after the text."""
+    line = f"{speaker}: {text}"
+    return f"{line} [sticker: {sticker.description}]" if markers and sticker is not None else line

@@ -4,13 +4,14 @@ listed here, with ours beside it, and the outputs (checkpoints, results, --json,
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
 from stickerconv.cli import app
 from stickerconv.pegs.model import STATE_FILE, PegsModel
-from stickerconv.pipelines.evaluation import PredictOptions, predict
+from stickerconv.pipelines.evaluation import PredictOptions, ScoreOptions, predict, score
 from stickerconv.pipelines.pegs_training import PegsTrainingOptions, PegsTrainingResult, stage_settings, train_pegs
 from stickerconv.responders import build_responder
 
@@ -139,6 +140,15 @@ def test_pegs_predictions_decode_the_profiles_budget_and_record_it(small_index, 
         assert all(record["pred_meta"].items() >= meta.items() for record in json.loads(out.read_text()))
     direct = build_responder("pegs-ret", index=small_index, checkpoint=checkpoint, max_new_tokens=100)
     assert direct.describe()["max_new_tokens"] == "100"
+    # The scores of each file carry its profile in every signature, before the version field.
+    files = (tmp_path / "default.json", tmp_path / "paper.json")
+    options = ScoreOptions(preds=files, out=tmp_path / "scores", names=("ours", "paper"), metrics=("dist",))
+    scored = score(replace(options, encoder="none", bootstrap=0))
+    for name, profile in (("ours", "default"), ("paper", "paper")):
+        for result in scored.scores[name].values():
+            assert f"|profile:{profile}|version:" in result.signature_text, result.signature_text
+    on_file = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    assert "profile:paper" in on_file["paper"]["dist1_intra"]["signature_text"]
 
 
 def test_eval_predict_cli_passes_the_budget_to_the_baselines(small_index, tmp_path, monkeypatch):

@@ -59,6 +59,10 @@ def test_llm_config_keeps_the_cache_in_the_run_folder_and_lifts_the_call_limit(t
     capped.write_text('llm = "openai:m"\n[limits]\nconcurrency = 2\n')
     config = GenerationOptions(*where, config=capped, concurrency=9).llm_config()
     assert config.limits.concurrency == 2 and config.llm == "openai:m"  # the file's cap wins over the sessions
+    assert config.local_prefix_cache  # the embedded model reuses each agent's prefix in a run ...
+    plain = tmp_path / "plain.toml"
+    plain.write_text("local_prefix_cache = false\n")
+    assert not GenerationOptions(*where, config=plain).llm_config().local_prefix_cache  # ... unless told not to
 
 
 def test_a_factory_cannot_travel_to_ray(tmp_path, personas, small_index):

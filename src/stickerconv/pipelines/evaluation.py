@@ -186,9 +186,28 @@ def score(options: ScoreOptions, *, progress: ProgressFactory = no_progress) -> 
         log.info("%s: %d samples scored", name, len(records))
     if options.judge_llm is not None:
         _judge(options, systems, scores, progress)
+    scores = {name: with_profile(results, systems[name]) for name, results in scores.items()}
     report = write_report(scores, options.out)
     samples = {name: len(records) for name, records in systems.items()}
     return ScoreResult(scores, report, samples, [source.describe() for source in sources.values()])
+
+
+def with_profile(results: dict[str, MetricResult], records: Sequence[Any]) -> dict[str, MetricResult]:
+    """The results with the predictions' profile (``pred_meta.profile``, written by ``eval predict``) in their
+    signatures, before the version: a score of a paper-profile run must say so wherever it is quoted.
+    Predictions made before profiles existed carry none and their signatures stay as they were."""
+    profiles = {(record.get("pred_meta") or {}).get("profile") for record in records} - {None}
+    if not profiles:
+        return results
+    profile = profiles.pop() if len(profiles) == 1 else "mixed"
+
+    def stamped(result: MetricResult) -> MetricResult:
+        fields = {k: v for k, v in result.signature.items() if k != "version"} | {"profile": profile}
+        if "version" in result.signature:
+            fields["version"] = result.signature["version"]
+        return result.model_copy(update={"signature": fields})
+
+    return {name: stamped(result) for name, result in results.items()}
 
 
 ENCODERS = ("proxy", "clip", "none")  # kinds of sticker encoder; proxy and clip take an optional ":MODEL"

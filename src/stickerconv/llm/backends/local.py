@@ -51,9 +51,24 @@ def _counting_llama() -> type:
     return CountingLlama
 
 
-# Snapshots of llama.cpp's state for the prefix cache: SmolLM2-135M keeps about 23 kB a token, so a 1,500-token
-# prompt is about 35 MB and this holds some 30 recent prompts (least recently used go first).
+# Snapshots of llama.cpp's state for the prefix cache. One snapshot of SmolLM2-135M is about 23 kB a token of KV
+# cache plus the logits buffer llama-cpp-python copies with it (n_batch x vocabulary floats, about 100 MB), so
+# this holds the last 7 or so prompts: enough for the five callers of a session (two agents, their sticker tools,
+# the manager), least recently used first out.
 STATE_CACHE_BYTES = 1 << 30
+
+
+def _state_cache(capacity_bytes: int):
+    """llama-cpp-python's RAM cache, counting what a snapshot really holds: its own count leaves out the logits
+    buffer, which let a 1 GiB cache grow past 8 GB in a generation run."""
+    from llama_cpp import LlamaRAMCache
+
+    class StateCache(LlamaRAMCache):
+        @property
+        def cache_size(self) -> int:
+            return sum(s.llama_state_size + s.scores.nbytes + s.input_ids.nbytes for s in self.cache_state.values())
+
+    return StateCache(capacity_bytes=capacity_bytes)
 
 
 class LocalBackend(Backend):
@@ -102,12 +117,10 @@ class LocalBackend(Backend):
                 model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
             )
             if self.prefix_cache:
-                from llama_cpp import LlamaRAMCache
-
                 # The KV cache holds one prefix: the previous call's, whoever made it. A session alternates
                 # agents, so each agent's prompt shares little with the call before it and much with its own
                 # previous call; the state cache keeps a snapshot per prompt and restores the longest match.
-                self._llama.set_cache(LlamaRAMCache(capacity_bytes=STATE_CACHE_BYTES))
+                self._llama.set_cache(_state_cache(STATE_CACHE_BYTES))
         return self._llama
 
     async def generate(self, request: Request, timeout: float) -> Completion:

@@ -15,7 +15,7 @@ from stickerconv.pipelines.pools import PoolOptions, make_pools
 from stickerconv.stickers.library import StickerLibrary
 from stickerconv.stickers.pools import PoolManifest
 
-from helpers.agent4sc import PERSONAS
+from helpers.agent4sc import PERSONAS, used_sticker_images
 from helpers.fake_openai_server import FakeOpenAIServer, dialogue_reply
 
 SCRIPT = Path(sys.executable).parent / "stickerconv"
@@ -112,13 +112,7 @@ def test_ray_shards_keep_to_the_sticker_pool(tmp_path, small_index):
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     sessions = [json.loads(line) for line in (tmp_path / "ray" / "conversations.jsonl").read_text().splitlines()]
-    used = [
-        sticker["image"]
-        for session in sessions
-        for turn in session["conversation"]
-        for sticker in (turn["user_sticker"], turn["system_sticker"])
-        if sticker is not None
-    ]
+    used = used_sticker_images(sessions)
     assert sessions and used and not set(used) & test_images
     assert all(session["meta"]["sticker_pool"] == "train" for session in sessions)
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())

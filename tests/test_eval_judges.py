@@ -27,17 +27,9 @@ from stickerconv.evaluate.judges.llm_judges import (
 from stickerconv.llm import ChatModel, ImagePart
 from stickerconv.llm.policy import RetryPolicy
 
+from helpers.data import HUG_STICKER as STICKER
 from helpers.llm_fakes import ScriptedBackend
 from helpers.paths import fixture_file
-
-STICKER = {
-    "seq_num": 1,
-    "image": "pack/hug.png",
-    "description": "a bear hugging a heart",
-    "emotion": "warm and comforting",
-    "recommendation": "comfort a sad friend",
-    "origin_anno": "Happiness",
-}
 
 
 def record(i: int, sticker: dict | None = None, key: str = "pred_text_response", text: str | None = None) -> dict:

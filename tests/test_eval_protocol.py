@@ -25,16 +25,9 @@ from stickerconv.jsonl import RecordError
 from stickerconv.llm import ChatModel
 from stickerconv.schema import PRED_TEXT_MISSPELT, Prediction, prediction_fields
 
+from helpers.data import HUG_STICKER as HUG
 from helpers.llm_fakes import ScriptedBackend
 
-HUG = {
-    "seq_num": 1,
-    "image": "pack/hug.png",
-    "description": "a bear hugging a heart",
-    "emotion": "warm and comforting",
-    "recommendation": "comfort a sad friend",
-    "origin_anno": "Happiness",
-}
 SAD = HUG | {"image": "pack/cry.png", "description": "a crying cat", "emotion": "sad", "origin_anno": "Sadness"}
 
 

@@ -1,27 +1,13 @@
 import asyncio
-import hashlib
 import json
 
-import numpy as np
 import pytest
 
 from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream, remember_turn
 from stickerconv.llm import ChatModel
 
+from helpers.embedding import HashEmbedder
 from helpers.llm_fakes import ScriptedBackend
-
-
-class HashEmbedder:
-    """Deterministic bag-of-words vectors: texts sharing words are similar."""
-
-    name, dim = "hash", 64
-
-    def embed(self, texts, batch_size=64, on_progress=None):
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
 def _memory_llm(score=5, scores=None):

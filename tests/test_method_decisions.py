@@ -4,7 +4,6 @@ and 35. Each test would fail if its decision were undone."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -18,39 +17,26 @@ from stickerconv.agent4sc.dialogue import DialogueMemory
 from stickerconv.agent4sc.manager import ManagerConfig
 from stickerconv.agent4sc.memory import MemoryStream
 from stickerconv.agent4sc.runner import run_generation
-from stickerconv.data.samples import render_samples
 from stickerconv.pegs import train as train_module
 from stickerconv.pegs.config import TINY_RANDOM, DiffusionConfig, MapperConfig, paper_shapes
 from stickerconv.pegs.diffusion import StickerPainter, encode_captions, load_sd, tiny_random_sd
 from stickerconv.pegs.sequence import sample_example
 from stickerconv.pegs.train import StageConfig, resolve_precision, sticker_examples, train_stage
 from stickerconv.runfiles import CONVERSATIONS
-from stickerconv.schema import Conversation, Sticker, Turn
+from stickerconv.schema import Conversation
 from stickerconv.stickers.index import StickerIndex
 from stickerconv.stickers.library import StickerLibrary
 
 from helpers.agent4sc import PERSONAS, llm_factory, scripted_world
-from helpers.pegs import boost_token, tiny_model
+from helpers.embedding import HashEmbedder
+from helpers.pegs import boost_token, tiny_model, two_turn_images, two_turn_sample
 
 # ----------------------------------------------------------------------------------------------- Agent4SC
 
 
-class HashEmbedder:
-    """A bag-of-words embedder no preset names: memory can only use it by taking the index's."""
-
-    name, dim = "hash-test", 48
-
-    def embed(self, texts, batch_size=64, on_progress=None):
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
-
-
 @pytest.fixture(scope="module")
 def hash_index(small_pack) -> StickerIndex:
-    index, _ = StickerIndex.build(StickerLibrary.load(small_pack), HashEmbedder())
+    index, _ = StickerIndex.build(StickerLibrary.load(small_pack), HashEmbedder("hash-test", 48))
     return index
 
 
@@ -72,20 +58,26 @@ def test_memory_embeds_with_the_index_embedder(tmp_path, hash_index, monkeypatch
         assert stream.records, stream.name
         texts = [r.text for r in stream.records]
         vectors = np.stack([r.vector for r in stream.records])  # (n, 48): the index embedder's width
-        np.testing.assert_allclose(vectors, HashEmbedder().embed(texts), atol=1e-6)
+        np.testing.assert_allclose(vectors, HashEmbedder("hash-test", 48).embed(texts), atol=1e-6)
 
 
-def test_stickers_stay_out_of_the_shared_history(tmp_path, hash_index, monkeypatch):
-    """§9 item 15: stickers are absent from the shared history (reproduced): the dialogue memory holds only the
-    ``B: …`` / ``A: …`` lines, and the other side sees a sticker only through its observation line."""
-    added: list[str] = []
+@pytest.fixture
+def added(monkeypatch) -> list[str]:
+    """Every line the simulator adds to the shared history (the dialogue memory), in order."""
+    lines: list[str] = []
 
     class Recorded(DialogueMemory):
-        async def add(self, *lines: str) -> None:
-            added.extend(lines)
-            await super().add(*lines)
+        async def add(self, *new: str) -> None:
+            lines.extend(new)
+            await super().add(*new)
 
     monkeypatch.setattr(simulate_module, "DialogueMemory", Recorded)
+    return lines
+
+
+def test_stickers_stay_out_of_the_shared_history(tmp_path, hash_index, added):
+    """§9 item 15: stickers are absent from the shared history (reproduced): the dialogue memory holds only the
+    ``B: …`` / ``A: …`` lines, and the other side sees a sticker only through its observation line."""
     backend = scripted_world()
     asyncio.run(run_generation(PERSONAS[:1], hash_index, llm_factory(tmp_path, backend), tmp_path))
     conv = Conversation.model_validate_json((tmp_path / CONVERSATIONS).read_text())
@@ -97,17 +89,9 @@ def test_stickers_stay_out_of_the_shared_history(tmp_path, hash_index, monkeypat
     assert any("action: Speak and use a sticker" in p for p in prompts)  # the observation line carries it
 
 
-def test_sticker_markers_name_the_sticker_in_the_shared_history(tmp_path, hash_index, monkeypatch):
+def test_sticker_markers_name_the_sticker_in_the_shared_history(tmp_path, hash_index, added):
     """§9 item 15, the option: ``sticker_markers`` writes ``[sticker: description]`` after a line that had one,
     and only there."""
-    added: list[str] = []
-
-    class Recorded(DialogueMemory):
-        async def add(self, *lines: str) -> None:
-            added.extend(lines)
-            await super().add(*lines)
-
-    monkeypatch.setattr(simulate_module, "DialogueMemory", Recorded)
     factory = llm_factory(tmp_path, scripted_world())
     config = ManagerConfig(sticker_markers=True)
     asyncio.run(run_generation(PERSONAS[:1], hash_index, factory, tmp_path, manager_config=config))
@@ -140,24 +124,7 @@ def test_sd_prompt_width_is_read_from_the_text_encoder():
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("img")
-    for i, colour in enumerate([(255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 128)]):
-        Image.new("RGBA", (40, 40), colour).save(root / f"s{i}.png")
-    return root
-
-
-def _sample(images: Path):
-    """The second turn's sample: its response "hug" ends with system sticker s0."""
-    s = [Sticker(image=f"s{i}.png", description=f"sticker {i}") for i in range(3)]
-    conv = Conversation(
-        conversation=[
-            Turn(turn=1, user_message="hi", system_message="hello", user_sticker=s[0], system_sticker=s[1]),
-            Turn(turn=2, user_message="sad", system_message="hug", user_sticker=s[2], system_sticker=s[0]),
-        ],
-        user_persona="p",
-        user_status="s",
-    )
-    return render_samples(conv, "v1.5", lambda st: st.image)[1]
+    return two_turn_images(tmp_path_factory.mktemp("img"))
 
 
 def test_generation_mapper_reads_the_generation_block_in_training_and_inference(images):
@@ -171,7 +138,7 @@ def test_generation_mapper_reads_the_generation_block_in_training_and_inference(
     fed: list[torch.Tensor] = []
     model.gen_mapper.register_forward_pre_hook(lambda module, args: fed.append(args[0].detach().clone()))
 
-    ex = sample_example(_sample(images), images, "v1.5", cfg.system_prompt)
+    ex = sample_example(two_turn_sample(), images, "v1.5", cfg.system_prompt)
     batch = model.collator()([ex])
     with torch.no_grad():
         model(batch, gen_targets=torch.zeros(1, 77, cfg.mapper.out_dim))
@@ -180,7 +147,7 @@ def test_generation_mapper_reads_the_generation_block_in_training_and_inference(
     assert trained.shape == (1, n_gen, model.llm.config.hidden_size)
     assert batch.input_ids[0, start : start + n_gen].tolist() == model.img_ids[n_ret:]
 
-    prompt = sample_example(_sample(images), images, "v1.5", cfg.system_prompt, with_response=False)
+    prompt = sample_example(two_turn_sample(), images, "v1.5", cfg.system_prompt, with_response=False)
     (draft,) = model.draft([prompt], max_new_tokens=5)
     same_reply = model.read_reply(draft.embeds, model.tokenizer("hug", add_special_tokens=False).input_ids)
     torch.testing.assert_close(same_reply.block[n_ret:], trained[0], atol=1e-4, rtol=1e-4)

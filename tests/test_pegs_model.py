@@ -8,36 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from stickerconv.data.samples import render_samples
 from stickerconv.pegs.config import MapperConfig, PegsConfig
 from stickerconv.pegs.heads import GenMapper, info_nce
 from stickerconv.pegs.sequence import IGNORE, IMG_END, IMG_START, image_roles, img_token, sample_example
-from stickerconv.schema import Conversation, Sticker, Turn
 
-from helpers.pegs import boost_token, tiny_model
+from helpers.pegs import boost_token, tiny_model, two_turn_images, two_turn_sample
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("img")
-    for i, colour in enumerate([(255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 128)]):
-        Image.new("RGBA", (40, 40), colour).save(root / f"s{i}.png")
-    return root
-
-
-def _sample(images: Path, style: str = "v1.5"):
-    s = [Sticker(image=f"s{i}.png", description=f"sticker {i}") for i in range(3)]
-    conv = Conversation(
-        conversation=[
-            Turn(turn=1, user_message="hi", system_message="hello", user_sticker=s[0], system_sticker=s[1]),
-            Turn(turn=2, user_message="sad", system_message="hug", user_sticker=s[2], system_sticker=s[0]),
-        ],
-        user_persona="p",
-        user_status="s",
-    )
-    return render_samples(conv, style, lambda st: st.image)[1]
+    return two_turn_images(tmp_path_factory.mktemp("img"))
 
 
 def test_config_json_round_trip_and_presets():
@@ -81,13 +62,13 @@ def test_mapper_emits_77_prompt_embeddings(out_dim):
 
 def test_image_roles_follow_the_template(images):
     for style in ("v0", "v1.5"):
-        sample = _sample(images, style)
+        sample = two_turn_sample(style)
         assert image_roles(sample.input_text, style) == ["user", "system", "user"]
 
 
 def test_sequence_construction(images):
     model = tiny_model()
-    sample = _sample(images)
+    sample = two_turn_sample()
     ex = sample_example(sample, images, "v1.5", model.config.system_prompt)
     batch = model.collator()([ex])
     ids, labels = batch.input_ids[0].tolist(), batch.labels[0].tolist()
@@ -120,7 +101,7 @@ def test_sequence_construction(images):
 
 def test_truncation_never_splits_an_image_block(images):
     model = tiny_model(max_length=40)
-    ex = sample_example(_sample(images), images, "v1.5", "")
+    ex = sample_example(two_turn_sample(), images, "v1.5", "")
     batch = model.collator()([ex])
     assert batch.input_ids.shape[1] <= 40
     assert batch.perception_mask.sum().item() == model.vision.n_tokens * batch.pixels.shape[0]
@@ -138,7 +119,7 @@ def test_gradient_mask_only_new_rows(images, lora):
         model.attach_lora()
     parts = ("tokens", "proj", "ret", "gen") + (("lora",) if lora else ())
     model.freeze_except(parts)
-    ex = sample_example(_sample(images), images, "v1.5", model.config.system_prompt)
+    ex = sample_example(two_turn_sample(), images, "v1.5", model.config.system_prompt)
     batch = model.collator()([ex, ex])
     out = model(batch, gen_targets=torch.zeros(2, 77, model.config.mapper.out_dim))
     (out.lm_loss + out.gen_loss + out.ret_loss).backward()
@@ -160,7 +141,7 @@ def test_frozen_rows_do_not_move_under_adamw(images):
     w = model.token_matrices()[0]
     before = w.detach().clone()
     opt = _optimizer(model, params, StageConfig(stage="joint", lr=1e-2, weight_decay=0.5))
-    ex = sample_example(_sample(images), images, "v1.5", "")
+    ex = sample_example(two_turn_sample(), images, "v1.5", "")
     model(model.collator()([ex])).lm_loss.backward()
     opt.step()
     changed = ((w.detach() - before).abs().sum(dim=1) > 0).nonzero().flatten().tolist()
@@ -169,7 +150,7 @@ def test_frozen_rows_do_not_move_under_adamw(images):
 
 def test_forced_img_block_completion(images):
     model = tiny_model()
-    prompt = sample_example(_sample(images), images, "v1.5", "", with_response=False)
+    prompt = sample_example(two_turn_sample(), images, "v1.5", "", with_response=False)
     plain = model.generate(prompt, max_new_tokens=5)
     assert not plain.send_sticker and plain.ret_embedding is None and plain.gen_embeds is None
     img = model.img_ids
@@ -183,7 +164,7 @@ def test_forced_img_block_completion(images):
 
 def test_force_sticker_reads_an_embedding_when_the_model_does_not_send(images):
     model = tiny_model()
-    prompt = sample_example(_sample(images), images, "v1.5", "", with_response=False)
+    prompt = sample_example(two_turn_sample(), images, "v1.5", "", with_response=False)
     boost_token(model, prompt, model.img_ids[0], -100.0)  # [IMG1] is never the greedy choice here
     plain = model.generate(prompt, max_new_tokens=5)
     forced = model.generate(prompt, max_new_tokens=5, force_sticker=True)

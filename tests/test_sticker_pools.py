@@ -18,7 +18,7 @@ from stickerconv.schema import Sticker
 from stickerconv.stickers.library import StickerLibrary
 from stickerconv.stickers.pools import POOLS_FILE, PoolError, PoolManifest, split_pools, theme_of
 
-from helpers.agent4sc import PERSONAS, llm_factory, scripted_world
+from helpers.agent4sc import PERSONAS, llm_factory, scripted_world, used_sticker_images
 from helpers.data import published_sessions, write_jsonl
 
 QUERIES = [
@@ -130,13 +130,7 @@ def test_generation_on_the_train_pool_uses_no_test_sticker(tmp_path, pooled_pack
     train_images = {image_of[i].image for i in manifest.pools["train"]}
     test_images = {image_of[i].image for i in manifest.pools["test"]}
     sessions = [json.loads(line) for line in (out / CONVERSATIONS).read_text().splitlines()]
-    used = [
-        sticker["image"]
-        for session in sessions
-        for turn in session["conversation"]
-        for sticker in (turn["user_sticker"], turn["system_sticker"])
-        if sticker is not None
-    ]
+    used = used_sticker_images(sessions)
     assert sessions and used and all(image in train_images and image not in test_images for image in used)
     assert all(session["meta"]["sticker_pool"] == "train" for session in sessions)
     assert result.summary["sticker_pool"] == "train"

@@ -59,3 +59,14 @@ def llm_factory(folder: Path, backend: ScriptedBackend) -> LLMFactory:
     factory = LLMFactory(LLMConfig(store=folder / "llm.sqlite"))
     factory.register_backend("local", backend)
     return factory
+
+
+def used_sticker_images(sessions: list[dict]) -> list[str]:
+    """The image of every sticker either side sent, over the sessions (records as written to conversations.jsonl)."""
+    return [
+        sticker["image"]
+        for session in sessions
+        for turn in session["conversation"]
+        for sticker in (turn["user_sticker"], turn["system_sticker"])
+        if sticker is not None
+    ]

@@ -18,6 +18,16 @@ from stickerconv.stickers.library import StickerLibrary
 
 from helpers.paths import fixture_file
 
+# A published-format sticker record (a system sticker of the StickerConv files) for judge and metric tests.
+HUG_STICKER = {
+    "seq_num": 1,
+    "image": "pack/hug.png",
+    "description": "a bear hugging a heart",
+    "emotion": "warm and comforting",
+    "recommendation": "comfort a sad friend",
+    "origin_anno": "Happiness",
+}
+
 # SER30K labels for the 10 knowledge stickers, read off their descriptions (frowning -> Anger, ...).
 LABELS = ["Anger", "Surprise", "Sadness", "Surprise", "Sadness", "Happiness", "Fear", "Neutral", "Sadness", "Happiness"]
 USER_LINES = [

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from stickerconv.data.samples import Sample, render_samples
-from stickerconv.schema import Conversation, Turn
+from stickerconv.schema import Conversation, Sticker, Turn
 from stickerconv.stickers.library import StickerLibrary
 
 TINY_TRAIN_STEPS = {"perception": 10, "retrieval": 12, "generation": 12, "joint": 30}
@@ -73,3 +73,26 @@ def boost_token(model, prompt, token_id: int, strength: float) -> None:
         out = model.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask, output_hidden_states=True)
         h = out.hidden_states[-1][0, -1]  # (H,) final-normed state: logits = W h
         model.llm.get_output_embeddings().weight[token_id] = strength * h / h.norm() ** 2
+
+
+def two_turn_sample(style: str = "v1.5") -> Sample:
+    """The second turn's sample of a two-turn dialogue: its response "hug" ends with system sticker s0."""
+    s = [Sticker(image=f"s{i}.png", description=f"sticker {i}") for i in range(3)]
+    conv = Conversation(
+        conversation=[
+            Turn(turn=1, user_message="hi", system_message="hello", user_sticker=s[0], system_sticker=s[1]),
+            Turn(turn=2, user_message="sad", system_message="hug", user_sticker=s[2], system_sticker=s[0]),
+        ],
+        user_persona="p",
+        user_status="s",
+    )
+    return render_samples(conv, style, lambda st: st.image)[1]
+
+
+def two_turn_images(root: Path) -> Path:
+    """``s0.png`` to ``s2.png`` in ``root``: the images of ``two_turn_sample``'s stickers (one half transparent)."""
+    from PIL import Image
+
+    for i, colour in enumerate([(255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 128)]):
+        Image.new("RGBA", (40, 40), colour).save(root / f"s{i}.png")
+    return root

@@ -479,12 +479,7 @@ class _Run:
         settings = stage_settings(options, stage, len(examples), processes, variant)
         window = settings.batch_size * settings.grad_accum
         if len(examples) < window * processes:  # the loader drops incomplete windows: no step would end
-            per = f" per process × {processes} processes" if processes > 1 else ""
-            raise PipelineError(
-                f"the {stage} stage has {len(examples)} example(s), fewer than one batch of {window} "
-                f"({settings.batch_size} × {settings.grad_accum} accumulated){per} under the {options.profile} "
-                "profile; lower --batch-size or --grad-accum or give more data"
-            )
+            raise PipelineError(_too_few(stage, len(examples), settings, processes, options.profile))
         with self.progress(f"stage {number}/{of}: {stage}") as update:
             result = train_stage(model, examples, settings, stage_dir, on_progress=update)
         self.finished(stage, stage_dir, StageTrained(stage, number, stage_dir, result, settings))
@@ -545,6 +540,18 @@ class _Run:
         self.result.send = fit
         self.finished("send", stage_dir, SendDone(stage_dir, fit, reused=False, replaced=replaced))
         return model
+
+
+def _too_few(stage: str, examples: int, settings: StageConfig, processes: int, profile: Profile) -> str:
+    """Why a stage cannot take one optimiser step, naming only what applies (accumulation, processes, profile)."""
+    accumulating = settings.grad_accum > 1
+    window = settings.batch_size * settings.grad_accum
+    detail = f" ({settings.batch_size} × {settings.grad_accum} accumulated)" if accumulating else ""
+    per = f" per process × {processes} processes" if processes > 1 else ""
+    under = f" under the {profile} profile" if profile != DEFAULT_PROFILE else ""
+    advice = "lower --batch-size or --grad-accum" if accumulating else "lower --batch-size"
+    short = f"the {stage} stage has {examples} example(s), fewer than one batch of {window}"
+    return f"{short}{detail}{per}{under}; {advice}"
 
 
 def stage_settings(

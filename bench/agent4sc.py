@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -267,38 +269,79 @@ def bench_embedded(index: StickerIndex, n: int, patterns: list[str], prefix_cach
     return results
 
 
-def bench_scaling(index: StickerIndex, levels: list[int], latency: float) -> dict:
-    from helpers.fake_openai_server import FakeOpenAIServer
-
-    replies = RealisticReplies()
-
+def _fake_reply(replies: RealisticReplies):
     def reply(body: dict) -> str:
         prompt = "\n".join(m["content"] if isinstance(m["content"], str) else "" for m in body["messages"])
         fmt = body.get("response_format") or {}
         title = fmt.get("json_schema", {}).get("schema", {}).get("title") if fmt.get("type") == "json_schema" else None
         return replies(prompt, title)
 
+    return reply
+
+
+def serve_fake(latency: float) -> None:
+    """The fake server alone, in this process, until stdin closes: the scaling part's out-of-process peer."""
+    from helpers.fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(reply=_fake_reply(RealisticReplies()), latency=latency) as server:
+        print(server.base_url, flush=True)
+        sys.stdin.read()
+
+
+@contextlib.contextmanager
+def _server(kind: str, latency: float):
+    """The fake server's base URL: in a thread of this process, or in a process of its own (as a real server is,
+    so the client's CPU time is the client's alone)."""
+    if kind == "thread":
+        from helpers.fake_openai_server import FakeOpenAIServer
+
+        with FakeOpenAIServer(reply=_fake_reply(RealisticReplies()), latency=latency) as server:
+            yield server.base_url
+        return
+    command = [sys.executable, __file__, "serve-fake", "--latency", str(latency)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            line = ""
+            while not line.startswith("http"):  # the reference data's own lines come first
+                line = process.stdout.readline()
+                if not line:
+                    sys.exit("the fake server process ended before it printed its address")
+            yield line.strip()
+        finally:
+            process.stdin.close()
+            process.wait(timeout=30)
+
+
+def bench_scaling(index: StickerIndex, levels: list[int], latency: float, server_kind: str) -> dict:
     all_personas = load_personas(reference.profiles())
-    print(f"== throughput against a local server with {latency * 1000:.0f} ms per call ==")
-    rates = {}
-    with FakeOpenAIServer(reply=reply, latency=latency) as server:
+    where = "its own process" if server_kind == "process" else "a thread of the client's process"
+    print(f"== throughput against a fake server in {where}, {latency * 1000:.0f} ms per call ==")
+    rates, results = {}, {}
+    os.environ.setdefault("OPENAI_API_KEY", "bench")
+    with _server(server_kind, latency) as base_url:
         for c in levels:
             n = max(8, 2 * c)
             with tempfile.TemporaryDirectory() as tmp:
                 limits = Limits(concurrency=c)  # as `generate --concurrency` sets it
-                config = LLMConfig(llm="openai:fake-model", base_url=server.base_url, cache="off", limits=limits)
-                os.environ.setdefault("OPENAI_API_KEY", "bench")
+                # The ledger in a file, as a user's run keeps it: its writes are part of the client's cost.
+                config = LLMConfig(
+                    llm="openai:fake-model", base_url=base_url, cache="off", limits=limits, store=Path(tmp) / "l.sqlite"
+                )
                 factory = LLMFactory(config)
-                start = time.perf_counter()
-                asyncio.run(run_generation(all_personas[:n], index, factory, Path(tmp), concurrency=c))
-                wall = time.perf_counter() - start
-                done = _sessions(Path(tmp))
+                cpu, start = time.process_time(), time.perf_counter()
+                asyncio.run(run_generation(all_personas[:n], index, factory, Path(tmp) / "run", concurrency=c))
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                done = _sessions(Path(tmp) / "run")
+                calls = sum(row.calls for row in factory.store.ledger())
             rates[c] = 60 * done / wall
+            results[c] = {"sessions_per_min": rates[c], "calls": calls, "client_cpu_ms_per_call": 1000 * cpu / calls}
+            ideal = rates[c] / rates[levels[0]] / (c / levels[0])
             print(
                 f"concurrency {c:>3}: {done} sessions in {wall:5.1f} s = {rates[c]:6.1f} sessions/min "
-                f"({rates[c] / rates[levels[0]]:.2f}x concurrency {levels[0]})"
+                f"({rates[c] / rates[levels[0]]:.2f}x concurrency {levels[0]}, {ideal:.2f} of linear); "
+                f"client CPU {1000 * cpu / calls:.1f} ms per call over {calls} calls"
             )
-    return rates
+    return results
 
 
 def main() -> None:
@@ -315,8 +358,11 @@ def main() -> None:
     )
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--server", choices=["process", "thread"], default="process", help="where the fake server runs")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    if args.parts == ["serve-fake"]:
+        return serve_fake(args.latency)
     index = _index(args.stickers)
     load = os.getloadavg()[0]
     print(f"load average {load:.2f} on {os.cpu_count()} cores")
@@ -327,7 +373,7 @@ def main() -> None:
         caches = [{"off": False, "on": True}[v] for v in args.embedded_prefix_cache.split(",")]
         results["embedded"] = bench_embedded(index, args.embedded_sessions, args.embedded_patterns.split(","), caches)
     if "scaling" in args.parts:
-        results["scaling"] = bench_scaling(index, [int(x) for x in args.levels.split(",")], args.latency)
+        results["scaling"] = bench_scaling(index, [int(x) for x in args.levels.split(",")], args.latency, args.server)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 

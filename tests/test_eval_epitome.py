@@ -185,9 +185,9 @@ def test_scoring_without_a_model_says_none_is_bundled_and_how_to_train(tmp_path)
         EpitomeScorer(None)
     assert "stickerconv eval epitome-train" in str(caught.value) and "never published" in str(caught.value)
     (tmp_path / "ER").mkdir()
-    with pytest.raises(EpitomeModelMissing, match="lacks ER, IP, EX"):
+    with pytest.raises(FileNotFoundError, match="lacks ER, IP, EX") as missing:  # callers may catch the OS kind
         EpitomeScorer(tmp_path)
-    assert isinstance(caught.value, FileNotFoundError)
+    assert str(tmp_path) in str(missing.value)
 
 
 def test_annotation_files_are_checked(tmp_path):

@@ -12,6 +12,7 @@ import json
 import re
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -378,13 +379,12 @@ def test_empathy_judge_on_the_embedded_model():
     elapsed = time.perf_counter() - started
 
     assert report.n == 2 and report.calls == 40 and len(report.items) == 20
-    for item in report.items:
-        assert len(item.scores) == 2 and item.failures == item.scores.count(None)
-        assert all(s is None or 1 <= s <= 5 for s in item.scores)
-    assert report.parse_failures == sum(item.failures for item in report.items)
+    assert all(len(item.scores) == 2 for item in report.items)
     scores = [s for item in report.items for s in item.scores if s is not None]
-    if scores:
-        assert report.metrics["empathy_mean"].score >= 1 and report.metrics["empathy_mean"].score <= 5
-        assert report.metrics["empathy_mean"].signature["judge"].startswith("local:")
+    # The grammar-constrained answers parse: most of the 40 calls give a score the mean can use.
+    assert report.parse_failures <= report.calls // 4 and len(scores) >= 30
+    item_means = [np.mean([s for s in item.scores if s is not None]) for item in report.items if item.failures < 2]
+    assert report.metrics["empathy_mean"].score == pytest.approx(np.mean(item_means))  # the mean of item means
+    assert report.metrics["empathy_mean"].signature["judge"].startswith("local:")
     distribution = {v: scores.count(v) for v in range(1, 6)}
     print(f"\nembedded empathy judge: {elapsed:.1f}s, {report.parse_failures} parse failures, scores {distribution}")

@@ -54,7 +54,8 @@ def test_memory_embeds_with_the_index_embedder(tmp_path, hash_index, monkeypatch
     report = asyncio.run(run_generation(PERSONAS[:1], hash_index, llm_factory(tmp_path, scripted_world()), tmp_path))
     assert report.kept == 1 and len(streams) == 2  # the user's and the assistant's
     for stream in streams:
-        assert stream.embedder is hash_index.embedder
+        # the run's shared embedder wraps the index's own (one for every session; see stickers/batched.py)
+        assert stream.embedder.inner is hash_index.embedder
         assert stream.records, stream.name
         texts = [r.text for r in stream.records]
         vectors = np.stack([r.vector for r in stream.records])  # (n, 48): the index embedder's width

@@ -41,7 +41,10 @@ def test_train_tiny_then_predict_with_pegs_ret(tmp_path, small_index):
     assert result.exit_code == 0, result.output
     records = load_predictions(out)
     assert len(records) == 3 and all(r["pred_meta"]["responder"] == "pegs-ret" for r in records)
-    assert all(len(r["pred_image"]) <= 1 for r in records)
+    # a sent sticker is a file of the library, with its published metadata; no sticker, no metadata
+    root = small_index.library.root
+    assert all(bool(r["pred_image"]) == (r["pred_image_metadata"] is not None) for r in records)
+    assert all((root / path).is_file() for r in records for path in r["pred_image"])
     assert all(r["pred_meta"]["send_decision"].startswith("threshold ") for r in records)  # the fitted decision
     json.dumps(records)  # plain JSON
     scores = send_decisions(records, bootstrap=20) | sticker_frequency(records, bootstrap=20)

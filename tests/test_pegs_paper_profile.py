@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stickerconv.cli import app
+from stickerconv.pegs.config import SendFit
 from stickerconv.pegs.model import STATE_FILE, PegsModel
 from stickerconv.pipelines.evaluation import PredictOptions, ScoreOptions, predict, score
 from stickerconv.pipelines.pegs_training import PegsTrainingOptions, PegsTrainingResult, stage_settings, train_pegs
@@ -120,22 +121,34 @@ def test_pegs_predictions_decode_the_profiles_budget_and_record_it(small_index, 
     data = tmp_path / "samples.json"
     data.write_text(json.dumps([s.model_dump(mode="json") for s in dialogue_samples(library, 1)]))
     checkpoint = tmp_path / "checkpoint"
-    tiny_model().save_pretrained(checkpoint)
+    model = tiny_model()
+    fit = SendFit(threshold=-2.0, target="share", turns=8, gold_share=0.5, share=0.5, precision=1, recall=1, f1=1)
+    model.config = model.config.model_copy(update={"send": model.config.send.model_copy(update={"fit": fit})})
+    model.save_pretrained(checkpoint)
     budgets: list[int | None] = []
+    decodings: list[tuple] = []
     real = PegsModel.draft
 
     def draft(self, prompts, max_new_tokens=None):
         budgets.append(max_new_tokens)
+        decoding, send = self.config.decoding, self.config.send
+        decodings.append((decoding.repetition_penalty, decoding.no_repeat_ngram_size, send.decision))
         return real(self, prompts, 4)  # a random tiny model would write the whole budget: keep the test short
 
     monkeypatch.setattr(PegsModel, "draft", draft)
     common = {"responder": "pegs-ret", "data": data, "stickers": library.root, "checkpoint": checkpoint, "limit": 2}
-    for profile, budget, recorded in (("default", None, "64"), ("paper", 512, "512")):
+    ours = ("threshold -2.0000", "greedy, repetition_penalty 1.1, no_repeat_ngram_size 4", (1.1, 4, "threshold"))
+    paper = ("greedy", "greedy, repetition_penalty 1, no_repeat_ngram_size 6", (1.0, 6, "greedy"))  # §5.6
+    for profile, budget, recorded, (send, decoding, used) in (
+        ("default", None, "64", ours),
+        ("paper", 512, "512", paper),
+    ):
         out = tmp_path / f"{profile}.json"
-        budgets.clear()
+        budgets.clear(), decodings.clear()
         result = predict(PredictOptions(out=out, profile=profile, **common))
-        assert budgets == [budget, budget]
+        assert budgets == [budget, budget] and decodings == [used, used]
         meta = {"profile": profile, "max_new_tokens": recorded, "trained_profile": "default"}
+        meta |= {"send_decision": send, "decoding": decoding}
         assert result.provenance.items() >= meta.items()
         assert all(record["pred_meta"].items() >= meta.items() for record in json.loads(out.read_text()))
     direct = build_responder("pegs-ret", index=small_index, checkpoint=checkpoint, max_new_tokens=100)

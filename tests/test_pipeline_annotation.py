@@ -63,7 +63,6 @@ def test_annotate_library_writes_the_stages_and_the_library_and_a_rerun_asks_not
     annotated = {s.id: s for s in StickerLibrary.load(library.root) if s.meta and "proposed_label" in s.meta}
     assert sorted(annotated) == sorted(GOOD)
     assert annotated["happy"].meta["proposed_label"] == PROPOSED["happy"] and annotated["happy"].description
-    assert stages.vlm_settings.temperature == AnnotateOptions().vlm_settings.temperature  # the caller's untouched
 
 
 def test_a_role_in_the_config_file_names_the_models_and_its_sampling(tmp_path, config):
@@ -73,11 +72,15 @@ def test_a_role_in_the_config_file_names_the_models_and_its_sampling(tmp_path, c
             f'base_url = "{server.base_url}"\n[roles.sticker_vlm]\nllm = "openai:fake-vlm"\ntemperature = 0.9\n'
             + config.read_text()
         )
-        options = AnnotateLibraryOptions(library.root, config=config, store=tmp_path / "elsewhere.sqlite")
+        stages = AnnotateOptions()
+        options = AnnotateLibraryOptions(
+            library.root, config=config, store=tmp_path / "elsewhere.sqlite", stages=stages
+        )
         result = annotate_library(options)
         temperatures = {request.get("temperature") for request in server.requests}
     assert result.report["knowledge"]["done"] == len(GOOD)
     assert temperatures == {0.9, 0.5}  # the role's vision temperature; the summary keeps the method's
+    assert stages.vlm_settings.temperature == AnnotateOptions().vlm_settings.temperature != 0.9  # caller's untouched
     assert (tmp_path / "elsewhere.sqlite").is_file() and not (library.root / ANNOTATE_DIR / "llm.sqlite").exists()
 
 

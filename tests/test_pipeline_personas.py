@@ -64,7 +64,14 @@ def test_check_personas_maps_emotions_and_lists_unknown_ones(tmp_path):
     check = check_personas(fixture_file("stickerconv", "profiles", "train_profile_excerpt.jsonl"))
     assert check.profiles == 306 and check.unknown == []
     assert sum(e.count for e in check.emotions) == 306
-    assert {e.label for e in check.emotions} <= set(EMOTION_LABELS)
+    labels = {e.raw: e.label for e in check.emotions}
+    assert (labels["Joy"], labels["Love"], labels["Confusion"], labels["Fear"]) == (
+        "Happiness",
+        "Happiness",
+        "Surprise",
+        "Fear",
+    )
+    assert check.emotions[0].raw == "Sadness" and check.emotions[0].count == 73  # most frequent first
     bad = tmp_path / "bad.jsonl"
     lines = [
         '{"emotion": "Boredom", "persona": "p", "situation": "s"}',

@@ -29,6 +29,17 @@ STEPS = {None: "utterance", "IntentAnswer": "intent", "QueryAnswer": "query", "S
 STEPS |= {"Review": "review", "Closure": "closure"}
 
 
+def _step(role: str, schema: str | None, text: str) -> list[str]:
+    """A recorded call as the trace names it: [whose, step]. An importance call belongs to the agent whose
+    memory it rates (the memory model is shared; the memory's text opens with the agent's name)."""
+    if role == "memory":
+        assert schema == "_Scores", schema  # no reflection in this session: only importance ratings
+        return [{"B": "user", "A": "system"}[text.removeprefix("Memories:\n1. ")[0]], "memory"]
+    if schema is None and "core characteristics" in text:
+        return [AGENTS[role], "self-summary"]
+    return [AGENTS[role], STEPS[schema]]
+
+
 @pytest.fixture(scope="module")
 def paper_library(small_pack, tmp_path_factory) -> Path:
     """The small pack indexed under the paper profile (its own copy: the shared one keeps our index)."""
@@ -81,7 +92,7 @@ def test_generate_profile_sets_every_original_setting(tmp_path):
     assert memory.recency_decay == 1.0 and (memory.importance_scale, memory.reflection_threshold) == (0.015, 2.0)
     assert memory.reflect_every is None and not memory.batch_importance
     assert pattern == CallPattern(
-        fuse_plan=False, batch_importance=False, compact_prompts=False, skip_final_memory=False
+        fuse_plan=False, batch_importance=False, compact_prompts=False, skip_final_memory=False, own_memories=True
     )
     assert (manager, memory, pattern) == (ManagerConfig.original(), MemoryConfig.original(), CallPattern.original())
 
@@ -128,19 +139,13 @@ def test_generate_paper_reproduces_the_original_call_sequence(tmp_path, personas
     result = generate(GenerationOptions(personas, paper_library, out, profile="paper"), llm_factory=factory)
     assert result.report.kept == 1
 
-    summaries = [(role, text) for role, schema, text in seen if schema is None and "core characteristics" in text]
-    steps = [
-        [AGENTS[role], STEPS[schema]]
-        for role, schema, text in seen
-        if role in AGENTS and not (schema is None and "core characteristics" in text)
-    ]
+    steps = [_step(role, schema, text) for role, schema, text in seen if role in AGENTS or role == "memory"]
     assert steps == expected["calls"]
-    memory = [(schema, text) for role, schema, text in seen if role == "memory"]
-    assert memory and all(
-        schema == "_Scores" and "Give exactly 1 scores" in text for schema, text in memory
-    )  # one memory each
+    memories = [text for role, schema, text in seen if role == "memory"]
+    assert all("Give exactly 1 scores" in text for text in memories)  # one importance call per memory
+    assert sum("use a sticker, sticker's emotion:" in text for text in memories) == 6  # each kept sticker
     turns = expected["memory"]["self_summary_turns"]
-    assert sorted(role for role, _ in summaries) == sorted(["user_agent", "assistant_agent"] * len(turns))
+    assert sum(step == ["user", "self-summary"] for step in steps) == len(turns)
     session = json.loads((out / CONVERSATIONS).read_text().splitlines()[0])
     assert not any(d["event"] == "reflection" for d in session["meta"]["decisions"])
     assert session["meta"]["profile"] == "paper" and json.loads((out / SUMMARY).read_text())["profile"] == "paper"

@@ -16,6 +16,7 @@ from stickerconv.agent4sc.plan import INTENT_GUIDE, QUERY_GUIDE, DraftedMessage,
 from stickerconv.llm import ChatModel, Settings, system, user
 from stickerconv.llm.types import Message, RetryBudgetExhausted, StructuredOutputError
 from stickerconv.schema import Sticker
+from stickerconv.stickers.batched import aembed
 from stickerconv.text import clean_utterance, fresh_lines
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class Agent:
         """Self-summary from the memories retrieved for "{name} said" (on even turns). The compact prompt
         continues the agent's last utterance call (head, dialogue), so only the memories and question are new."""
         name = self.profile.name
-        query = self.memory.embedder.embed([f"{name} said"])[0]
+        query = (await aembed(self.memory.embedder, [f"{name} said"]))[0]
         memories = "\n".join(r.text for r in self.memory.retrieve(query))
         if not memories:
             return

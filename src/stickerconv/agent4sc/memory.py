@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.llm import ChatModel, system, user
 from stickerconv.profiles import Profile
+from stickerconv.stickers.batched import aembed
 from stickerconv.stickers.embed import Embedder
 
 
@@ -108,7 +109,7 @@ class MemoryStream:
                 scores = await rate_importance(self.model, self.owner, texts)
             else:
                 scores = [s for text in texts for s in await rate_importance(self.model, self.owner, [text])]
-        vectors = self.embedder.embed(list(texts))  # (n, d)
+        vectors = await aembed(self.embedder, texts)  # (n, d)
         added = []
         for text, score, vector in zip(texts, scores, vectors, strict=True):
             self.clock += 1
@@ -160,7 +161,7 @@ class MemoryStream:
             _Questions,
         )
         evidence: list[MemoryRecord] = []
-        for vector in self.embedder.embed(questions.parsed.questions):
+        for vector in await aembed(self.embedder, questions.parsed.questions):
             evidence += [r for r in self.retrieve(vector) if r not in evidence]
         listing = "\n".join(f"{i}. {r.text}" for i, r in enumerate(evidence, 1))
         insights = await self.model.complete(
@@ -174,7 +175,7 @@ class MemoryStream:
             _Insights,
         )
         texts = insights.parsed.insights[: self.config.max_insights]
-        vectors = self.embedder.embed(texts)
+        vectors = await aembed(self.embedder, texts)
         added = []
         for text, vector in zip(texts, vectors, strict=True):
             self.clock += 1

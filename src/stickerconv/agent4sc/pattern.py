@@ -8,7 +8,10 @@ the lean one, the default, spends far fewer tokens on them (figures: ``bench/age
 * few-shot query examples are shortened to their first words, and selection candidates are
   listed by label and the start of their description;
 * after the last turn the agents' memories are not updated (no rating, reflection or
-  self-summary): no utterance would ever use them.
+  self-summary): no utterance would ever use them;
+* both agents remember the whole turn ("B said: ...", "A said: ...") once it is over, rated together; the
+  original's agents remember what they themselves said as they say it, and the sticker they used once the
+  manager keeps it, one memory at a time (``own_memories``).
 
 ``CallPattern.original()`` reproduces the original's calls, for faithful reproduction and as the
 baseline of the benchmark.
@@ -37,10 +40,13 @@ class CallPattern:
     batch_importance: bool = True
     compact_prompts: bool = True
     skip_final_memory: bool = True
+    own_memories: bool = False
 
     @classmethod
     def original(cls) -> CallPattern:
-        return cls(fuse_plan=False, batch_importance=False, compact_prompts=False, skip_final_memory=False)
+        return cls(
+            fuse_plan=False, batch_importance=False, compact_prompts=False, skip_final_memory=False, own_memories=True
+        )
 
     @classmethod
     def for_profile(cls, profile: Profile) -> CallPattern:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from stickerconv.llm import ChatModel, LLMError, system, user
 from stickerconv.schema import EmotionLabel, Sticker
+from stickerconv.stickers.batched import aembed
+from stickerconv.stickers.embed import Embedder
 from stickerconv.stickers.index import TEXT_TEMPLATES, SearchHit, StickerIndex
 
 
@@ -120,10 +122,20 @@ class StickerTool:
     label and the start of their description; the original showed full indexed texts and every
     metadata field."""
 
-    def __init__(self, index: StickerIndex, model: ChatModel, *, k: int = 10, seed: int = 0, compact: bool = False):
+    def __init__(
+        self,
+        index: StickerIndex,
+        model: ChatModel,
+        *,
+        k: int = 10,
+        seed: int = 0,
+        compact: bool = False,
+        embedder: Embedder | None = None,
+    ):
         if not 1 <= k <= 10:
             raise ValueError(f"k must be between 1 and 10 (the selection answers an index 0..9), got {k}")
         self.index, self.model, self.k, self.compact = index, model, k, compact
+        self.embedder = embedder or index.embedder  # a run's shared BatchedEmbedder, or the index's own
         self._rng = random.Random(seed)
         template = TEXT_TEMPLATES["paper"]
         self._examples: dict[EmotionLabel, list[str]] = {}
@@ -158,7 +170,8 @@ class StickerTool:
                 outcome.failure = f"query: {exc}"
                 return outcome
             outcome.query = query.parsed.query
-        outcome.candidates = self.index.search(outcome.query, self.k)
+        vectors = await aembed(self.embedder, [outcome.query])  # (1, d)
+        outcome.candidates = self.index.search_many([outcome.query], self.k, vectors=vectors)[0]
         try:
             chosen = await self.model.complete(self._select_prompt(name, block, message, outcome), SelectAnswer)
         except LLMError as exc:

@@ -31,6 +31,7 @@ from stickerconv.llm.store import ledger_total
 from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.schema import Persona
+from stickerconv.stickers.batched import BatchedEmbedder
 from stickerconv.stickers.index import StickerIndex
 
 # Sampling per role from the method reference's table (§2.2). Every role has a seed (the agents' utterances
@@ -130,6 +131,7 @@ async def run_generation(
     pattern = call_pattern or CallPattern()
     memory_config = (memory_config or MemoryConfig()).model_copy(update={"batch_importance": pattern.batch_importance})
     semaphore = asyncio.Semaphore(concurrency)
+    embedder = BatchedEmbedder(index.embedder)  # one for every session: shared texts once, batches across sessions
     finished = report.skipped_done
 
     async def one(position: int, pid: str, persona: Persona) -> None:
@@ -141,9 +143,11 @@ async def run_generation(
                 ("B", "user_agent", persona.persona, persona.situation),
                 ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
             ):
-                memory = MemoryStream(name, models["memory"], index.embedder, memory_config)
+                memory = MemoryStream(name, models["memory"], embedder, memory_config)
                 settings = models[role].settings.model_copy(update={"seed": session_seed})
-                tool = StickerTool(index, models[role], seed=session_seed, compact=pattern.compact_prompts)
+                tool = StickerTool(
+                    index, models[role], seed=session_seed, compact=pattern.compact_prompts, embedder=embedder
+                )
                 profile = AgentProfile(name, p_text, status)
                 agents.append(Agent(profile, models[role], memory, tool, settings, pattern=pattern))
             try:
@@ -189,6 +193,7 @@ async def run_generation(
     finally:
         for backend in {id(m.backend): m.backend for m in models.values()}.values():
             await backend.release_loop()
+        embedder.close()
     report.wall_s = time.perf_counter() - start
     write_summary(out, report, [row.__dict__ for row in factory.store.ledger()], **(provenance or {}))
     return report

@@ -102,6 +102,22 @@ async def _sticker(
     return sticker, record
 
 
+async def _remember_own_words(agent: Agent, t: int, text: str) -> None:
+    """The original's memory of an utterance, stored as it is said (method reference §2.5, §2.6)."""
+    if agent.pattern.own_memories:
+        name = agent.profile.name
+        note = f"{name} engage in a casual chat, and said {text}" if t == 1 else f"{name} reply {text}"
+        await agent.memory.add([note])
+
+
+async def _remember_own_sticker(agent: Agent, sticker: Sticker | None) -> None:
+    """The original's "use a sticker" memory, stored once the manager keeps the sticker (§2.7 step 5)."""
+    if agent.pattern.own_memories and sticker is not None:
+        name, emotion, description = agent.profile.name, sticker.emotion, sticker.description
+        note = f"{name} use a sticker, sticker's emotion: {emotion}, sticker's description: {description}"
+        await agent.memory.add([note])
+
+
 async def _update_memories(
     user_agent: Agent,
     system_agent: Agent,
@@ -112,7 +128,8 @@ async def _update_memories(
     s_stk: Sticker | None,
     decisions: list[dict],
 ) -> None:
-    """What both agents remember of turn t, then reflection when due and the even-turn self-summary."""
+    """What both agents remember of turn t (unless each remembered its own words as it spoke), then reflection
+    when due and the even-turn self-summary."""
     entries = []
     for agent, own, other, sticker in ((user_agent, u, s, u_stk), (system_agent, s, u, s_stk)):
         name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
@@ -120,7 +137,8 @@ async def _update_memories(
         if sticker is not None:
             notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
         entries.append((agent.memory, notes))
-    await remember_turn(entries)
+    if not user_agent.pattern.own_memories:
+        await remember_turn(entries)
     for agent in (user_agent, system_agent):
         if agent.memory.should_reflect:
             try:
@@ -163,9 +181,11 @@ async def simulate(
             end = said_u
             break
         u, u_stk = said_u.text, None
+        await _remember_own_words(user_agent, t, u)
         if user_allowed:
             u_stk, record = await _sticker(user_agent, said_u, manager, decisions)
             plans.append(record | {"turn": t})
+        await _remember_own_sticker(user_agent, u_stk)
         system_allowed = system_may_attempt(prev_s)
         said_s = await _guarded(
             system_agent,
@@ -180,9 +200,11 @@ async def simulate(
             end = said_s
             break
         s, s_stk = said_s.text, None
+        await _remember_own_words(system_agent, t, s)
         if system_allowed:
             s_stk, record = await _sticker(system_agent, said_s, manager, decisions)
             plans.append(record | {"turn": t})
+        await _remember_own_sticker(system_agent, s_stk)
         turns.append(Turn(turn=t, user_message=u, system_message=s, user_sticker=u_stk, system_sticker=s_stk))
         folds = dialogue.folds
         markers = manager.config.sticker_markers

@@ -154,6 +154,16 @@ class DecodingConfig(_Cfg):
     repetition_penalty: float = Field(1.1, ge=1.0)  # 1.0: off; scales down the logits of tokens already in the reply
     no_repeat_ngram_size: int = Field(4, ge=0)  # 0: off; no n-gram of the reply occurs twice
 
+    @classmethod
+    def paper(cls) -> DecodingConfig:
+        """The paper's evaluation decoding (method reference §5.6): greedy, no 6-gram twice, no repetition
+        penalty, 512 new tokens."""
+        return cls(max_new_tokens=512, repetition_penalty=1.0, no_repeat_ngram_size=6)
+
+    def describe(self) -> str:
+        penalty, ngram = self.repetition_penalty, self.no_repeat_ngram_size
+        return f"greedy, repetition_penalty {penalty:g}, no_repeat_ngram_size {ngram}"
+
 
 class PegsConfig(_Cfg):
     """Everything needed to rebuild a PEGS model; checkpoints store it as ``pegs_config.json``."""
@@ -173,6 +183,13 @@ class PegsConfig(_Cfg):
     sd: DiffusionConfig | None = None
     lora: LoraSettings = LoraSettings()
     max_length: int = 1024  # max_text_length of §5.2: right-padded, truncated
+
+    def for_paper_inference(self) -> PegsConfig:
+        """This model decoding as the paper evaluated PEGS: its decoding (§5.6) and the greedy send decision
+        (a sticker only when greedy decoding emits [IMG1]); a fitted threshold stays on record, unused."""
+        send = self.send.model_copy(update={"decision": "greedy"})
+        return self.model_copy(update={"decoding": DecodingConfig.paper(), "send": send})
+
     style: Literal["v0", "v1.5"] = "v1.5"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     seed: int = 42  # random initialisation of new rows, heads and random backbones

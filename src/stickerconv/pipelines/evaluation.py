@@ -104,6 +104,7 @@ def predict(options: PredictOptions, *, progress: ProgressFactory = no_progress)
         checkpoint=options.checkpoint,
         generated_dir=out.with_name(out.stem + "-generated-stickers"),
         max_new_tokens=options.reply_budget(),
+        profile=options.profile,
     )
     provenance = responder.describe() | {"profile": options.profile}
     with progress(f"predicting ({options.responder})") as update:

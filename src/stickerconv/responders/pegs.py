@@ -163,6 +163,7 @@ class PegsResponder(Responder):
             "no_repeat": str(self.no_repeat),
             "send_decision": "greedy" if threshold is None else f"threshold {threshold:.4f}",
             "max_new_tokens": str(self.max_new_tokens or self.model.config.decoding.max_new_tokens),
+            "decoding": self.model.config.decoding.describe(),
             "trained_profile": self.model.profile,
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stickerconv.llm import LLMFactory
+from stickerconv.profiles import DEFAULT_PROFILE, Profile
 from stickerconv.responders.base import Responder, ResponderError
 from stickerconv.responders.text_only import BASELINE_SETTINGS, TextOnlyResponder
 from stickerconv.responders.tool import StickerToolResponder
@@ -26,11 +27,13 @@ def build_responder(
     checkpoint: Path | None = None,
     generated_dir: Path | None = None,
     max_new_tokens: int | None = None,
+    profile: Profile = DEFAULT_PROFILE,
 ) -> Responder:
     """``name`` is one of ``RESPONDERS``. The LLM baselines take their model from the factory's
     ``responder`` role; PEGS loads ``checkpoint`` and answers with stickers of the index's library
     (generated ones go to ``generated_dir``). ``max_new_tokens`` caps every responder's reply; None: each
-    its own (the baselines' 200, the paper's for them; a PEGS checkpoint's decoding budget)."""
+    its own (the baselines' 200, the paper's for them; a PEGS checkpoint's decoding budget). Under the ``paper``
+    profile PEGS decodes as the paper evaluated it (``PegsConfig.for_paper_inference``)."""
     if name not in RESPONDERS:
         raise ResponderError(f"unknown responder {name!r}; choose from {', '.join(RESPONDERS)}")
     if name.startswith("pegs-"):
@@ -42,6 +45,8 @@ def build_responder(
         from stickerconv.responders.pegs import PegsResponder
 
         model = PegsModel.from_pretrained(checkpoint)
+        if profile == "paper":
+            model.config = model.config.for_paper_inference()
         mode = name.removeprefix("pegs-")
         try:
             return PegsResponder(

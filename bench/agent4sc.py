@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake OpenAI server lives there
 
-from stickerconv.agent4sc.pattern import CALL_PATTERNS, PromptLog  # noqa: E402
+from stickerconv.agent4sc.pattern import CALL_PATTERNS, PromptLog, uncached_prompt_tokens  # noqa: E402
 from stickerconv.agent4sc.personas import load_personas  # noqa: E402
 from stickerconv.agent4sc.runner import run_generation  # noqa: E402
 from stickerconv.llm import LLMConfig, LLMFactory  # noqa: E402
@@ -163,6 +163,10 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
                 )
         sessions = report.kept + report.rejected
         per_session = log.sessions(tokenize)
+        uncached_by_step: Counter = Counter()
+        counts = uncached_prompt_tokens(log.calls, tokenize)
+        for ((_, _), prompt), title, count in zip(log.calls, log.schemas, counts, strict=True):
+            uncached_by_step[step_of(prompt, title)] += count.uncached_tokens
         results[name] = {
             "prompt_tokens_p50": statistics.median(c.prompt_tokens for c in per_session),
             "uncached_tokens_p50": statistics.median(c.uncached_tokens for c in per_session),
@@ -170,16 +174,20 @@ def bench_tokens(index: StickerIndex, n: int) -> dict:
             "tokens": sum(backend.tokens.values()) / sessions,
             "steps": {k: v / sessions for k, v in backend.steps.items()},
             "step_tokens": {k: v / sessions for k, v in backend.tokens.items()},
+            "step_uncached": {k: v / sessions for k, v in uncached_by_step.items()},
             "kept": report.kept,
             "turns_per_kept": turns / max(1, report.kept),
             "stickers_per_kept": stickers / max(1, report.kept),
         }
     o, lean = results["original"], results["lean"]
-    print(f"{'step':<16}{'orig calls':>11}{'orig tok':>10}{'lean calls':>11}{'lean tok':>10}")
+    header = f"{'orig calls':>11}{'orig tok':>10}{'uncached':>10}{'lean calls':>11}{'lean tok':>10}{'uncached':>10}"
+    print(f"{'step':<16}{header}")
     for step in sorted(set(o["steps"]) | set(lean["steps"]), key=lambda s: -o["step_tokens"].get(s, 0)):
         print(
             f"{step:<16}{o['steps'].get(step, 0):>11.1f}{o['step_tokens'].get(step, 0):>10.0f}"
+            f"{o['step_uncached'].get(step, 0):>10.0f}"
             f"{lean['steps'].get(step, 0):>11.1f}{lean['step_tokens'].get(step, 0):>10.0f}"
+            f"{lean['step_uncached'].get(step, 0):>10.0f}"
         )
     print(f"{'per session':<16}{o['calls']:>11.1f}{o['tokens']:>10.0f}{lean['calls']:>11.1f}{lean['tokens']:>10.0f}")
     for name, r in results.items():

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from stickerconv.cli import app
 from stickerconv.pegs.config import SendFit
 from stickerconv.pegs.model import STATE_FILE, PegsModel
+from stickerconv.pegs.sequence import sample_example
 from stickerconv.pipelines.evaluation import PredictOptions, ScoreOptions, predict, score
 from stickerconv.pipelines.pegs_training import PegsTrainingOptions, PegsTrainingResult, stage_settings, train_pegs
 from stickerconv.responders import build_responder
@@ -30,6 +31,9 @@ PAPER = {
     ("joint", "gen"): ({"lr": 1e-4, "betas": (0.9, 0.95), "weight_decay": 0.05, "warmup_steps": 1000}, 6, 1, 4),
     ("joint", "rag"): ({"lr": 3e-6, "betas": (0.9, 0.999), "weight_decay": 1e-4, "warmup_steps": 2000}, 3, 36, 10),
 }
+# the table's max length, for the joint rows; the alignment rows keep the model's (their 64/77 counted caption
+# text, while our caption sequences also hold the [IMG] block, which a cut at 77 would drop)
+PAPER_MAX_LENGTH = {("joint", "gen"): 1024, ("joint", "rag"): 768}
 COMMON = {"eps": 1e-6, "clip_grad": 1.0, "seed": 42}  # §5.4's common settings: AdamW eps, clipping, seed
 
 
@@ -42,7 +46,7 @@ def test_the_paper_profile_trains_each_stage_with_its_row_of_the_table(stage, va
     optimiser, batch, accum, epochs = PAPER[(stage, variant)]
     cfg = stage_settings(options(profile="paper"), stage, EXAMPLES, variant=variant)
     assert cfg.model_dump(include=set(optimiser) | set(COMMON)) == optimiser | COMMON
-    assert (cfg.batch_size, cfg.grad_accum) == (batch, accum)
+    assert (cfg.batch_size, cfg.grad_accum, cfg.max_length) == (batch, accum, PAPER_MAX_LENGTH.get((stage, variant)))
     assert cfg.max_steps == epochs * (EXAMPLES // (batch * accum))  # the table's epochs over the stage's data
     two = stage_settings(options(profile="paper"), stage, EXAMPLES, processes=2, variant=variant)
     assert two.max_steps == epochs * (EXAMPLES // (2 * batch * accum))  # a global batch per step
@@ -54,7 +58,18 @@ def test_the_default_profile_keeps_our_short_runs(stage):
     assert options().profile == "default"
     assert (cfg.lr, cfg.betas, cfg.weight_decay, cfg.eps, cfg.clip_grad) == (1e-4, (0.9, 0.999), 0.05, 1e-6, 1.0)
     loop = (cfg.batch_size, cfg.grad_accum, cfg.max_steps, cfg.warmup_steps, cfg.checkpoint_every)
-    assert loop == (8, 1, 200, 20, 50)
+    assert loop == (8, 1, 200, 20, 50) and cfg.max_length is None
+
+
+def test_a_stages_max_length_caps_the_training_sequences(small_index):
+    model = tiny_model()
+    cfg = model.config  # max_length 512
+    sample = dialogue_samples(small_index.library, 1)[-1]  # the third turn: the longest context
+    example = sample_example(sample, small_index.library.root, cfg.style, cfg.system_prompt)
+    full = model.collator(train=True)([example]).input_ids.shape[1]
+    capped = model.collator(train=True, max_length=full - 5)([example]).input_ids.shape[1]
+    assert full > 21 and capped <= full - 5
+    assert model.collator(max_length=10 * full).max_length == model.config.max_length  # never above the model's
 
 
 def test_flags_given_win_under_either_profile():

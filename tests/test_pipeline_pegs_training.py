@@ -18,7 +18,7 @@ from stickerconv.pipelines.pegs_training import (
     FitSendOptions,
     PegsTrainingOptions,
     SendDone,
-    StageLeftOut,
+    StageNotRun,
     StageTrained,
     fit_send_threshold,
     train_pegs,
@@ -60,7 +60,7 @@ def test_train_pegs_chains_the_stages_and_resumes(small_index, tmp_path):
     assert result.final == run / "final" and (run / "final" / CONFIG_FILE).is_file()
     loaded = next(e for e in result.events if isinstance(e, DataLoaded))
     assert loaded.samples == len(samples) and loaded.rendered_style is None  # read as samples, not rendered
-    assert StageLeftOut("vision", "the CNN stays randomly initialised and frozen") in result.events
+    assert StageNotRun("vision", "the CNN stays randomly initialised and frozen", chosen=False) in result.events
     trained = [e for e in result.events if isinstance(e, StageTrained)]
     assert [(e.stage, e.number, e.result.steps) for e in trained] == [("perception", 1, 3), ("retrieval", 2, 3)]
     assert all(len(e.result.losses) == 3 for e in trained)

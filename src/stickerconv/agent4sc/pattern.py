@@ -96,6 +96,7 @@ class PromptLog:
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[asyncio.Task | None, str], str]] = []
+        self.schemas: list[str | None] = []  # each call's answer schema (None: free text), beside ``calls``
 
     def watch(self, factory: LLMFactory) -> LLMFactory:
         """``factory``, its chat models now recording here each prompt they send."""
@@ -109,6 +110,7 @@ class PromptLog:
                 title = getattr(schema, "__name__", None)
                 caller = f"{role} tool" if title in TOOL_SCHEMAS else role
                 self.calls.append(((asyncio.current_task(), caller), render_prompt(messages)))
+                self.schemas.append(title)
                 return await complete(messages, schema, **kwargs)
 
             model.complete = recorded

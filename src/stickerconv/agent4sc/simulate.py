@@ -102,6 +102,34 @@ async def _sticker(
     return sticker, record
 
 
+@dataclass
+class _TurnContext:
+    """What each side's half of turn ``t`` shares: the manager, the seeded RNG and the session's logs."""
+
+    t: int
+    manager: Manager
+    rng: random.Random
+    decisions: list[dict]
+    plans: list[dict]
+
+
+async def _take_turn(
+    agent: Agent, is_repeat: Callable[[str], bool], speak_args: tuple, sticker_allowed: bool, turn: _TurnContext
+) -> tuple[str, Sticker | None] | str:
+    """One side's half of a turn: the guarded utterance, then, when the frequency rules allow, its sticker
+    (plan and review); the end reason instead when no usable utterance came."""
+    said = await _guarded(agent, is_repeat, speak_args, sticker_allowed, turn.manager, turn.rng, turn.decisions)
+    if isinstance(said, str):
+        return said
+    await _remember_own_words(agent, turn.t, said.text)
+    sticker = None
+    if sticker_allowed:
+        sticker, record = await _sticker(agent, said, turn.manager, turn.decisions)
+        turn.plans.append(record | {"turn": turn.t})
+    await _remember_own_sticker(agent, sticker)
+    return said.text, sticker
+
+
 async def _remember_own_words(agent: Agent, t: int, text: str) -> None:
     """The original's memory of an utterance, stored as it is said (method reference §2.5, §2.6)."""
     if agent.pattern.own_memories:
@@ -167,44 +195,29 @@ async def simulate(
     for t in range(1, max_turns + 1):
         past_user = [x.user_message for x in turns]
         past_system = [x.system_message for x in turns]
-        user_allowed = user_may_attempt(prev_u, prev_s)
-        said_u = await _guarded(
+        context = _TurnContext(t, manager, rng, decisions, plans)
+        said_u = await _take_turn(
             user_agent,
             partial(user_repeats, past_user=past_user, past_system=past_system),
             (dialogue.render(), observation("A", prev_s), t, max_turns),
-            user_allowed,
-            manager,
-            rng,
-            decisions,
+            user_may_attempt(prev_u, prev_s),
+            context,
         )
         if isinstance(said_u, str):
             end = said_u
             break
-        u, u_stk = said_u.text, None
-        await _remember_own_words(user_agent, t, u)
-        if user_allowed:
-            u_stk, record = await _sticker(user_agent, said_u, manager, decisions)
-            plans.append(record | {"turn": t})
-        await _remember_own_sticker(user_agent, u_stk)
-        system_allowed = system_may_attempt(prev_s)
-        said_s = await _guarded(
+        u, u_stk = said_u
+        said_s = await _take_turn(
             system_agent,
             partial(system_repeats, user_message=u, past_user=past_user, past_system=past_system),
             (dialogue.render([f"B: {u}"]), observation("B", u_stk), t, max_turns),
-            system_allowed,
-            manager,
-            rng,
-            decisions,
+            system_may_attempt(prev_s),
+            context,
         )
         if isinstance(said_s, str):
             end = said_s
             break
-        s, s_stk = said_s.text, None
-        await _remember_own_words(system_agent, t, s)
-        if system_allowed:
-            s_stk, record = await _sticker(system_agent, said_s, manager, decisions)
-            plans.append(record | {"turn": t})
-        await _remember_own_sticker(system_agent, s_stk)
+        s, s_stk = said_s
         turns.append(Turn(turn=t, user_message=u, system_message=s, user_sticker=u_stk, system_sticker=s_stk))
         folds = dialogue.folds
         markers = manager.config.sticker_markers

@@ -23,8 +23,7 @@ from stickerconv.pipelines.pegs_training import (
     PegsEvent,
     PegsTrainingOptions,
     SendDone,
-    StageLeftOut,
-    StageSkipped,
+    StageNotRun,
     StageTrained,
     VisionDone,
     fit_send_threshold,
@@ -284,10 +283,10 @@ def fit_send(
 
 def _print_event(event: PegsEvent) -> None:
     """One step of a training run, as it finishes."""
-    if isinstance(event, StageSkipped):
-        console.print(f"skipping the {event.stage} stage: {event.reason}")
-    elif isinstance(event, StageLeftOut):
-        console.print(f"no {event.stage} stage: {event.consequence}")
+    if isinstance(event, StageNotRun):
+        console.print(
+            f"skipping the {event.stage} stage: {event.why}" if event.chosen else f"no {event.stage} stage: {event.why}"
+        )
     elif isinstance(event, DataLoaded):
         rendered = f" -> {event.samples:,} samples (one a turn, {event.rendered_style} style)"
         console.print(event.description + (rendered if event.rendered_style else ""))

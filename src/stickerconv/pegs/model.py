@@ -359,13 +359,15 @@ class PegsModel(nn.Module):
 
     # ----- batches and forward -----
 
-    def collator(self, train: bool = False, seed: int = 0) -> Collator:
+    def collator(self, train: bool = False, seed: int = 0, max_length: int | None = None) -> Collator:
+        """Batches of examples for this model; ``max_length`` (a training stage's) caps the sequences below the
+        model's own."""
         ret_cfg = self.config.retrieval_vision or self.config.vision
         return Collator(
             self.tokenizer,
             self.vision.n_tokens,
             self.config.n_img_tokens,
-            self.config.max_length,
+            min(max_length or self.config.max_length, self.config.max_length),
             ImageTransform(self.config.vision, train=train, seed=seed),
             ImageTransform(ret_cfg, train=False),
         )

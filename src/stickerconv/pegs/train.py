@@ -96,6 +96,7 @@ class StageConfig(BaseModel):
     max_steps: int = Field(1000, ge=1)  # optimiser steps
     batch_size: int = Field(6, ge=1)  # per device
     grad_accum: int = Field(1, ge=1)
+    max_length: int | None = Field(None, ge=16)  # tokens per sequence; None: the model's max_length
     clip_grad: float | None = 1.0
     # auto: the launcher's --mixed_precision when it names fp16 or bf16, else bf16 on a CUDA device that has it, else no
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
@@ -129,7 +130,9 @@ def paper_stage(stage: Stage, variant: Literal["gen", "rag"] = "gen", sticker_da
     accumulated). ``sticker_data``: the alignment stages train on sticker captions, as `pegs train`'s do, so the
     generation stage takes its sticker row (3, SFT: lr 5e-5, warm-up 200, batch 28, 4 epochs of the captions,
     whose count the caller knows) instead of its LAION row (2); perception has only its LAION row, and the
-    retrieval rows 2′ and 3′ agree."""
+    retrieval rows 2′ and 3′ agree. The table's max length is kept for the joint rows (1024; 768 for 4′); the
+    alignment rows' 64 and 77 counted the caption's text tokens, while our caption sequences also hold the [IMG]
+    block (32 or 64 tokens), which a cut at 77 would drop, so they keep the model's length."""
     if stage == "perception":
         return StageConfig(stage=stage, lr=1e-4, warmup_steps=2000, max_steps=4 * 20_000, batch_size=32)
     if stage == "generation" and sticker_data:
@@ -149,8 +152,11 @@ def paper_stage(stage: Stage, variant: Literal["gen", "rag"] = "gen", sticker_da
             max_steps=10 * 17_084,
             batch_size=3,
             grad_accum=36,
+            max_length=768,
         )
-    return StageConfig(stage=stage, lr=1e-4, betas=(0.9, 0.95), warmup_steps=1000, max_steps=4000, batch_size=6)
+    return StageConfig(
+        stage=stage, lr=1e-4, betas=(0.9, 0.95), warmup_steps=1000, max_steps=4000, batch_size=6, max_length=1024
+    )
 
 
 @dataclass
@@ -620,7 +626,7 @@ def _loader(
         batch_size=cfg.batch_size,
         sampler=sampler,
         drop_last=True,
-        collate_fn=_Collate(model.collator(train=True), cfg.seed),
+        collate_fn=_Collate(model.collator(train=True, max_length=cfg.max_length), cfg.seed),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=cfg.prefetch_factor if workers else None,

@@ -91,19 +91,13 @@ class PegsTrainingOptions(BaseModel):
 
 
 @dataclass(frozen=True)
-class StageSkipped:
-    """A chosen stage that does not run, and why (the config lacks what it trains)."""
+class StageNotRun:
+    """A stage that does not run: a chosen one the config gives nothing to train (``why`` says what is missing),
+    or one not chosen (``why`` says what its absence means for the checkpoint)."""
 
     stage: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class StageLeftOut:
-    """A stage not chosen, and what its absence means for the checkpoint."""
-
-    stage: str
-    consequence: str
+    why: str
+    chosen: bool
 
 
 @dataclass(frozen=True)
@@ -169,7 +163,7 @@ class SendDone:
     replaced: SendFit | None = None
 
 
-PegsEvent = StageSkipped | StageLeftOut | DataLoaded | VisionDone | StageTrained | DistillDone | SendDone
+PegsEvent = StageNotRun | DataLoaded | VisionDone | StageTrained | DistillDone | SendDone
 EventSink = Callable[[PegsEvent], None]
 
 
@@ -274,7 +268,7 @@ def train_pegs(
         with run.state.main_process_first():  # rank 0 pretrains; the other ranks then reuse its finished stage
             config = run.vision(config)
     elif untrained_cnns(config):
-        run.emit(StageLeftOut("vision", "the CNN stays randomly initialised and frozen"))
+        run.emit(StageNotRun("vision", "the CNN stays randomly initialised and frozen", chosen=False))
     if chosen:
         run.model_stages(config, chosen)
     return run.result
@@ -397,7 +391,7 @@ class _Run:
     def skip(self, stage: str, reason: str) -> None:
         log.info("skipping the %s stage: %s", stage, reason)
         self.result.skipped[stage] = reason
-        self.emit(StageSkipped(stage, reason))
+        self.emit(StageNotRun(stage, reason, chosen=True))
 
     def finished(self, stage: str, stage_dir: Path, event: PegsEvent) -> None:
         self.result.ran.append(stage)
@@ -457,7 +451,7 @@ class _Run:
             self.gradient_stage(model, stage, stage_dir, number, len(chosen))
             previous = stage_dir
         if "send" not in chosen:
-            self.emit(StageLeftOut("send", "the checkpoint sends only when greedy decoding emits [IMG1]"))
+            self.emit(StageNotRun("send", "the checkpoint sends only when greedy decoding emits [IMG1]", chosen=False))
         final = self.options.out / FINAL_DIR
         if self.state.is_main_process:
             model.save_pretrained(final)

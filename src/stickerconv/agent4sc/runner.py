@@ -26,7 +26,7 @@ from stickerconv.agent4sc.pattern import CallPattern
 from stickerconv.agent4sc.plan import StickerTool
 from stickerconv.agent4sc.simulate import DialogueResult, simulate
 from stickerconv.jsonl import drop_torn_tail
-from stickerconv.llm import LLMFactory, Settings
+from stickerconv.llm import ChatModel, LLMFactory, Settings
 from stickerconv.llm.store import ledger_total
 from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
@@ -93,6 +93,26 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _agent(
+    name: str,
+    persona: str,
+    status: str,
+    models: dict[str, ChatModel],
+    role: str,
+    index: StickerIndex,
+    embedder: BatchedEmbedder,
+    memory_config: MemoryConfig,
+    pattern: CallPattern,
+    session_seed: int,
+) -> Agent:
+    """One side of a session: fresh memories (§2.5: reset for every profile), its sticker tool, its model's
+    settings seeded for the session."""
+    memory = MemoryStream(name, models["memory"], embedder, memory_config)
+    settings = models[role].settings.model_copy(update={"seed": session_seed})
+    tool = StickerTool(index, models[role], seed=session_seed, compact=pattern.compact_prompts, embedder=embedder)
+    return Agent(AgentProfile(name, persona, status), models[role], memory, tool, settings, pattern=pattern)
+
+
 async def run_generation(
     personas: Sequence[Persona],
     index: StickerIndex,
@@ -138,18 +158,13 @@ async def run_generation(
         nonlocal finished
         async with semaphore:
             session_seed = seed * 1_000_003 + position  # by position in the persona list: a resumed run reuses it
-            agents = []
-            for name, role, p_text, status in (
-                ("B", "user_agent", persona.persona, persona.situation),
-                ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
-            ):
-                memory = MemoryStream(name, models["memory"], embedder, memory_config)
-                settings = models[role].settings.model_copy(update={"seed": session_seed})
-                tool = StickerTool(
-                    index, models[role], seed=session_seed, compact=pattern.compact_prompts, embedder=embedder
+            agents = [
+                _agent(name, text, status, models, role, index, embedder, memory_config, pattern, session_seed)
+                for name, role, text, status in (
+                    ("B", "user_agent", persona.persona, persona.situation),
+                    ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
                 )
-                profile = AgentProfile(name, p_text, status)
-                agents.append(Agent(profile, models[role], memory, tool, settings, pattern=pattern))
+            ]
             try:
                 result = await simulate(
                     agents[0], agents[1], manager, persona=persona.persona, status=persona.situation, seed=session_seed

@@ -120,3 +120,12 @@ def test_help_defaults_are_the_options_defaults(path: str):
         assert comparable(shown) == comparable(default), f"{path} --{param.name}: help {shown!r}, options {default!r}"
         compared.append(param.name)
     assert compared, f"{path}: no flag shares a name with {', '.join(c.__name__ for c in OPTIONS[path])}"
+
+
+def test_shared_llm_help_is_not_shown_where_the_default_differs():
+    """`--llm` defaults to the embedded model everywhere but `stickers annotate`, whose knowledge summary
+    defaults to the --vlm model (AnnotateLibraryOptions); its help must say so, not "local (default)"."""
+    helps = {path: next((p.help for p in c.params if p.name == "llm"), None) for path, c in commands().items()}
+    assert "default: the --vlm model" in helps["stickers annotate"]
+    assert "local (default)" not in helps["stickers annotate"]
+    assert all("local (default)" in text for path, text in helps.items() if text and path != "stickers annotate")

@@ -18,7 +18,6 @@ from stickerconv.cli.common import (
     CacheOption,
     ConfigOption,
     JsonOption,
-    LLMOption,
     StoreOption,
     console,
     err,
@@ -34,6 +33,10 @@ _Vlm = Annotated[
     typer.Option(
         "--vlm", help="Vision model for filter and captions: openai:MODEL (OpenAI, vLLM, Ollama); local has no vision."
     ),
+]
+_KnowledgeLlm = Annotated[
+    str | None,
+    typer.Option("--llm", help="Text model of the knowledge summary: openai:MODEL or local; default: the --vlm model."),
 ]
 _BaseUrl = Annotated[
     str | None, typer.Option(help="OpenAI-compatible server URL (else OPENAI_BASE_URL), e.g. vLLM or Ollama.")
@@ -55,7 +58,7 @@ _RetryFailed = Annotated[bool, typer.Option(help="Ask again for stickers whose a
 def annotate(
     lib_dir: _LibDir,
     vlm: _Vlm = None,
-    llm: LLMOption = None,
+    llm: _KnowledgeLlm = None,
     base_url: _BaseUrl = None,
     samples: _Samples = _STAGES.samples,
     concurrency: _Concurrency = _STAGES.concurrency,

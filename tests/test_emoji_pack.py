@@ -82,3 +82,19 @@ def test_full_default_pack_meets_the_contract(tmp_path):
     for line in (out / "stickers.jsonl").read_text(encoding="utf-8").splitlines():
         Sticker.model_validate_json(line)
     shutil.rmtree(out)
+
+
+def test_rendering_in_worker_processes_writes_the_same_pack(tmp_path, monkeypatch):
+    """Two worker processes (spawned) render what one process renders, byte for byte, in the same order, and
+    the progress counts every (style, emoji) pair once, up to the total."""
+    packs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("STICKERCONV_THREADS", workers)
+        progress: list[tuple[int, int]] = []
+        out = tmp_path / f"workers-{workers}"
+        build_default_pack(out, ["noto", "twemoji"], limit=70, on_progress=lambda d, t: progress.append((d, t)))
+        assert progress[-1] == (140, 140) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+        packs[workers] = out
+    assert _digest(packs["1"]) == _digest(packs["2"])
+    ids = [s.id for s in StickerLibrary.load(packs["2"])]
+    assert ids[0].startswith("noto/") and ids[-1].startswith("twemoji/") and len(ids) == len(set(ids))

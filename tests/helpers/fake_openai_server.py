@@ -274,6 +274,7 @@ class FakeOpenAIServer:
         self._stopping = False
         self._runner: ServerThread | None = None
         self._count = 0
+        self.usage_reported: Counter[str] = Counter()  # prompt and cached prompt tokens of every answer sent
         self.set_faults(faults or FaultPlan())
         self.app = self._build_app()
 
@@ -304,6 +305,11 @@ class FakeOpenAIServer:
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         if self.prefix_cache:
             usage["prompt_tokens_details"] = {"cached_tokens": self._cached_tokens(tokens)}
+        with self._lock:
+            self.usage_reported["prompt_tokens"] += prompt
+            self.usage_reported["cached_prompt_tokens"] += usage.get("prompt_tokens_details", {}).get(
+                "cached_tokens", 0
+            )
         with self._lock:
             self._count += 1
             number = self._count

@@ -158,14 +158,14 @@ async def _update_memories(
 ) -> None:
     """What both agents remember of turn t (unless each remembered its own words as it spoke), then reflection
     when due and the even-turn self-summary."""
-    entries = []
-    for agent, own, other, sticker in ((user_agent, u, s, u_stk), (system_agent, s, u, s_stk)):
-        name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
-        notes = [f"{name} said: {own}", f"{other_name} said: {other}"]
-        if sticker is not None:
-            notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
-        entries.append((agent.memory, notes))
     if not user_agent.pattern.own_memories:
+        entries = []
+        for agent, own, other, sticker in ((user_agent, u, s, u_stk), (system_agent, s, u, s_stk)):
+            name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
+            notes = [f"{name} said: {own}", f"{other_name} said: {other}"]
+            if sticker is not None:
+                notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
+            entries.append((agent.memory, notes))
         await remember_turn(entries)
     for agent in (user_agent, system_agent):
         if agent.memory.should_reflect:

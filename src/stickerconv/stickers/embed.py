@@ -50,7 +50,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _threads() -> int:
+def cpu_threads() -> int:
+    """Threads (or processes) for CPU work: STICKERCONV_THREADS, else the cores, at most 4."""
     return int(os.environ.get("STICKERCONV_THREADS", min(4, os.cpu_count() or 1)))
 
 
@@ -74,7 +75,7 @@ class OnnxMiniLMEmbedder:
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _threads()
+        options.intra_op_num_threads = cpu_threads()
         options.log_severity_level = 3
         # Idle ONNX threads spin by default; on 2 cores they then starve the search that follows
         # each query embedding (measured: 10 ms -> 4 ms per search with spinning off).

@@ -7,17 +7,21 @@ from Debian; Twemoji and OpenMoji from npm); names, tags and groups come from em
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stickerconv.schema import EmotionLabel, Sticker
+from stickerconv.stickers.embed import cpu_threads
 from stickerconv.stickers.emotion_lexicon import EmotionReading, emotion_text, read_emotion
 from stickerconv.stickers.library import StickerLibrary
 from stickerconv.stickers.render import NotoRenderer, RenderError, SvgRenderer, find_noto_font, png_bytes
@@ -380,31 +384,21 @@ def _render_all(
         (out_dir / "images" / style).mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str], str | None] = {}
     total, done = len(selected) * len(styles), 0
-    workers = min(len(tasks), _render_workers())
-    if workers <= 1:
-        outcomes = (_render_chunk(out_dir, style, chunk, assets, font) for style, chunk in tasks)
+    workers = min(len(tasks), cpu_threads())
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            outcomes = (_render_chunk(out_dir, style, chunk, assets, font) for style, chunk in tasks)
+        else:
+            spawn = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=spawn))
+            futures = [pool.submit(_render_chunk, out_dir, style, chunk, assets, font) for style, chunk in tasks]
+            outcomes = (future.result() for future in as_completed(futures))
         for style_name, outcome in outcomes:
             results |= {(style_name, hexcode): problem for hexcode, problem in outcome}
             done += len(outcome)
             if on_progress:
                 on_progress(done, total)
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_render_chunk, out_dir, style, chunk, assets, font) for style, chunk in tasks]
-        for future in as_completed(futures):
-            style_name, outcome = future.result()
-            results |= {(style_name, hexcode): problem for hexcode, problem in outcome}
-            done += len(outcome)
-            if on_progress:
-                on_progress(done, total)
     return results
-
-
-def _render_workers() -> int:
-    return int(os.environ.get("STICKERCONV_THREADS", min(4, os.cpu_count() or 1)))
 
 
 _RENDERERS: dict[tuple[str, Path | None, Path | None], Callable[[EmojiEntry], Any]] = {}  # one per worker process

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream, remember_turn
+from stickerconv.agent4sc.memory import MEMORY_SYSTEM, MemoryConfig, MemoryLog, MemoryStream, remember_turn
 from stickerconv.llm import ChatModel
 
 from helpers.embedding import HashEmbedder
@@ -109,3 +109,41 @@ def test_a_rater_that_scores_everything_low_still_lets_reflection_fire():
     assert _dialogue(stream) == [4]  # 8 memories by turn 4; their importance (0.8) alone would never reach 3.0
     assert stream.since_reflection == 4 and stream.accumulated == pytest.approx(0.4)
     assert _dialogue(MemoryStream("B", _memory_llm(score=1), HashEmbedder(), MemoryConfig(reflect_every=None))) == []
+
+
+def test_a_shared_log_lists_each_memory_once_and_requests_name_them_by_number():
+    model = _memory_llm(scores=[3, 8])
+    log = MemoryLog()
+    user_mem, system_mem = (MemoryStream(n, model, HashEmbedder(), log=log) for n in "BA")
+    asyncio.run(
+        remember_turn([(user_mem, ["B said: hi", "A said: hello"]), (system_mem, ["A said: hello", "B said: hi"])])
+    )
+    asyncio.run(user_mem.reflect())
+    rating, questions, insights = model.backend.requests
+    assert rating.messages[0].text == questions.messages[0].text == insights.messages[0].text == MEMORY_SYSTEM
+    assert rating.messages[-1].text.startswith("Memories:\n1. B said: hi\n2. A said: hello\n\n")
+    assert "Rate the likely poignancy of memories 1, 2 for B and A" in rating.messages[-1].text
+    # each request continues the same list: a prefix cache computes only what follows it
+    listed = "Memories:\n1. B said: hi\n2. A said: hello\n\n"
+    assert (
+        questions.messages[-1].text.startswith(listed)
+        and "For B: given only memories 1, 2," in questions.messages[-1].text
+    )
+    assert (
+        insights.messages[-1].text.startswith(listed) and "Statements about B: memories" in insights.messages[-1].text
+    )
+    assert log.texts == ["B said: hi", "A said: hello", "B is anxious about exams", "A is supportive"]
+    assert [r.importance for r in system_mem.records] == pytest.approx([0.8, 0.3])
+
+
+def test_a_log_past_its_size_drops_its_oldest_half_and_quotes_what_left_it():
+    log = MemoryLog(max_chars=60)
+    log.add([f"memory number {i}" for i in range(1, 7)])  # 21 characters each with its number: 3 fit
+    assert log.start > 0 and sum(len(t) + 6 for t in log.texts[log.start :]) <= 60
+    prompt = log.prompt("Rate them.")[-1].text
+    assert "1. memory number 1" not in prompt and f"{len(log.texts)}. memory number 6" in prompt
+    named = log.name(["memory number 1", "memory number 6"])
+    assert named == 'memories 6 and "memory number 1"'
+    start = log.start
+    log.add(["memory number 6"])  # stored again: same number, nothing moves
+    assert log.start == start and len(log.texts) == 6

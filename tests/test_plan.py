@@ -4,7 +4,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from stickerconv.agent4sc.plan import Intent, IntentAnswer, StickerTool
+from stickerconv.agent4sc.plan import BRIEF_WORDS, COMPACT_EXAMPLE_WORDS, Intent, IntentAnswer, StickerTool
 from stickerconv.llm import ChatModel
 from stickerconv.llm.policy import RetryPolicy
 from stickerconv.schema import EmotionLabel
@@ -104,11 +104,16 @@ def test_compact_prompts_shorten_examples_and_candidates(small_index):
     tool = StickerTool(small_index, ChatModel(backend, cache="off", retry=FAST), seed=1, compact=True)
     outcome = _plan(tool)
     examples = tool.examples().splitlines()
-    assert len(examples) == 7 and all(len(e.split()) <= 1 + 14 + 1 for e in examples)
+    assert len(examples) == 7 and all(len(e.split()) <= 1 + COMPACT_EXAMPLE_WORDS + 1 for e in examples)
     select = backend.requests[2]
     assert "recommendation:" not in select.messages[-1].text and "You are B" not in select.messages[0].text
-    first = select.messages[-1].text.split("\n0. ")[1].splitlines()[0]
-    assert first.startswith(f"[{outcome.candidates[0].sticker.label.value}] The sticker")
+    listing = select.messages[-1].text.split("\n0. ")[1].splitlines()
+    assert len(listing) == len(outcome.candidates)
+    first = outcome.candidates[0].sticker
+    # the candidates by their briefs: the label, then the description without the pack's shared phrases
+    assert listing[0] == tool.briefs(first) and listing[0].startswith(f"[{first.label.value}] ")
+    assert "The sticker shows" not in select.messages[-1].text and "Emoji style" not in select.messages[-1].text
+    assert all(len(line.split()) <= 2 + BRIEF_WORDS for line in listing[1:])  # "i." and "[Label]", then the words
 
 
 def test_an_over_long_query_is_clipped_not_failed():

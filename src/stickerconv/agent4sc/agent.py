@@ -37,11 +37,12 @@ class AgentProfile:
     status: str
 
 
-def observation(name: str, sticker: Sticker | None) -> str:
-    """What the other side sees of ``name``'s action (stickers never enter the shared history)."""
+def observation(name: str, sticker: Sticker | None, shown: str | None = None) -> str:
+    """What the other side sees of ``name``'s action (stickers never enter the shared history): the sticker's
+    emotion and description, or ``shown`` (the lean prompts' brief of it)."""
     if sticker is None:
         return f"{name}'s action: Only speak."
-    return f"{name}'s action: Speak and use a sticker {sticker.emotion} {sticker.description}"
+    return f"{name}'s action: Speak and use a sticker {shown or f'{sticker.emotion} {sticker.description}'}"
 
 
 @dataclass
@@ -72,7 +73,6 @@ class Agent:
         self.profile, self.model, self.memory, self.tool, self.settings = profile, model, memory, tool, settings
         self.pattern = pattern or CallPattern()
         self.summary = ""  # the memory-derived self-summary: line 3 of the block
-        self.history = ""  # the dialogue as this agent last saw it: the self-summary call continues from it
         self._head = ""
 
     def block(self) -> str:
@@ -89,9 +89,22 @@ class Agent:
                 f"You are {p.name}\nInnate traits: {p.persona}\nYour status: {p.status}\n"
                 f"You chat with a friend, one short message per turn. {RULES}\n"
                 f"A message may come with a sticker, with one of these intentions: {options}. {INTENT_GUIDE} "
-                f"{QUERY_GUIDE}\n{self.tool.examples()}"
+                f"{QUERY_GUIDE}\n{self.tool.examples()}\n"
+                "Each turn you see the dialogue so far, your friend's action and the turn: continue the chat, "
+                "responding to the history and your friend's action. Asked to draft a message, answer with the "
+                "message, then whether you add a sticker to it (its intention), then, for the first three "
+                "intentions only, the sticker query."
             )
         return self._head
+
+    def sticker_text(self, sticker: Sticker) -> str | None:
+        """How this agent's prompts and memories name a sticker in few words: its brief in the compact prompts
+        (label and what the description says beyond the library's boilerplate); None: the full annotation."""
+        return self.tool.briefs(sticker) if self.tool.briefs is not None else None
+
+    def observe(self, name: str, sticker: Sticker | None) -> str:
+        """The other side's (``name``'s) action as this agent's prompt shows it."""
+        return observation(name, sticker, self.sticker_text(sticker) if sticker is not None else None)
 
     def _about(self) -> str:
         return f"About {self.profile.name}: {self.summary}\n" if self.summary else ""
@@ -107,7 +120,6 @@ class Agent:
         sticker_allowed: bool = False,
     ) -> Utterance:
         """Turn 1 of the user opens the chat; every other utterance answers the history and the other's action."""
-        self.history = history
         name = self.profile.name
         settings = settings or self.settings
         drafting = self.pattern.fuse_plan and sticker_allowed
@@ -136,22 +148,15 @@ class Agent:
     def _compact_speech(
         self, history: str, other_action: str | None, turn: int, max_turns: int, drafting: bool
     ) -> list[Message]:
-        """The head, then the dialogue so far (a prefix of the next call's), then the turn and the question."""
+        """The head (which says how to continue and draft), then the dialogue so far (a prefix of the next call's),
+        then the other's action, the turn and the self-summary, then a short cue."""
         name = self.profile.name
         if not history:
             opening = f"{self._about()}Start an organic, thoughtful, human-like multi-turn chat about your status.\n"
         else:
-            opening = (
-                f"{history}\n{other_action or ''}\nCurrent Turn: [{turn}/{max_turns}]\n{self._about()}"
-                f"Continue this {max_turns}-round chat, responding to the history and your friend's action.\n"
-            )
-        if not drafting:
-            return [system(self.head()), user(f"{opening}{name}: ")]
-        ask = (
-            f"Answer with {name}'s message, then whether {name} adds a sticker to it (its intention), then, for "
-            "the first three intentions only, the sticker query."
-        )
-        return [system(self.head()), user(f"{opening}{ask}")]
+            opening = f"{history}\n{other_action or ''}\nCurrent Turn: [{turn}/{max_turns}]\n{self._about()}"
+        cue = f"Draft {name}'s message." if drafting else f"{name}: "
+        return [system(self.head()), user(f"{opening}{cue}")]
 
     def _original_speech(
         self, history: str, other_action: str | None, turn: int, max_turns: int, drafting: bool
@@ -180,20 +185,23 @@ class Agent:
         )
 
     async def refresh_summary(self) -> None:
-        """Self-summary from the memories retrieved for "{name} said" (on even turns). The compact prompt
-        continues the agent's last utterance call (head, dialogue), so only the memories and question are new."""
+        """Self-summary from the memories retrieved for "{name} said" (on even turns). With the session's memory
+        log (lean pattern) the memory model writes it as one more request on the log, naming the memories by
+        number, so only the request is new to a prefix cache; the original asks the agent's model with its
+        block and the memories listed."""
         name = self.profile.name
         query = (await aembed(self.memory.embedder, [f"{name} said"]))[0]
-        memories = "\n".join(r.text for r in self.memory.retrieve(query))
-        if not memories:
+        retrieved = [r.text for r in self.memory.retrieve(query)]
+        if not retrieved:
             return
         question = f"Summarise {name}'s core characteristics in one sentence, without embellishment."
-        if self.pattern.compact_prompts:
-            seen = f"{self.history}\n" if self.history else ""
-            messages = [system(self.head()), user(f"{seen}Memories of {name}:\n{memories}\n\n{question}")]
+        settings = Settings(temperature=self.settings.temperature, max_tokens=80, seed=self.settings.seed)
+        log = self.memory.log
+        if log is not None:
+            messages = log.prompt(f"From {log.name(retrieved)}: {question}")
+            result = await self.memory.model.complete(messages, settings=settings)
         else:
+            memories = "\n".join(retrieved)
             messages = [system(self.block()), user(f"{memories}\n\n{question}")]
-        result = await self.model.complete(
-            messages, settings=Settings(temperature=self.settings.temperature, max_tokens=80, seed=self.settings.seed)
-        )
+            result = await self.model.complete(messages, settings=settings)
         self.summary = clean_utterance(result.text)

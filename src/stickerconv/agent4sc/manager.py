@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from stickerconv.llm import ChatModel, system, user
 from stickerconv.profiles import Profile
 from stickerconv.schema import Conversation, Sticker
+from stickerconv.stickers.brief import StickerBriefs
 from stickerconv.text import normalise
 
 
@@ -151,9 +152,20 @@ def keep(conversation: Conversation) -> bool:
     return bool(conversation.stickers)
 
 
+REVIEW_QUESTION = (
+    "Is there a CLEAR INCONSISTENCY between the message and the sticker's emotion, for example a cheerful sticker "
+    "with sad news? Answer inconsistent = true if the sticker clearly contradicts the message (it will be "
+    "dropped); inconsistent = false if it fits or is merely neutral."
+)
+
+
 class Manager:
-    def __init__(self, model: ChatModel, config: ManagerConfig | None = None):
-        self.model, self.config = model, config or ManagerConfig()
+    """``briefs`` (the lean call pattern's): the review asks its question in the system text, the same in every
+    call, and names the sticker by its brief emotion; without, the original's prompt (question after the
+    message, the full emotion text)."""
+
+    def __init__(self, model: ChatModel, config: ManagerConfig | None = None, briefs: StickerBriefs | None = None):
+        self.model, self.config, self.briefs = model, config or ManagerConfig(), briefs
 
     async def drop(self, message: str, sticker: Sticker) -> tuple[bool, Review]:
         """Whether to drop the sticker, with the judge's review (see ``review_needs_polarity_conflict``)."""
@@ -164,15 +176,13 @@ class Manager:
 
     async def review(self, message: str, sticker: Sticker) -> Review:
         """Is there a clear inconsistency between the message and the sticker's emotion? True drops it."""
-        messages = [
-            system("You check whether a chat sticker fits the message it is sent with."),
-            user(
-                f'Message: "{message}"\nSticker emotion: {sticker.emotion}\n'
-                "Is there a CLEAR INCONSISTENCY between the message and the sticker's emotion, for example a "
-                "cheerful sticker with sad news? Answer inconsistent = true if the sticker clearly contradicts "
-                "the message (it will be dropped); inconsistent = false if it fits or is merely neutral."
-            ),
-        ]
+        role = "You check whether a chat sticker fits the message it is sent with."
+        if self.briefs is not None:
+            asked = f'Message: "{message}"\nSticker emotion: {self.briefs.emotion(sticker)}'
+            messages = [system(f"{role} {REVIEW_QUESTION}"), user(asked)]
+        else:
+            asked = f'Message: "{message}"\nSticker emotion: {sticker.emotion}\n{REVIEW_QUESTION}'
+            messages = [system(role), user(asked)]
         return (await self.model.complete(messages, Review)).parsed
 
     async def closure(self, history: str) -> Literal["FINI", "CONT"]:

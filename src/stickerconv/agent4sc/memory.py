@@ -19,6 +19,12 @@ original's memories were seconds apart on a clock counted in hours, so its recen
 ``original()`` sets ``recency_decay=1.0``.
 Importance is rated for all of a turn's memories in one call rather than one call each (the
 original's one-call-per-memory remains a setting).
+
+The lean call pattern gives a session's two streams one :class:`MemoryLog`: the memory calls (rating,
+reflection questions, insights) then all open with the same system text and the numbered list of the session's
+memories, which only grows, and end with a short request that names memories by number. Consecutive memory calls
+share that whole prefix (a server's prefix cache computes only the request and the memories new since the last
+call), where the original's lists each call's memories afresh: the same dialogue lines, again and again.
 """
 
 from __future__ import annotations
@@ -87,6 +93,46 @@ class _Insights(BaseModel):
     insights: list[str] = Field(min_length=1, max_length=5)
 
 
+MEMORY_SYSTEM = (
+    "You keep the memories of a conversation between two friends, B and A, and help each of them reflect on it. "
+    "You rate a memory's poignancy on a scale of 1 to 10, where 1 is purely mundane (greeting someone, small "
+    "talk) and 10 is extremely poignant (a break-up, a death, a big success)."
+)
+LOG_CHARS = 4000  # the listed part of a log: past it, the oldest half leaves the list (a small model's context)
+
+
+class MemoryLog:
+    """A session's memories, numbered in the order they were stored (a text stored twice keeps its number),
+    shared by its agents' streams. The prompt lists them from ``start`` on; ``start`` moves only when the
+    listed part outgrows ``max_chars``, and then by half of it, so the list stays a stable prefix between
+    such jumps. A memory before ``start`` is quoted in the request instead of named."""
+
+    def __init__(self, max_chars: int = LOG_CHARS):
+        self.max_chars = max_chars
+        self.texts: list[str] = []
+        self.numbers: dict[str, int] = {}
+        self.start = 0
+
+    def add(self, texts: Sequence[str]) -> None:
+        for text in texts:
+            if text not in self.numbers:
+                self.numbers[text] = len(self.texts) + 1
+                self.texts.append(text)
+        while sum(len(t) + 6 for t in self.texts[self.start :]) > self.max_chars and self.start < len(self.texts) - 1:
+            self.start += max(1, (len(self.texts) - self.start) // 2)
+
+    def prompt(self, request: str) -> list:
+        listing = "\n".join(f"{i}. {t}" for i, t in enumerate(self.texts[self.start :], self.start + 1))
+        return [system(MEMORY_SYSTEM), user(f"Memories:\n{listing}\n\n{request}")]
+
+    def name(self, texts: Sequence[str]) -> str:
+        """``texts`` as a request names them: "memories 3, 5, 8" for listed ones, quoted for the rest."""
+        listed = [self.numbers[t] for t in texts if self.numbers.get(t, 0) > self.start]
+        quoted = [t for t in texts if self.numbers.get(t, 0) <= self.start]
+        parts = [f"memories {', '.join(map(str, sorted(listed)))}"] if listed else []
+        return " and ".join([*parts, *(f'"{t}"' for t in quoted)])
+
+
 @dataclass
 class MemoryStream:
     owner: str
@@ -98,6 +144,7 @@ class MemoryStream:
     accumulated: float = 0.0
     since_reflection: int = 0  # observations stored since the last reflection
     reflections: int = 0
+    log: MemoryLog | None = None  # the session's shared log (lean pattern): memory prompts name memories by number
 
     async def add(self, texts: Sequence[str], scores: Sequence[int] | None = None) -> list[MemoryRecord]:
         """Store a turn's observations; their importance is rated in one call unless ``scores`` (1..10,
@@ -106,9 +153,11 @@ class MemoryStream:
             return []
         if scores is None:
             if self.config.batch_importance:
-                scores = await rate_importance(self.model, self.owner, texts)
+                scores = await rate_importance(self.model, self.owner, texts, self.log)
             else:
-                scores = [s for text in texts for s in await rate_importance(self.model, self.owner, [text])]
+                scores = [s for t in texts for s in await rate_importance(self.model, self.owner, [t], self.log)]
+        if self.log is not None:
+            self.log.add(texts)  # a rating through the log has listed them already: a no-op then
         vectors = await aembed(self.embedder, texts)  # (n, d)
         added = []
         for text, score, vector in zip(texts, scores, vectors, strict=True):
@@ -149,32 +198,37 @@ class MemoryStream:
 
     async def reflect(self) -> list[MemoryRecord]:
         """Ask for salient questions about recent memories, retrieve evidence, store the insights."""
-        recent = "\n".join(r.text for r in self.records[-12:])
-        questions = await self.model.complete(
-            [
+        recent = [r.text for r in self.records[-12:]]
+        ask = "what are the 3 most salient high-level questions we can answer about the subjects in the statements?"
+        if self.log is not None:
+            prompt = self.log.prompt(f"For {self.owner}: given only {self.log.name(recent)}, {ask}")
+        else:
+            joined = "\n".join(recent)
+            prompt = [
                 system(f"You help {self.owner} reflect on a conversation."),
-                user(
-                    f"{recent}\n\nGiven only the information above, what are the 3 most salient high-level "
-                    "questions we can answer about the subjects in the statements?"
-                ),
-            ],
-            _Questions,
-        )
+                user(f"{joined}\n\nGiven only the information above, {ask}"),
+            ]
+        questions = await self.model.complete(prompt, _Questions)
         evidence: list[MemoryRecord] = []
         for vector in await aembed(self.embedder, questions.parsed.questions):
             evidence += [r for r in self.retrieve(vector) if r not in evidence]
-        listing = "\n".join(f"{i}. {r.text}" for i, r in enumerate(evidence, 1))
-        insights = await self.model.complete(
-            [
+        most = f"Give at most {self.config.max_insights}."
+        if self.log is not None:
+            named = self.log.name([r.text for r in evidence])
+            prompt = self.log.prompt(
+                f"Statements about {self.owner}: {named}. What high-level insights can you infer from them? {most}"
+            )
+        else:
+            listing = "\n".join(f"{i}. {r.text}" for i, r in enumerate(evidence, 1))
+            infer = f"What high-level insights can you infer from the statements above? {most}"
+            prompt = [
                 system(f"You help {self.owner} reflect on a conversation."),
-                user(
-                    f"Statements about {self.owner}:\n{listing}\n\nWhat high-level insights can you infer "
-                    f"from the statements above? Give at most {self.config.max_insights}."
-                ),
-            ],
-            _Insights,
-        )
+                user(f"Statements about {self.owner}:\n{listing}\n\n{infer}"),
+            ]
+        insights = await self.model.complete(prompt, _Insights)
         texts = insights.parsed.insights[: self.config.max_insights]
+        if self.log is not None:
+            self.log.add(texts)
         vectors = await aembed(self.embedder, texts)
         added = []
         for text, vector in zip(texts, vectors, strict=True):
@@ -188,17 +242,27 @@ class MemoryStream:
         return added
 
 
-async def rate_importance(model: ChatModel, owner: str, texts: Sequence[str]) -> list[int]:
-    """Poignancy scores 1..10, one per memory text, in one call."""
-    listing = "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
-    messages = [
-        system(
-            f"You rate memories of {owner}. On a scale of 1 to 10, where 1 is purely mundane (greeting "
-            "someone, small talk) and 10 is extremely poignant (a break-up, a death, a big success), rate "
-            "the likely poignancy of each memory."
-        ),
-        user(f"Memories:\n{listing}\nGive exactly {len(texts)} scores, in order."),
-    ]
+async def rate_importance(
+    model: ChatModel, owner: str, texts: Sequence[str], log: MemoryLog | None = None
+) -> list[int]:
+    """Poignancy scores 1..10, one per memory text, in one call; with a ``log``, the texts join it first and
+    the request names them by number."""
+    if log is not None:
+        log.add(texts)
+        request = (
+            f"Rate the likely poignancy of {log.name(texts)} for {owner}: give exactly {len(texts)} scores, in order."
+        )
+        messages = log.prompt(request)
+    else:
+        listing = "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
+        messages = [
+            system(
+                f"You rate memories of {owner}. On a scale of 1 to 10, where 1 is purely mundane (greeting "
+                "someone, small talk) and 10 is extremely poignant (a break-up, a death, a big success), rate "
+                "the likely poignancy of each memory."
+            ),
+            user(f"Memories:\n{listing}\nGive exactly {len(texts)} scores, in order."),
+        ]
     result = await model.complete(messages, _Scores)
     scores = [min(10, max(1, s)) for s in result.parsed.scores]
     if len(scores) != len(texts):  # a short or long list: keep what lines up, neutral 5 for the rest
@@ -219,6 +283,6 @@ async def remember_turn(entries: Sequence[tuple[MemoryStream, Sequence[str]]]) -
     if not distinct:
         return
     owners = " and ".join(dict.fromkeys(s.owner for s in streams))
-    rated = dict(zip(distinct, await rate_importance(streams[0].model, owners, distinct), strict=True))
+    rated = dict(zip(distinct, await rate_importance(streams[0].model, owners, distinct, streams[0].log), strict=True))
     for stream, texts in entries:
         await stream.add(texts, [rated[t] for t in texts])

@@ -5,8 +5,9 @@ the lean one, the default, spends far fewer tokens on them (figures: ``bench/age
 * the sticker intent and query are drafted in the utterance call itself whenever the frequency rules
   allow a sticker, instead of two more calls repeating the agent's profile and the message;
 * a turn's memories are rated for importance in one call per agent, not one call per memory;
-* few-shot query examples are shortened to their first words, and selection candidates are
-  listed by label and the start of their description;
+* few-shot query examples are shortened to their first words, and stickers (selection candidates, the other's
+  action, the review, the memory of a sticker) are named by their briefs: the label, then what the description
+  says beyond the phrases the library's annotations share (``stickers.brief``);
 * after the last turn the agents' memories are not updated (no rating, reflection or
   self-summary): no utterance would ever use them;
 * both agents remember the whole turn ("B said: ...", "A said: ...") once it is over, rated together; the
@@ -17,10 +18,13 @@ the lean one, the default, spends far fewer tokens on them (figures: ``bench/age
 baseline of the benchmark.
 
 The lean prompts are also built for prefix caching (vLLM's and llama.cpp's prefix caches, OpenAI's cached input
-tokens): each agent's calls open with the same system text (profile, rules, fixed few-shot examples), then the
-dialogue so far, which only grows, and end with what changes from call to call (the step's question, the
-self-summary, retrieved memories, candidate stickers). ``uncached_prompt_tokens`` measures what a cache that
-keeps each caller's previous prompt saves; ``PromptLog`` records the prompts it needs.
+tokens): each agent's utterance calls open with the same system text (profile, rules, fixed few-shot examples,
+how to continue and draft), then the dialogue so far, which only grows, and end with what changes from call to
+call (the other's action, the turn, the self-summary, a short cue). The memory calls (rating, reflection, the
+self-summary) all open with one system text and the session's numbered memory log, which only grows, and end with
+a request naming memories by number (``memory.MemoryLog``); the review asks its question in the system text.
+``uncached_prompt_tokens`` measures what a cache that keeps each caller's previous prompt saves; ``PromptLog``
+records the prompts it needs.
 """
 
 from __future__ import annotations

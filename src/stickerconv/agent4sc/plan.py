@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from stickerconv.llm import ChatModel, LLMError, system, user
 from stickerconv.schema import EmotionLabel, Sticker
 from stickerconv.stickers.batched import aembed
+from stickerconv.stickers.brief import StickerBriefs
 from stickerconv.stickers.embed import Embedder
 from stickerconv.stickers.index import TEXT_TEMPLATES, SearchHit, StickerIndex
 
@@ -60,8 +61,8 @@ class IntentAnswer(BaseModel):
 
 
 MAX_QUERY_CHARS = 600
-COMPACT_DESCRIPTION_WORDS = 24  # a candidate's description in the compact selection list
-COMPACT_EXAMPLE_WORDS = 14  # a few-shot query example in the compact prompts
+COMPACT_EXAMPLE_WORDS = 10  # a few-shot query example in the compact prompts
+BRIEF_WORDS = 8  # a sticker's brief in the compact prompts: its label, then at most this many words
 
 
 def _clip_query(value: Any) -> Any:
@@ -119,8 +120,8 @@ class PlanOutcome:
 
 class StickerTool:
     """``compact`` (the lean call pattern) shows shortened few-shot examples and lists candidates by
-    label and the start of their description; the original showed full indexed texts and every
-    metadata field."""
+    label and what their description says beyond the library's boilerplate (``briefs``, built from the index
+    unless a run passes its one); the original showed full indexed texts and every metadata field."""
 
     def __init__(
         self,
@@ -131,11 +132,13 @@ class StickerTool:
         seed: int = 0,
         compact: bool = False,
         embedder: Embedder | None = None,
+        briefs: StickerBriefs | None = None,
     ):
         if not 1 <= k <= 10:
             raise ValueError(f"k must be between 1 and 10 (the selection answers an index 0..9), got {k}")
         self.index, self.model, self.k, self.compact = index, model, k, compact
         self.embedder = embedder or index.embedder  # a run's shared BatchedEmbedder, or the index's own
+        self.briefs = (briefs or StickerBriefs(index.stickers, max_words=BRIEF_WORDS)) if compact else None
         self._rng = random.Random(seed)
         template = TEXT_TEMPLATES["paper"]
         self._examples: dict[EmotionLabel, list[str]] = {}
@@ -212,12 +215,8 @@ class StickerTool:
         ]
 
     def _select_prompt(self, name: str, block: str, message: str, outcome: PlanOutcome):
-        if self.compact:
-            listing = "\n".join(
-                f"{i}. [{h.sticker.label.value if h.sticker.label else 'Unlabelled'}] "
-                + " ".join(h.sticker.description.split()[:COMPACT_DESCRIPTION_WORDS])
-                for i, h in enumerate(outcome.candidates)
-            )
+        if self.briefs is not None:
+            listing = "\n".join(f"{i}. {self.briefs(h.sticker)}" for i, h in enumerate(outcome.candidates))
             return [  # the instruction in the system text, which stays the same from call to call
                 system(f"You pick the sticker {name} sends with a message: the one that fits best, by its idx."),
                 user(f'{name} sends: "{message}" with the intention "{outcome.intent.value}".\n{listing}'),

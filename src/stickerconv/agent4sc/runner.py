@@ -21,9 +21,9 @@ from pathlib import Path
 
 from stickerconv.agent4sc.agent import SYSTEM_PERSONA, SYSTEM_STATUS, Agent, AgentProfile
 from stickerconv.agent4sc.manager import Manager, ManagerConfig, keep
-from stickerconv.agent4sc.memory import MemoryConfig, MemoryStream
+from stickerconv.agent4sc.memory import MemoryConfig, MemoryLog, MemoryStream
 from stickerconv.agent4sc.pattern import CallPattern
-from stickerconv.agent4sc.plan import StickerTool
+from stickerconv.agent4sc.plan import BRIEF_WORDS, StickerTool
 from stickerconv.agent4sc.simulate import DialogueResult, simulate
 from stickerconv.jsonl import drop_torn_tail
 from stickerconv.llm import ChatModel, LLMFactory, Settings
@@ -32,6 +32,7 @@ from stickerconv.llm.types import RetryBudgetExhausted, StructuredOutputError
 from stickerconv.runfiles import CONVERSATIONS, REJECTED, SUMMARY
 from stickerconv.schema import Persona
 from stickerconv.stickers.batched import BatchedEmbedder
+from stickerconv.stickers.brief import StickerBriefs
 from stickerconv.stickers.index import StickerIndex
 
 # Sampling per role from the method reference's table (§2.2). Every role has a seed (the agents' utterances
@@ -93,24 +94,36 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _agent(
-    name: str,
-    persona: str,
-    status: str,
-    models: dict[str, ChatModel],
-    role: str,
-    index: StickerIndex,
-    embedder: BatchedEmbedder,
-    memory_config: MemoryConfig,
-    pattern: CallPattern,
-    session_seed: int,
-) -> Agent:
-    """One side of a session: fresh memories (§2.5: reset for every profile), its sticker tool, its model's
-    settings seeded for the session."""
-    memory = MemoryStream(name, models["memory"], embedder, memory_config)
-    settings = models[role].settings.model_copy(update={"seed": session_seed})
-    tool = StickerTool(index, models[role], seed=session_seed, compact=pattern.compact_prompts, embedder=embedder)
-    return Agent(AgentProfile(name, persona, status), models[role], memory, tool, settings, pattern=pattern)
+@dataclass
+class _RunParts:
+    """What every session of a run shares: the role models, the library, the batched embedder, the memory and
+    call-pattern settings, the library's sticker briefs (lean pattern)."""
+
+    models: dict[str, ChatModel]
+    index: StickerIndex
+    embedder: BatchedEmbedder
+    memory_config: MemoryConfig
+    pattern: CallPattern
+    briefs: StickerBriefs | None
+
+    def agents(self, persona: Persona, session_seed: int) -> tuple[Agent, Agent]:
+        """A session's two sides (B, the user; A, the assistant): fresh memories (§2.5: reset for every profile;
+        the lean pattern's two streams share one log), each its sticker tool and its model's settings seeded for
+        the session."""
+        log = MemoryLog() if self.pattern.compact_prompts else None
+        sides = (
+            ("B", "user_agent", persona.persona, persona.situation),
+            ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
+        )
+        user_agent, system_agent = (self._agent(*side, session_seed, log) for side in sides)
+        return user_agent, system_agent
+
+    def _agent(self, name: str, role: str, persona: str, status: str, seed: int, log: MemoryLog | None) -> Agent:
+        model, compact = self.models[role], self.pattern.compact_prompts
+        memory = MemoryStream(name, self.models["memory"], self.embedder, self.memory_config, log=log)
+        settings = model.settings.model_copy(update={"seed": seed})
+        tool = StickerTool(self.index, model, seed=seed, compact=compact, embedder=self.embedder, briefs=self.briefs)
+        return Agent(AgentProfile(name, persona, status), model, memory, tool, settings, pattern=self.pattern)
 
 
 async def run_generation(
@@ -147,27 +160,28 @@ async def run_generation(
     for role, model in models.items():
         if role not in factory.config.roles:  # a config file's per-role settings win over the defaults
             model.settings = ROLE_SETTINGS[role]
-    manager = Manager(models["manager"], replace(manager_config or ManagerConfig(), max_turns=max_turns))
     pattern = call_pattern or CallPattern()
+    briefs = StickerBriefs(index.stickers, max_words=BRIEF_WORDS) if pattern.compact_prompts else None
+    manager = Manager(models["manager"], replace(manager_config or ManagerConfig(), max_turns=max_turns), briefs)
     memory_config = (memory_config or MemoryConfig()).model_copy(update={"batch_importance": pattern.batch_importance})
     semaphore = asyncio.Semaphore(concurrency)
     embedder = BatchedEmbedder(index.embedder)  # one for every session: shared texts once, batches across sessions
+    parts = _RunParts(models, index, embedder, memory_config, pattern, briefs)
     finished = report.skipped_done
 
     async def one(position: int, pid: str, persona: Persona) -> None:
         nonlocal finished
         async with semaphore:
             session_seed = seed * 1_000_003 + position  # by position in the persona list: a resumed run reuses it
-            agents = [
-                _agent(name, text, status, models, role, index, embedder, memory_config, pattern, session_seed)
-                for name, role, text, status in (
-                    ("B", "user_agent", persona.persona, persona.situation),
-                    ("A", "assistant_agent", SYSTEM_PERSONA, SYSTEM_STATUS),
-                )
-            ]
+            user_agent, system_agent = parts.agents(persona, session_seed)
             try:
                 result = await simulate(
-                    agents[0], agents[1], manager, persona=persona.persona, status=persona.situation, seed=session_seed
+                    user_agent,
+                    system_agent,
+                    manager,
+                    persona=persona.persona,
+                    status=persona.situation,
+                    seed=session_seed,
                 )
             except RetryBudgetExhausted as exc:
                 if not isinstance(exc.last, StructuredOutputError):

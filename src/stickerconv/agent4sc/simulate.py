@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from stickerconv.agent4sc.agent import Agent, Utterance, observation
+from stickerconv.agent4sc.agent import Agent, Utterance
 from stickerconv.agent4sc.dialogue import DialogueMemory
 from stickerconv.agent4sc.manager import (
     Manager,
@@ -164,7 +164,9 @@ async def _update_memories(
             name, other_name = agent.profile.name, ("A" if agent is user_agent else "B")
             notes = [f"{name} said: {own}", f"{other_name} said: {other}"]
             if sticker is not None:
-                notes.append(f"{name} use a sticker, sticker's emotion: {sticker.emotion}")
+                brief = agent.sticker_text(sticker)
+                used = f"used a sticker: {brief}" if brief else f"use a sticker, sticker's emotion: {sticker.emotion}"
+                notes.append(f"{name} {used}")
             entries.append((agent.memory, notes))
         await remember_turn(entries)
     for agent in (user_agent, system_agent):
@@ -199,7 +201,7 @@ async def simulate(
         said_u = await _take_turn(
             user_agent,
             partial(user_repeats, past_user=past_user, past_system=past_system),
-            (dialogue.render(), observation("A", prev_s), t, max_turns),
+            (dialogue.render(), user_agent.observe("A", prev_s), t, max_turns),
             user_may_attempt(prev_u, prev_s),
             context,
         )
@@ -210,7 +212,7 @@ async def simulate(
         said_s = await _take_turn(
             system_agent,
             partial(system_repeats, user_message=u, past_user=past_user, past_system=past_system),
-            (dialogue.render([f"B: {u}"]), observation("B", u_stk), t, max_turns),
+            (dialogue.render([f"B: {u}"]), system_agent.observe("B", u_stk), t, max_turns),
             system_may_attempt(prev_s),
             context,
         )

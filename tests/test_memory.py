@@ -144,6 +144,10 @@ def test_a_log_past_its_size_drops_its_oldest_half_and_quotes_what_left_it():
     assert "1. memory number 1" not in prompt and f"{len(log.texts)}. memory number 6" in prompt
     named = log.name(["memory number 1", "memory number 6"])
     assert named == 'memories 6 and "memory number 1"'
+    wide = MemoryLog()
+    wide.add([f"m{i}" for i in range(1, 9)])
+    assert wide.name(["m7", "m1", "m2", "m3", "m5", "m6"]) == "memories 1-3, 5-7"  # runs of three or more
+    assert wide.name(["m1", "m2", "m4"]) == "memories 1, 2, 4"
     start = log.start
     log.add(["memory number 6"])  # stored again: same number, nothing moves
     assert log.start == start and len(log.texts) == 6

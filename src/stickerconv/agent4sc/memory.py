@@ -36,6 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.llm import ChatModel, system, user
+from stickerconv.llm.types import Message
 from stickerconv.profiles import Profile
 from stickerconv.stickers.batched import aembed
 from stickerconv.stickers.embed import Embedder
@@ -121,15 +122,22 @@ class MemoryLog:
         while sum(len(t) + 6 for t in self.texts[self.start :]) > self.max_chars and self.start < len(self.texts) - 1:
             self.start += max(1, (len(self.texts) - self.start) // 2)
 
-    def prompt(self, request: str) -> list:
+    def prompt(self, request: str) -> list[Message]:
         listing = "\n".join(f"{i}. {t}" for i, t in enumerate(self.texts[self.start :], self.start + 1))
         return [system(MEMORY_SYSTEM), user(f"Memories:\n{listing}\n\n{request}")]
 
     def name(self, texts: Sequence[str]) -> str:
-        """``texts`` as a request names them: "memories 3, 5, 8" for listed ones, quoted for the rest."""
-        listed = [self.numbers[t] for t in texts if self.numbers.get(t, 0) > self.start]
+        """``texts`` as a request names them: "memories 3-5, 8" for listed ones, quoted for the rest."""
+        listed = sorted({self.numbers[t] for t in texts if self.numbers.get(t, 0) > self.start})
         quoted = [t for t in texts if self.numbers.get(t, 0) <= self.start]
-        parts = [f"memories {', '.join(map(str, sorted(listed)))}"] if listed else []
+        runs: list[list[int]] = []
+        for n in listed:
+            if runs and n == runs[-1][-1] + 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        spans = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+        parts = [f"memories {spans}"] if listed else []
         return " and ".join([*parts, *(f'"{t}"' for t in quoted)])
 
 

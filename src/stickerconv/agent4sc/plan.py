@@ -62,7 +62,7 @@ class IntentAnswer(BaseModel):
 
 MAX_QUERY_CHARS = 600
 COMPACT_EXAMPLE_WORDS = 10  # a few-shot query example in the compact prompts
-BRIEF_WORDS = 8  # a sticker's brief in the compact prompts: its label, then at most this many words
+BRIEF_WORDS = 6  # a sticker's brief in the compact prompts: its label, then at most this many words
 
 
 def _clip_query(value: Any) -> Any:

@@ -61,7 +61,7 @@ class IntentAnswer(BaseModel):
 
 
 MAX_QUERY_CHARS = 600
-COMPACT_EXAMPLE_WORDS = 10  # a few-shot query example in the compact prompts
+COMPACT_EXAMPLE_WORDS = 14  # a few-shot query example in the compact prompts
 BRIEF_WORDS = 6  # a sticker's brief in the compact prompts: its label, then at most this many words
 
 

@@ -18,11 +18,12 @@ the lean one, the default, spends far fewer tokens on them (figures: ``bench/age
 baseline of the benchmark.
 
 The lean prompts are also built for prefix caching (vLLM's and llama.cpp's prefix caches, OpenAI's cached input
-tokens): each agent's utterance calls open with the same system text (profile, rules, fixed few-shot examples,
-how to continue and draft), then the dialogue so far, which only grows, and end with what changes from call to
-call (the other's action, the turn, the self-summary, a short cue). The memory calls (rating, reflection, the
-self-summary) all open with one system text and the session's numbered memory log, which only grows, and end with
-a request naming memories by number (``memory.MemoryLog``); the review asks its question in the system text.
+tokens): each agent's utterance calls open with the same system text (profile, rules, fixed few-shot examples),
+then the dialogue so far, which only grows, and end with what changes from call to call (the other's action, the
+turn, the self-summary) and the question, kept last for a small model's sake (``Agent._compact_speech``). The
+memory calls (rating, reflection, the self-summary) all open with one system text and the session's numbered
+memory log, which only grows, and end with a request naming memories by number (``memory.MemoryLog``); the
+review asks its question in the system text.
 ``uncached_prompt_tokens`` measures what a cache that keeps each caller's previous prompt saves; ``PromptLog``
 records the prompts it needs.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stickerconv.llm.types import ConfigError
-from stickerconv.pipelines.common import PipelineError
+from stickerconv.pipelines.common import PipelineError, no_progress
 from stickerconv.pipelines.demo import (
     DemoOptions,
     DemoResult,
@@ -185,3 +185,47 @@ def test_input_errors_stop_before_any_step(tmp_path) -> None:
     (tmp_path / "c" / "demo-state.json").write_text("{not json")
     with pytest.raises(PipelineError, match="not a demo state file"):
         run_demo(DemoOptions(out=tmp_path / "c"))
+
+
+def _sessions_without_system_stickers(records: list[dict], stripped: set[int]) -> str:
+    for i in stripped:
+        for turn in records[i]["conversation"]:
+            turn["system_sticker"] = None
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_the_split_seed_moves_on_until_train_and_test_both_have_a_sticker_reply(runs, tmp_path) -> None:
+    """A toy run's few sessions can put every sticker reply on one side of the split: the dataset step then
+    tries the next seeds, and stops with a clear error only when no split of its seeds has one on both sides."""
+    import shutil
+
+    from stickerconv.data.split import assign
+    from stickerconv.pipelines.demo import SPLIT_SEEDS, _dataset
+
+    source: RunFolder = runs["options"].run
+    records = [json.loads(line) for line in (source.sessions / "conversations.jsonl").read_text().splitlines()]
+    with_sticker = [i for i, r in enumerate(records) if any(t["system_sticker"] for t in r["conversation"])]
+    assert with_sticker, "the scripted demo's sessions have no sticker reply"
+    for n in range(3):  # three more personas with sticker replies, so some outlive the first seed's test side
+        twin = json.loads(json.dumps(records[with_sticker[0]]))
+        twin["user_persona"] += f" Twin {n}."
+        twin["meta"]["persona_id"] = f"{twin['meta']['persona_id']}-twin-{n}"
+        records.append(twin)
+    options = DemoOptions(out=tmp_path / "run", **TOY)
+    run = options.run
+    run.sessions.mkdir(parents=True)
+    shutil.copytree(source.pack, run.pack)
+    shutil.copy(source.profiles, run.profiles)
+    shares = (round(1 - options.test_share, 4), 0.0, round(options.test_share, 4))
+    tested = {i for i, name in enumerate(assign(records, shares, options.seed)) if name == "test"}
+    assert tested and len(with_sticker) + 3 - len(tested) >= 2
+    # The first seed's test sessions lose their sticker replies, so the first seed cannot do.
+    (run.sessions / "conversations.jsonl").write_text(_sessions_without_system_stickers(records, tested))
+    _dataset(options, no_progress)
+    for samples in (run.train_samples, run.test_samples):
+        assert any(sample["response_image"] for sample in json.loads(samples.read_text()))
+    # Sticker replies in one session only: no split has them on both sides.
+    only = set(range(len(records))) - {with_sticker[0]}
+    (run.sessions / "conversations.jsonl").write_text(_sessions_without_system_stickers(records, only))
+    with pytest.raises(PipelineError, match=f"under any of {SPLIT_SEEDS} split seeds"):
+        _dataset(options, no_progress)

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 DEMO_HEAD_LR = 2e-3  # the retrieval heads start from random and get tens of steps, not the paper's 140k
 DEMO_SEARCHES = ("I failed my exam again", "We won the championship!")
+DEMO_BATCH = 4  # PEGS batch size (fewer when the training split has fewer turns)
+SPLIT_SEEDS = 20  # split seeds tried, from --seed on, for a split whose train and test both have a sticker reply
 
 
 class DemoOptions(BaseModel):
@@ -471,18 +473,26 @@ def _dataset(options: DemoOptions, progress: ProgressFactory) -> Any:
         raise PipelineError(f"{conversations}: the simulation kept no session; rerun with more --n-personas")
     results: list[Any] = [dataset.stats(dataset.StatsOptions(conversations, run.dataset / "stats", run.profiles))]
     shares = (round(1 - options.test_share, 4), 0.0, round(options.test_share, 4))
-    split = dataset.SplitOptions(conversations, run.dataset / "split", ratios=shares, seed=options.seed)
-    results.append(dataset.split(split, progress=progress))
-    for name, target in (("train", run.train_samples), ("test", run.test_samples)):
-        wanted = dataset.ConvertOptions(run.dataset / "split" / f"{name}.jsonl", "samples", target, stickers=run.pack)
-        results.append(dataset.convert(wanted, progress=progress))
-    for target in (run.train_samples, run.test_samples):
-        if not any(sample.get("response_image") for sample in read_json(target)):
-            raise PipelineError(
-                f"{target}: no assistant turn with a sticker, so PEGS cannot be trained or scored; "
-                "rerun with more --n-personas or --max-turns"
+    # A handful of sessions may put every sticker reply on one side by chance: the next seeds are tried (the
+    # split stays by persona and seeded, so a rerun picks the same one), and only when none works does it stop.
+    for seed in range(options.seed, options.seed + SPLIT_SEEDS):
+        split = dataset.SplitOptions(conversations, run.dataset / "split", ratios=shares, seed=seed)
+        made = [dataset.split(split, progress=progress)]
+        for name, target in (("train", run.train_samples), ("test", run.test_samples)):
+            wanted = dataset.ConvertOptions(
+                run.dataset / "split" / f"{name}.jsonl", "samples", target, stickers=run.pack
             )
-    return results
+            made.append(dataset.convert(wanted, progress=progress))
+        empty = [
+            t for t in (run.train_samples, run.test_samples) if not any(s.get("response_image") for s in read_json(t))
+        ]
+        if not empty:
+            log.info("split by persona with seed %d: train and test both have sticker replies", seed)
+            return results + made
+    raise PipelineError(
+        f"{empty[0]}: no assistant turn with a sticker under any of {SPLIT_SEEDS} split seeds, so PEGS cannot be "
+        "trained or scored; rerun with more --n-personas or --max-turns"
+    )
 
 
 def _pegs(options: DemoOptions, progress: ProgressFactory) -> Any:
@@ -496,7 +506,7 @@ def _pegs(options: DemoOptions, progress: ProgressFactory) -> Any:
         data=run.train_samples,
         steps=options.pegs_steps,
         joint_steps=options.joint_steps,
-        batch_size=4,
+        batch_size=min(DEMO_BATCH, len(read_json(run.train_samples))),  # a toy run may have fewer training turns
         head_lr=DEMO_HEAD_LR,
         seed=options.seed,
         vision_steps=options.vision_steps,

@@ -59,12 +59,14 @@ class StickerBriefs:
         self._emotion = _Field([s.emotion for s in stickers if s.emotion], share)
 
     def __call__(self, sticker: Sticker) -> str:
-        label = sticker.label.value if sticker.label else "Unlabelled"
-        return f"[{label}] {self._description.strip(sticker.description, self.max_words)}"
+        return f"{_label(sticker)} {self._description.strip(sticker.description, self.max_words)}"
 
     def emotion(self, sticker: Sticker) -> str:
         """The emotion text's own words (the description's when it has none), after the label."""
-        label = sticker.label.value if sticker.label else "Unlabelled"
         if not sticker.emotion:
             return self(sticker)
-        return f"[{label}] {self._emotion.strip(sticker.emotion, self.max_words)}"
+        return f"{_label(sticker)} {self._emotion.strip(sticker.emotion, self.max_words)}"
+
+
+def _label(sticker: Sticker) -> str:
+    return f"[{sticker.label.value if sticker.label else 'Unlabelled'}]"

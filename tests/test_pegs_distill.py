@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 
 from stickerconv.cli import app
 from stickerconv.data.samples import Sample
-from stickerconv.pegs.distill import DISTILL_RECORD, distill_retrieval, read_states, teacher_text
+from stickerconv.pegs.distill import (
+    DISTILL_RECORD,
+    LIBRARY_STICKERS,
+    distill_retrieval,
+    library_readings,
+    read_states,
+    teacher_text,
+)
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.sequence import sample_example
 
@@ -56,6 +63,22 @@ def test_context_read_ignores_the_reply_and_matches_the_distill_reading(small_pa
     assert gen.text and not torch.allclose(at_prompt, gen.ret_embedding, atol=1e-3)
 
 
+def test_context_reads_in_a_batch_are_each_prompt_alone(small_pack):
+    """Batched context reads (right-padded, [IMG1] after each prompt) give each sample's state read alone."""
+    from stickerconv.stickers.library import StickerLibrary
+
+    model = tiny_model(retrieval_read="context").eval()
+    samples = dialogue_samples(StickerLibrary.load(small_pack), 2)  # different lengths, with and without stickers
+    assert len({len(s.input_text) for s in samples}) > 1 and any(s.input_image for s in samples)
+    together = read_states(model, samples, small_pack, batch_size=len(samples))
+    alone = read_states(model, samples, small_pack, batch_size=1)
+    assert together.shape == alone.shape and together.shape[0] == len(samples)
+    assert torch.allclose(together, alone, atol=1e-4)
+    with torch.no_grad():
+        direct = model.context_state(model.embed(model.collator()([_prompt(model, samples[-1], small_pack)])))
+    assert torch.allclose(together[-1], direct, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def distilled(small_index, tmp_path_factory):
     library = small_index.library
@@ -87,7 +110,9 @@ def test_distill_learns_the_index_ranking(distilled, small_index):
     assert result.turns == len(samples)
     assert result.gold == sum(bool(s.response_image) * (1 + bool(s.history)) for s in samples)
     assert result.overlap_after > result.overlap_before + 0.2
-    assert progress[-1][0] == progress[-1][1] == len(samples) + result.openings + 300
+    # and the library's own sentences, two lone messages for each of LIBRARY_STICKERS stickers (the pack has more)
+    assert len(small_index.stickers) > LIBRARY_STICKERS and result.library == 2 * LIBRARY_STICKERS
+    assert progress[-1][0] == progress[-1][1] == len(samples) + result.openings + result.library + 300
     # The saved heads rank through the inference path (generate -> retrieval embedding) as reported:
     # the read position and the folded standardisation are what inference uses.
     paths = [small_index.library.image_path(s) for s in small_index.stickers]
@@ -97,6 +122,38 @@ def test_distill_learns_the_index_ranking(distilled, small_index):
     embeddings = [model.generate(_prompt(model, s, root), 4, force_sticker=True).ret_embedding for s in samples]
     student = np.stack([(stickers @ e).numpy() for e in embeddings])  # (n, N)
     assert _top10_overlap(student, _index_scores(small_index, samples)) == pytest.approx(result.overlap_after, abs=1e-6)
+
+
+def test_library_readings_are_lone_messages_of_the_stickers_own_sentences(small_index):
+    readings = library_readings(small_index, 5, "v1.5", seed=3)
+    assert readings == library_readings(small_index, 5, "v1.5", seed=3)  # seeded: a rerun reads the same
+    assert readings != library_readings(small_index, 5, "v1.5", seed=4)
+    sentences = {t for s in small_index.stickers for t in (s.emotion, s.recommendation)}
+    assert len(readings) == 10 and {r.query for r in readings} <= sentences
+    assert all(not r.history and not r.input_image and not r.response_image for r in readings)  # teacher only
+    assert all(r.input_text.startswith("USER: ") and r.input_text.endswith("ASSISTANT:") for r in readings)
+    assert len(library_readings(small_index, 10_000, "v1.5")) == 2 * len(small_index.stickers)  # all, no more
+
+
+def test_library_readings_teach_the_heads_sentences_no_turn_has(small_index):
+    """Fitted on a few turns alone, the heads rank the library for held-out annotation sentences worse than
+    when the library readings join them: the point of reading them (on the demo's checkpoint, bench/README.md)."""
+    library = small_index.library
+    turns = _varied_samples(library, 6)
+    read = {r.query for r in library_readings(small_index, 100, "v1.5")}
+    held_out = [r for r in library_readings(small_index, len(small_index.stickers), "v1.5") if r.query not in read]
+    assert len(held_out) >= 40  # sentences of stickers the fit with library readings did not read
+    teacher = _index_scores(small_index, held_out)
+    overlaps = {}
+    for n in (0, 100):
+        model = tiny_model(retrieval_read="context")
+        distill_retrieval(model, turns, library.root, small_index, steps=300, library=n)
+        paths = [library.image_path(s) for s in small_index.stickers]
+        with torch.no_grad():
+            stickers = model.image_embeddings(torch.stack([model.collator().target_transform(p) for p in paths]))
+            student = model.ret_heads.embed_text(read_states(model, held_out, library.root)) @ stickers.T
+        overlaps[n] = _top10_overlap(student.numpy(), teacher)
+    assert overlaps[100] > overlaps[0] + 0.05, overlaps
 
 
 def test_distilled_heads_survive_a_checkpoint_round_trip(distilled, small_index):
@@ -114,6 +171,7 @@ def test_distill_reports_gold_stickers_outside_the_index(small_index, tmp_path):
     stray = next(i for i, s in enumerate(samples) if s.response_image)
     samples[stray] = samples[stray].model_copy(update={"response_image": ["images/elsewhere/none.png"]})
     result = distill_retrieval(tiny_model(), samples, small_index.library.root, small_index, steps=2)
+    assert result.library == 0  # a reply read sits after a reply, which annotation sentences do not have
     assert result.left_out == {"gold sticker not in the index": 1 + bool(samples[stray].history)}
     assert (
         result.gold

@@ -194,3 +194,8 @@ def test_eval_predict_cli_passes_the_budget_to_the_baselines(small_index, tmp_pa
             profile = "paper" if "--profile" in extra else "default"
             assert json.loads(result.output)["provenance"]["profile"] == profile
             assert json.loads(out.read_text())[0]["pred_meta"]["max_new_tokens"] == str(tokens)
+
+
+def test_checkpoints_fall_evenly_through_a_stage_the_last_at_its_end():
+    every = [stage_settings(options(steps=25, checkpoints=n), "joint", EXAMPLES).checkpoint_every for n in (1, 4, 25)]
+    assert every == [25, 7, 1]  # 1: only at the end (the demo's); 4: steps 7, 14, 21 and the end, 25

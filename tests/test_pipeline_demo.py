@@ -14,6 +14,8 @@ import pytest
 from stickerconv.llm.types import ConfigError
 from stickerconv.pipelines.common import PipelineError, no_progress
 from stickerconv.pipelines.demo import (
+    ALIGN_RECORD,
+    Alignment,
     DemoOptions,
     DemoResult,
     DemoState,
@@ -70,6 +72,12 @@ def test_every_step_is_built_into_the_run_folder(runs) -> None:
         assert "all" in json.loads((run.evaluation / f"retrieval-{name}.json").read_text())
     for step in STEPS:
         assert run.log(step).stat().st_size > 0
+    # PEGS's sticker-only stages ran in a second process beside the simulation, and the PEGS step adopted them
+    assert "sticker-only stages started beside the simulation" in run.log("simulate").read_text()
+    adopted = "adopted 00-vision, 01-perception, 02-retrieval, 03-generation from the stages run beside"
+    assert adopted in run.log("pegs").read_text() and run.log("pegs-align").stat().st_size > 0
+    assert not run.pegs_align.exists() and (run.pegs / "04-joint" / "pegs_config.json").is_file()
+    assert "pegs-align" not in (run.pegs / "02-retrieval" / "pegs_config.json").read_text()
     report = built.report.read_text()
     assert built.report == run.out / "REPORT.md"
     for section in ("## Sticker pack", "## Dataset", "## Evaluation on the held-out turns", "## LLM calls"):
@@ -122,6 +130,23 @@ def _steps(out: Path, params: dict[str, dict], ran: list[str]) -> list[Step]:
         Step(name, f"step {name}", [out / name], params[name], work(name), lambda: [("ok", "yes")], after[name])
         for name in "abc"
     ]
+
+
+def test_only_stages_finished_under_the_runs_own_options_are_adopted(tmp_path) -> None:
+    options = DemoOptions(out=tmp_path / "run", **TOY)
+    run, alignment = options.run, Alignment(options)
+    (run.pegs_align / "00-vision").mkdir(parents=True)
+    cnn = json.dumps({"vision": {"name_or_path": str((run.pegs_align / "00-vision" / "cnn.pt").resolve())}})
+    (run.pegs_align / "01-perception").mkdir()
+    (run.pegs_align / "01-perception" / "pegs_config.json").write_text(cnn)
+    assert alignment.adopt(run.pegs) == [] and run.pegs_align.is_dir()  # unfinished: no align.json
+    other = alignment.wanted.model_copy(update={"steps": 99})
+    (run.pegs_align / ALIGN_RECORD).write_text(other.model_dump_json())
+    assert alignment.adopt(run.pegs) == [] and not run.pegs.exists()  # finished under other options
+    (run.pegs_align / ALIGN_RECORD).write_text(alignment.wanted.model_dump_json())
+    assert alignment.adopt(run.pegs) == ["00-vision", "01-perception"] and not run.pegs_align.exists()
+    moved = json.loads((run.pegs / "01-perception" / "pegs_config.json").read_text())
+    assert moved["vision"]["name_or_path"] == str((run.pegs / "00-vision" / "cnn.pt").resolve())
 
 
 def test_changed_options_redo_their_step_and_the_ones_after_it(tmp_path) -> None:

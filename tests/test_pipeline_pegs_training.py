@@ -120,11 +120,13 @@ def test_the_options_mirror_the_library_they_drive():
     """The constants kept here so the CLI's --help loads no torch agree with the modules that define them."""
     from typing import get_args
 
+    from stickerconv.pegs.distill import LIBRARY_STICKERS
     from stickerconv.pegs.send import DEFAULT_TURNS, Target
     from stickerconv.pegs.train import StageConfig
     from stickerconv.pipelines.pegs_training import PRECISIONS, SEND_TARGETS
 
     assert PegsTrainingOptions.model_fields["send_turns"].default == DEFAULT_TURNS
     assert FitSendOptions.model_fields["turns"].default == DEFAULT_TURNS
+    assert PegsTrainingOptions.model_fields["distill_library"].default == LIBRARY_STICKERS
     assert SEND_TARGETS == get_args(Target)
     assert PRECISIONS == get_args(StageConfig.model_fields["mixed_precision"].annotation)

@@ -86,7 +86,8 @@ keep a random frozen CNN.
 
 The distill stage fits the retrieval heads so that PEGS ranks the stickers for each training turn
 as the library's text index ranks them (plus the turn's gold sticker); it needs the library's
-index (`stickerconv stickers index`).
+index (`stickerconv stickers index`). It also reads --distill-library stickers' emotion and
+recommendation sentences as lone messages, so that a few turns are not all the heads learn from.
 
 The send stage fits the send threshold (docs/pegs.md, "The send decision"): the model replies to up to
 --send-turns training turns as the responders do, and the threshold on its send score at the end of those
@@ -163,6 +164,23 @@ DistillStepsOption = Annotated[
         "--distill-steps", min=1, help="Fitting steps of the distill stage (retrieval heads on cached states; fast)."
     ),
 ]
+CheckpointsOption = Annotated[
+    int,
+    typer.Option(
+        "--checkpoints",
+        min=1,
+        help="Resumable checkpoints per gradient stage, evenly spaced, the last at its end (1: only at the end).",
+    ),
+]
+DistillLibraryOption = Annotated[
+    int,
+    typer.Option(
+        "--distill-library",
+        min=0,
+        help="Library stickers whose emotion and recommendation sentences the distill stage also reads as lone "
+        "messages (teacher targets only; for configs that read [IMG1] after the prompt). 0: the turns alone.",
+    ),
+]
 SendFitOption = Annotated[str, typer.Option("--send-fit", help=SEND_FIT_HELP)]
 SendTurnsOption = Annotated[int, typer.Option("--send-turns", min=2, help=SEND_TURNS_HELP)]
 PrecisionOption = Annotated[
@@ -203,6 +221,8 @@ def train(
     seed: SeedOption = TRAIN["seed"].default,
     vision_steps: VisionStepsOption = TRAIN["vision_steps"].default,
     distill_steps: DistillStepsOption = TRAIN["distill_steps"].default,
+    distill_library: DistillLibraryOption = TRAIN["distill_library"].default,
+    checkpoints: CheckpointsOption = TRAIN["checkpoints"].default,
     send_fit: SendFitOption = TRAIN["send_fit"].default,
     send_turns: SendTurnsOption = TRAIN["send_turns"].default,
     mixed_precision: PrecisionOption = TRAIN["mixed_precision"].default,
@@ -228,6 +248,8 @@ def train(
         seed=seed,
         vision_steps=vision_steps,
         distill_steps=distill_steps,
+        distill_library=distill_library,
+        checkpoints=checkpoints,
         send_fit=_choice("--send-fit", send_fit, SEND_TARGETS),
         send_turns=send_turns,
         mixed_precision=_choice("--mixed-precision", mixed_precision, PRECISIONS),
@@ -325,7 +347,8 @@ def _print_distill(event: DistillDone) -> None:
     for reason, count in record["left_out"].items():
         console.print(f"distill: {count} gold sticker(s) left out of the gold term: {reason}")
     console.print(
-        f"distill: {record['turns']} turns ({record['gold']} with a gold sticker), {steps} steps, loss {first:.3f} -> "
+        f"distill: {record['turns']} turns ({record['gold']} with a gold sticker), "
+        f"{record.get('library', 0)} library readings, {steps} steps, loss {first:.3f} -> "
         f"{last:.3f}; top-10 overlap with the index {record['overlap_before']:.2f} -> "
         f"{record['overlap_after']:.2f} ({record['seconds']:.0f} s); checkpoint {event.stage_dir}"
     )

@@ -16,11 +16,19 @@ linear heads are then fitted to convergence in seconds. The text head is fitted 
 states and the standardisation folded into its weights, so the saved heads are plain linear maps.
 The same pass could give each turn's send score at the end of its gold reply, but a threshold fitted on
 those misjudges the model's own replies (measured: pegs/send.py), so the send threshold has a pass of its own.
+
+Why library readings (:func:`library_readings`): the teacher needs only a text, so the library's own annotations
+give contexts no dialogue has to supply. Each of a seeded sample of stickers lends its emotion and recommendation
+sentences as lone user messages. A demo-sized run has a dozen simulated turns whose words say little about
+feelings: on the session-4 demo's checkpoint, heads fitted on them alone gave 30 fresh emotional chats stickers
+agreeing in polarity with 13-15 of them, nearly all one Happiness or one Disgust sticker; with 100 stickers'
+sentences read as well, 26, 19 and 26 of 30 for three fitting seeds (64 stickers: 23, 14, 22; 150: 23, 17, 26).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stickerconv.data.samples import IMG, Sample, opening
+from stickerconv.data.samples import IMG, Sample, Style, opening, render_samples
 from stickerconv.pegs.model import PegsModel
 from stickerconv.pegs.send import gold_reply
 from stickerconv.pegs.sequence import sample_example
+from stickerconv.schema import Conversation, Turn
 from stickerconv.stickers.index import StickerIndex
 
 log = logging.getLogger(__name__)
 
 DISTILL_RECORD = "distill.json"  # written last into the stage folder: its presence marks the stage finished
+LIBRARY_STICKERS = 100  # stickers whose annotation sentences are also read (two lone messages each, ~0.2 s apiece)
 
 
 @dataclass
@@ -47,6 +57,7 @@ class DistillResult:
     turns: int  # training turns read (each one a distillation target)
     openings: int  # of them, turns also read as a new chat's first message (those with a dialogue before them)
     gold: int  # readings (turns and openings) whose gold sticker is an indexed library sticker (cross-entropy)
+    library: int = 0  # lone messages made of library annotations (:func:`library_readings`), teacher targets only
     left_out: dict[str, int] = field(default_factory=dict)  # reason -> gold stickers not used
     losses: list[float] = field(default_factory=list)  # total loss per step
     overlap_before: float = 0.0  # mean top-10 overlap of student and teacher rankings before fitting
@@ -60,32 +71,49 @@ def teacher_text(sample: Sample) -> str:
     return sample.input_text.replace(IMG, "").strip()
 
 
+def library_readings(index: StickerIndex, stickers: int, style: Style, seed: int = 0) -> list[Sample]:
+    """Lone user messages from the annotations of ``stickers`` indexed stickers (a seeded sample): each one's
+    emotion and recommendation sentence, without a reply or a gold sticker, so only the teacher's ranking
+    guides them. Descriptions are left out: they name the drawing ("the grinning face emoji drawn in the Noto
+    style"), not a feeling a person would write about, and heads fitted with them leaned on one sticker."""
+    chosen = sorted(random.Random(seed).sample(range(len(index.stickers)), min(stickers, len(index.stickers))))
+    texts = [t for i in chosen for t in (index.stickers[i].emotion, index.stickers[i].recommendation) if t.strip()]
+    turns = [
+        Conversation(conversation=[Turn(turn=1, user_message=t, system_message="")], user_persona="", user_status="")
+        for t in texts
+    ]
+    return [render_samples(conv, style, lambda s: s.image)[0] for conv in turns]
+
+
 @torch.no_grad()
 def read_states(
     model: PegsModel,
     samples: Sequence[Sample],
     image_root: Path,
     on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 8,
 ) -> torch.Tensor:
     """(n, H) final-layer [IMG1] states, one per sample, at the config's read position: right after the
     prompt (``context``) or after the gold reply text (``reply``, teacher-forced as in training), exactly as
-    :meth:`PegsModel.generate` reads them."""
+    :meth:`PegsModel.generate` reads them. Context reads go ``batch_size`` prompts a pass
+    (:meth:`PegsModel.context_states`); a reply read, one sample a pass."""
     cfg = model.config
     collate = model.collator(train=False)
     device = next(model.llm.parameters()).device
-    states = []
-    for done, sample in enumerate(samples, 1):
-        prompt = sample_example(sample, image_root, cfg.style, cfg.system_prompt, with_response=False)
-        embeds = model.embed(collate([prompt]).to(device))  # (1, T, H)
+    prompts = [sample_example(s, image_root, cfg.style, cfg.system_prompt, with_response=False) for s in samples]
+    states: list[torch.Tensor] = []
+    step = batch_size if cfg.retrieval_read == "context" else 1
+    for start in range(0, len(samples), step):
+        batch = collate(prompts[start : start + step]).to(device)
+        embeds = model.embed(batch)  # (B, T, H), right-padded
         if cfg.retrieval_read == "context":
-            state = model.context_state(embeds)  # (H,)
+            states += model.context_states(embeds, batch.attention_mask.sum(dim=1)).float().cpu()  # B x (H,)
         else:
-            text = gold_reply(sample, cfg.style)
+            text = gold_reply(samples[start], cfg.style)
             ids = model.tokenizer(text, add_special_tokens=False).input_ids if text else []
-            state = model.read_reply(embeds, ids).block[0]  # (H,)
-        states.append(state.float().cpu())
+            states.append(model.read_reply(embeds, ids).block[0].float().cpu())  # (H,)
         if on_progress:
-            on_progress(done, len(samples))
+            on_progress(len(states), len(samples))
     return torch.stack(states)  # (n, H)
 
 
@@ -116,6 +144,19 @@ def _gold_rows(
     return gold, left_out
 
 
+def _readings(
+    model: PegsModel, samples: Sequence[Sample], index: StickerIndex, library: int, seed: int
+) -> tuple[list[Sample], int]:
+    """The turns, then each later turn read as an opening, then the library readings; and the openings' count.
+    A served chat starts with a lone message, so each later turn is also read as one (pegs/send.py measured why)."""
+    style = model.config.style
+    readings = [*samples, *(opening(s, style) for s in samples if s.history)]
+    openings = len(readings) - len(samples)
+    if library and model.config.retrieval_read == "context":
+        readings += library_readings(index, library, style, seed)
+    return readings, openings
+
+
 def distill_retrieval(
     model: PegsModel,
     samples: Sequence[Sample],
@@ -127,13 +168,17 @@ def distill_retrieval(
     weight_decay: float = 0.05,
     teacher_tau: float = 0.05,
     gold_weight: float = 0.2,
+    library: int = LIBRARY_STICKERS,
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> DistillResult:
     """Fit ``model.ret_heads`` in place on ``samples`` (all turns) against ``index``'s rankings.
 
-    The candidates are the index's stickers (the library's annotated ones). Loss per step, over a batch
-    of turns: ``KL(softmax(teacher / teacher_tau) || softmax(cos / tau))`` over every candidate, plus
+    The candidates are the index's stickers (the library's annotated ones). Besides the turns (and each later
+    turn read as an opening), ``library`` stickers' annotation sentences are read as lone messages
+    (:func:`library_readings`) where the config reads [IMG1] right after the prompt (``retrieval_read="context"``);
+    a ``reply`` read sits after a reply those sentences do not have, so there they are left out. Loss per step,
+    over a batch of readings: ``KL(softmax(teacher / teacher_tau) || softmax(cos / tau))`` over every candidate, plus
     ``gold_weight`` x cross-entropy of the gold sticker on the batch's turns that have one.
     ``on_progress`` is called while reading states (one call per turn), then once per fitting step.
     """
@@ -145,8 +190,7 @@ def distill_retrieval(
         raise ValueError(f"retrieval distillation needs at least 2 training turns, got {len(samples)}")
     start = time.perf_counter()
     turns = len(samples)
-    # a served chat starts with a lone message: each later turn is also read as one (pegs/send.py measured why)
-    samples = [*samples, *(opening(s, model.config.style) for s in samples if s.history)]
+    samples, openings = _readings(model, samples, index, library, seed)
     image_root = Path(image_root)
     paths = [index.library.image_path(s).resolve() for s in index.stickers]
     gold, left_out = _gold_rows(samples, image_root, paths)
@@ -192,8 +236,9 @@ def distill_retrieval(
         after = heads.embed_text(states.to(device, dtype)) @ heads.embed_image(pooled.to(device, dtype)).T
     result = DistillResult(
         turns=turns,
-        openings=len(samples) - turns,
+        openings=openings,
         gold=int((gold >= 0).sum()),
+        library=len(samples) - turns - openings,
         left_out=left_out,
         losses=losses,
         overlap_before=_overlap(before[:turns].cpu(), teacher_scores[:turns]),  # on the turns as they stand
@@ -201,9 +246,11 @@ def distill_retrieval(
         seconds=round(time.perf_counter() - start, 1),
     )
     log.info(
-        "distill: %d turns (%d with gold), loss %.4f -> %.4f, top-10 overlap with the index %.2f -> %.2f",
+        "distill: %d turns (%d with gold), %d library readings, loss %.4f -> %.4f, top-10 overlap with the index "
+        "%.2f -> %.2f",
         result.turns,
         result.gold,
+        result.library,
         losses[0] if losses else float("nan"),
         losses[-1] if losses else float("nan"),
         result.overlap_before,

@@ -573,6 +573,20 @@ class PegsModel(nn.Module):
         the read position of ``retrieval_read="context"`` (the rest of the block cannot change it: causal)."""
         return self._extend(embeds, self.img_ids[:1]).hidden_states[-1][0, embeds.shape[1]]
 
+    @torch.no_grad()
+    def context_states(self, embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) right-padded prompt embeddings and their (B,) lengths -> (B, H): :meth:`context_state` of
+        every row in one pass. Each row's [IMG1] goes right after its own prompt and its padding after that, where
+        causal attention never looks back from the [IMG1], so a row reads what it reads alone."""
+        b = embeds.shape[0]
+        rows = torch.arange(b, device=embeds.device)
+        img1 = self.llm.get_input_embeddings()(torch.tensor(self.img_ids[:1], device=embeds.device))  # (1, H)
+        full = torch.cat([embeds, embeds.new_zeros(b, 1, embeds.shape[2])], dim=1)  # (B, T + 1, H)
+        full[rows, lengths] = img1.to(embeds.dtype)
+        mask = (torch.arange(full.shape[1], device=embeds.device).unsqueeze(0) <= lengths.unsqueeze(1)).long()
+        out = self.llm(inputs_embeds=full, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+        return out.hidden_states[-1][rows, lengths]  # (B, H)
+
     def _extend(self, embeds: torch.Tensor, ids: Sequence[int], logits_to_keep: int = 1) -> Any:
         """One forward pass over (1, T, H) prompt embeddings followed by ``ids``; final-layer states kept, and
         the logits of the last ``logits_to_keep`` positions."""

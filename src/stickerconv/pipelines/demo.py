@@ -8,6 +8,10 @@ the run folder records a key per step (its options, the model of an LLM step, an
 reads), so a second run skips what is done, an interrupted step resumes (the pipelines it calls are
 resumable), and a step whose options or model changed is redone from scratch together with every step after it.
 
+PEGS's stages that read only the sticker library (vision, perception, retrieval, generation) do not wait for
+the dialogues: they run in a second process while the sessions are simulated (:class:`Alignment`), on the core
+the embedded model leaves idle, and the PEGS step adopts what they built.
+
 What a step logs goes to ``logs/<step>.log``; ``on_step`` hears each step start and finish with the rows it
 shows (read back from the step's files, so a cached step shows its result too), and ``REPORT.md`` holds the
 details: every figure with its interval and signature, the models and their calls, and each step's log.
@@ -20,6 +24,7 @@ import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -56,6 +61,8 @@ log = logging.getLogger(__name__)
 DEMO_HEAD_LR = 2e-3  # the retrieval heads start from random and get tens of steps, not the paper's 140k
 DEMO_SEARCHES = ("I failed my exam again", "We won the championship!")
 DEMO_BATCH = 4  # PEGS batch size (fewer when the training split has fewer turns)
+DEMO_CHECKPOINTS = 1  # per PEGS stage: its stages take under a minute, 3 extra 230 MB saves each cost more
+ALIGN_RECORD = "align.json"  # in the alignment folder: the options it ran with, written once it finished
 SPLIT_SEEDS = 20  # split seeds tried, from --seed on, for a split whose train and test both have a sticker reply
 
 
@@ -224,8 +231,12 @@ def run_demo(
     options.out.mkdir(parents=True, exist_ok=True)
     state = DemoState(options.out / STATE_FILE)
     facts = DemoFacts(options.run, lambda name: state.steps.get(name, {}).get("started"))
-    steps = demo_steps(options, model, facts, progress)
-    reports, spent = run_steps(steps, state, options.run, on_step or (lambda report: None))
+    alignment = Alignment(options)
+    steps = demo_steps(options, model, facts, progress, alignment)
+    try:
+        reports, spent = run_steps(steps, state, options.run, on_step or (lambda report: None))
+    finally:
+        alignment.stop()  # only still running when the PEGS step did not run to adopt it
     total = time.perf_counter() - started
     report = write_demo_report(facts, state.steps, spent, steps, total)
     headline = next((r.headline for r in reports if r.headline is not None), None)
@@ -353,8 +364,15 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- the steps
-def demo_steps(options: DemoOptions, model: DemoModel, facts: DemoFacts, progress: ProgressFactory) -> list[Step]:
-    """The six steps in order, each bound to its options; the params are what redoes a step when changed."""
+def demo_steps(
+    options: DemoOptions,
+    model: DemoModel,
+    facts: DemoFacts,
+    progress: ProgressFactory,
+    alignment: Alignment | None = None,
+) -> list[Step]:
+    """The six steps in order, each bound to its options; the params are what redoes a step when changed.
+    ``alignment`` runs PEGS's sticker-only stages beside the simulation (None: the PEGS step runs them)."""
     from stickerconv.pipelines.pegs_training import STAGE_ORDER
 
     run, seed = options.run, options.seed
@@ -363,6 +381,9 @@ def demo_steps(options: DemoOptions, model: DemoModel, facts: DemoFacts, progres
 
     def bound(work: Callable[..., Any]) -> Callable[[], Any]:
         return functools.partial(work, options, progress)
+
+    def beside(work: Callable[..., Any]) -> Callable[[], Any]:
+        return functools.partial(work, options, progress, alignment)
 
     pegs = {"config": options.pegs_preset, "stages": STAGE_ORDER, "steps": options.pegs_steps}
     pegs |= {"joint": options.joint_steps, "vision": options.vision_steps, "seed": seed}
@@ -383,7 +404,7 @@ def demo_steps(options: DemoOptions, model: DemoModel, facts: DemoFacts, progres
             "Agent4SC sessions",
             [run.sessions],
             {"max_turns": options.max_turns, "seed": seed} | on_model,
-            bound(_simulate),
+            beside(_simulate),
             lambda: facts.simulate(llm),
             ["pack", "personas"],
             llm=llm,
@@ -398,7 +419,7 @@ def demo_steps(options: DemoOptions, model: DemoModel, facts: DemoFacts, progres
             facts.dataset,
             ["simulate"],
         ),
-        Step("pegs", f"PEGS {options.pegs_preset}", [run.pegs], pegs, bound(_pegs), facts.pegs, ["dataset"]),
+        Step("pegs", f"PEGS {options.pegs_preset}", [run.pegs], pegs, beside(_pegs), facts.pegs, ["dataset"]),
         Step(
             "evaluate",
             "baselines and PEGS on the test turns",
@@ -443,7 +464,7 @@ def _personas(options: DemoOptions, progress: ProgressFactory) -> Any:
     return result
 
 
-def _simulate(options: DemoOptions, progress: ProgressFactory) -> Any:
+def _simulate(options: DemoOptions, progress: ProgressFactory, alignment: Alignment | None = None) -> Any:
     from stickerconv.pipelines.generation import GenerationOptions, generate
 
     run = options.run
@@ -459,7 +480,14 @@ def _simulate(options: DemoOptions, progress: ProgressFactory) -> Any:
         max_turns=options.max_turns,
         seed=options.seed,
     )
-    return generate(wanted, progress=progress)
+    if alignment is not None:
+        alignment.start()
+    try:
+        return generate(wanted, progress=progress)
+    except BaseException:
+        if alignment is not None:
+            alignment.stop()
+        raise
 
 
 def _dataset(options: DemoOptions, progress: ProgressFactory) -> Any:
@@ -495,23 +523,127 @@ def _dataset(options: DemoOptions, progress: ProgressFactory) -> Any:
     )
 
 
-def _pegs(options: DemoOptions, progress: ProgressFactory) -> Any:
-    from stickerconv.pipelines.pegs_training import PegsTrainingOptions, train_pegs
+def _pegs_options(options: DemoOptions, stages: tuple[str, ...], batch_size: int, out: Path) -> Any:
+    from stickerconv.pipelines.pegs_training import DATA_STAGES, PegsTrainingOptions
 
     run = options.run
-    wanted = PegsTrainingOptions(
+    return PegsTrainingOptions(
         preset=options.pegs_preset,
         stickers=run.pack,
-        out=run.pegs,
-        data=run.train_samples,
+        out=out,
+        data=run.train_samples if any(stage in DATA_STAGES for stage in stages) else None,
+        stages=stages,
         steps=options.pegs_steps,
         joint_steps=options.joint_steps,
-        batch_size=min(DEMO_BATCH, len(read_json(run.train_samples))),  # a toy run may have fewer training turns
+        batch_size=batch_size,
         head_lr=DEMO_HEAD_LR,
         seed=options.seed,
         vision_steps=options.vision_steps,
+        checkpoints=DEMO_CHECKPOINTS,
     )
-    return train_pegs(wanted, progress=progress)
+
+
+def _pegs(options: DemoOptions, progress: ProgressFactory, alignment: Alignment | None = None) -> Any:
+    from stickerconv.pipelines.pegs_training import STAGE_ORDER, train_pegs
+
+    run = options.run
+    if alignment is not None:
+        alignment.adopt(run.pegs)
+    batch = min(DEMO_BATCH, len(read_json(run.train_samples)))  # a toy run may have fewer training turns
+    return train_pegs(_pegs_options(options, STAGE_ORDER, batch, run.pegs), progress=progress)
+
+
+class Alignment:
+    """PEGS's stages that read only the sticker library, run in a second process while the sessions are
+    simulated, into ``pegs-align/``; the PEGS step then moves the finished stage folders into ``pegs/``, where
+    ``pegs train`` finds them finished and goes on with the dialogue stages.
+
+    Why beside the simulation: the embedded model generates on one thread (llm/backends/local.py says why), so
+    on 2 cores the other one idles for the five minutes the sessions take, while the sticker-only stages need
+    about two and a half on it. The second process keeps to one thread. Nothing depends on it: a failed or
+    stopped alignment is reported, its folder is left aside, and the PEGS step trains every stage itself; a
+    folder finished under other options (``align.json``) is never adopted."""
+
+    def __init__(self, options: DemoOptions):
+        self.options = options
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.started = 0.0
+
+    @property
+    def wanted(self) -> Any:
+        from stickerconv.pipelines.pegs_training import DATA_STAGES, STAGE_ORDER
+
+        stages = tuple(s for s in STAGE_ORDER if s not in DATA_STAGES)
+        return _pegs_options(self.options, stages, DEMO_BATCH, self.options.run.pegs_align)
+
+    def start(self) -> None:
+        """Start the stages in a spawned process (a fork would copy the parent's threads and llama.cpp state)."""
+        folder = self.options.run.pegs_align
+        shutil.rmtree(folder, ignore_errors=True)  # a rerun starts clean: stages under other options are no use
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=_align, args=(self.wanted, self.options.run.log("pegs-align")), name="pegs-align"
+        )
+        self.started = time.perf_counter()
+        self.process.start()
+        log.info("PEGS sticker-only stages started beside the simulation (log: %s)", self.options.run.log("pegs-align"))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+            log.warning("PEGS sticker-only stages stopped before they finished; the PEGS step trains them itself")
+        self.process = None
+
+    def adopt(self, pegs: Path) -> list[str]:
+        """Wait for the stages, then move their finished folders into ``pegs``; returns the folders moved
+        (none when the alignment did not run, failed, or ran under other options). Its ``final/`` stays behind:
+        the PEGS step writes its own."""
+        from stickerconv.pipelines.pegs_training import FINAL_DIR
+
+        folder = self.options.run.pegs_align
+        if self.process is not None:
+            self.process.join()
+            code, self.process = self.process.exitcode, None
+            log.info("PEGS sticker-only stages ended (exit %s) %.0f s after they started", code, self._since())
+        record = folder / ALIGN_RECORD
+        if not record.is_file() or read_json(record) != json.loads(self.wanted.model_dump_json()):
+            if folder.exists():
+                log.warning("%s: not finished under this run's options, left aside; training every stage", folder)
+            return []
+        pegs.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for stage_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != FINAL_DIR):
+            if not (pegs / stage_dir.name).exists():  # a stage already in pegs/ (a resumed step) is kept
+                stage_dir.replace(pegs / stage_dir.name)
+                moved.append(stage_dir.name)
+        # the checkpoints name the pretrained CNN by its absolute path, which moved with its folder
+        before, after = (json.dumps(str(f.resolve()))[1:-1] for f in (folder, pegs))
+        for config in pegs.glob("*/pegs_config.json"):
+            config.write_text(config.read_text(encoding="utf-8").replace(before, after), encoding="utf-8")
+        shutil.rmtree(folder)
+        log.info("PEGS step: adopted %s from the stages run beside the simulation", ", ".join(moved))
+        return moved
+
+    def _since(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _align(options: Any, log_file: Path) -> None:
+    """The second process: one torch thread, everything logged to ``log_file``, ``align.json`` written last."""
+    import torch
+
+    from stickerconv.pipelines.pegs_training import train_pegs
+
+    torch.set_num_threads(1)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=log_file, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        train_pegs(options)
+    except BaseException:
+        logging.getLogger(__name__).exception("PEGS sticker-only stages failed")
+        raise
+    (options.out / ALIGN_RECORD).write_text(options.model_dump_json(indent=1) + "\n", encoding="utf-8")
 
 
 def _evaluate(options: DemoOptions, progress: ProgressFactory) -> Any:

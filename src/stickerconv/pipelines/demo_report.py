@@ -100,6 +100,7 @@ class RunFolder:
     sessions = property(lambda self: self.out / "sessions")
     dataset = property(lambda self: self.out / "dataset")
     pegs = property(lambda self: self.out / "pegs")
+    pegs_align = property(lambda self: self.out / "pegs-align")  # PEGS's sticker-only stages, beside the simulation
     checkpoint = property(lambda self: self.out / "pegs" / "final")
     evaluation = property(lambda self: self.out / "eval")
     train_samples = property(lambda self: self.out / "dataset" / "train.json")

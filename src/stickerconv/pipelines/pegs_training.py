@@ -48,6 +48,7 @@ SEND_TARGETS: tuple[str, ...] = get_args(SendTarget)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DECISIONS: tuple[str, ...] = get_args(Decision)
 DEFAULT_SEND_TURNS = 128  # = pegs.send.DEFAULT_TURNS (kept here so the CLI's help does not import torch)
+DEFAULT_DISTILL_LIBRARY = 100  # = pegs.distill.LIBRARY_STICKERS, likewise
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE = 200, 8  # the default profile's stage length and batch: CPU runs of tiny/small
 
 
@@ -60,8 +61,10 @@ class PegsTrainingOptions(BaseModel):
     warm-up a tenth of the steps, StageConfig's optimiser. ``paper``: each stage's row of the §5.4 table
     (:func:`~stickerconv.pegs.train.paper_stage`: learning rate, betas, weight decay, warm-up, batch,
     accumulation), run for the table's epochs over the stage's data. ``steps``, ``joint_steps``,
-    ``batch_size``, ``grad_accum``, ``lr`` and ``head_lr``, when set, win under either profile. A checkpoint
-    falls every quarter of a stage, so a stage resumes at most a quarter back. Rerunning with the same ``out``
+    ``batch_size``, ``grad_accum``, ``lr`` and ``head_lr``, when set, win under either profile. ``checkpoints``
+    fall evenly through each gradient stage (4: every quarter, so a stage resumes at most a quarter back; 1:
+    only at its end, for stages of seconds, where each 230 MB optimiser state written costs more than a
+    rerun of the stage would). Rerunning with the same ``out``
     resumes: a finished stage is loaded, an interrupted one continues from its last checkpoint.
     """
 
@@ -82,7 +85,11 @@ class PegsTrainingOptions(BaseModel):
     image_root: Path | None = None  # root of the samples' image paths; None: ``stickers``
     seed: int = 42
     vision_steps: int = Field(300, ge=1)  # CNN pretraining steps (about 0.1-0.2 s each on 2 cores)
+    checkpoints: int = Field(4, ge=1)  # resumable checkpoints per gradient stage, the last at its end
     distill_steps: int = Field(1000, ge=1)  # fitting steps of the distill stage (on cached states: fast)
+    distill_library: int = Field(
+        DEFAULT_DISTILL_LIBRARY, ge=0
+    )  # stickers whose annotations the distill stage also reads
     send_fit: SendTarget = "share"  # what the send threshold matches on the training turns
     send_turns: int = Field(DEFAULT_SEND_TURNS, ge=2)  # training turns the send threshold is fitted on
     mixed_precision: Precision = "auto"  # as StageConfig.mixed_precision
@@ -498,6 +505,7 @@ class _Run:
                     self.image_root,
                     self.index,
                     steps=steps,
+                    library=self.options.distill_library,
                     seed=self.options.seed,
                     on_progress=update,
                 )
@@ -573,7 +581,7 @@ def stage_settings(
             "max_steps": steps,
             "warmup_steps": base["warmup_steps"] if paper else max(1, steps // 10),
             "seed": options.seed,
-            "checkpoint_every": max(1, steps // 4),
+            "checkpoint_every": max(1, -(-steps // options.checkpoints)),  # ceil: at most ``checkpoints``
             "head_lr": options.head_lr,
             "mixed_precision": options.mixed_precision,
             "gradient_checkpointing": options.gradient_checkpointing,

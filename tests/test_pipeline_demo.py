@@ -74,7 +74,7 @@ def test_every_step_is_built_into_the_run_folder(runs) -> None:
         assert run.log(step).stat().st_size > 0
     # PEGS's sticker-only stages ran in a second process beside the simulation, and the PEGS step adopted them
     assert "sticker-only stages started beside the simulation" in run.log("simulate").read_text()
-    adopted = "adopted 00-vision, 01-perception, 02-retrieval, 03-generation from the stages run beside"
+    adopted = "adopted 00-vision, 01-perception, 02-retrieval, 03-generation, trained in"
     assert adopted in run.log("pegs").read_text() and run.log("pegs-align").stat().st_size > 0
     assert not run.pegs_align.exists() and (run.pegs / "04-joint" / "pegs_config.json").is_file()
     assert "pegs-align" not in (run.pegs / "02-retrieval" / "pegs_config.json").read_text()
@@ -140,10 +140,11 @@ def test_only_stages_finished_under_the_runs_own_options_are_adopted(tmp_path) -
     (run.pegs_align / "01-perception").mkdir()
     (run.pegs_align / "01-perception" / "pegs_config.json").write_text(cnn)
     assert alignment.adopt(run.pegs) == [] and run.pegs_align.is_dir()  # unfinished: no align.json
-    other = alignment.wanted.model_copy(update={"steps": 99})
-    (run.pegs_align / ALIGN_RECORD).write_text(other.model_dump_json())
+    other = json.loads(alignment.wanted.model_copy(update={"steps": 99}).model_dump_json())
+    (run.pegs_align / ALIGN_RECORD).write_text(json.dumps({"options": other, "seconds": 1.0}))
     assert alignment.adopt(run.pegs) == [] and not run.pegs.exists()  # finished under other options
-    (run.pegs_align / ALIGN_RECORD).write_text(alignment.wanted.model_dump_json())
+    wanted = json.loads(alignment.wanted.model_dump_json())
+    (run.pegs_align / ALIGN_RECORD).write_text(json.dumps({"options": wanted, "seconds": 1.0}))
     assert alignment.adopt(run.pegs) == ["00-vision", "01-perception"] and not run.pegs_align.exists()
     moved = json.loads((run.pegs / "01-perception" / "pegs_config.json").read_text())
     assert moved["vision"]["name_or_path"] == str((run.pegs / "00-vision" / "cnn.pt").resolve())

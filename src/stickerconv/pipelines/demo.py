@@ -62,7 +62,7 @@ DEMO_HEAD_LR = 2e-3  # the retrieval heads start from random and get tens of ste
 DEMO_SEARCHES = ("I failed my exam again", "We won the championship!")
 DEMO_BATCH = 4  # PEGS batch size (fewer when the training split has fewer turns)
 DEMO_CHECKPOINTS = 1  # per PEGS stage: its stages take under a minute, 3 extra 230 MB saves each cost more
-ALIGN_RECORD = "align.json"  # in the alignment folder: the options it ran with, written once it finished
+ALIGN_RECORD = "align.json"  # in the alignment folder, written once it finished: its options and seconds
 SPLIT_SEEDS = 20  # split seeds tried, from --seed on, for a split whose train and test both have a sticker reply
 
 
@@ -605,9 +605,10 @@ class Alignment:
         if self.process is not None:
             self.process.join()
             code, self.process = self.process.exitcode, None
-            log.info("PEGS sticker-only stages ended (exit %s) %.0f s after they started", code, self._since())
-        record = folder / ALIGN_RECORD
-        if not record.is_file() or read_json(record) != json.loads(self.wanted.model_dump_json()):
+            since = time.perf_counter() - self.started
+            log.info("PEGS sticker-only stages: exit code %s, %.0f s after their start", code, since)
+        record = read_json(folder / ALIGN_RECORD) if (folder / ALIGN_RECORD).is_file() else {}
+        if record.get("options") != json.loads(self.wanted.model_dump_json()):
             if folder.exists():
                 log.warning("%s: not finished under this run's options, left aside; training every stage", folder)
             return []
@@ -622,11 +623,8 @@ class Alignment:
         for config in pegs.glob("*/pegs_config.json"):
             config.write_text(config.read_text(encoding="utf-8").replace(before, after), encoding="utf-8")
         shutil.rmtree(folder)
-        log.info("PEGS step: adopted %s from the stages run beside the simulation", ", ".join(moved))
+        log.info("PEGS step: adopted %s, trained in %.0f s beside the simulation", ", ".join(moved), record["seconds"])
         return moved
-
-    def _since(self) -> float:
-        return time.perf_counter() - self.started
 
 
 def _align(options: Any, log_file: Path) -> None:
@@ -635,6 +633,7 @@ def _align(options: Any, log_file: Path) -> None:
 
     from stickerconv.pipelines.pegs_training import train_pegs
 
+    started = time.perf_counter()
     torch.set_num_threads(1)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=log_file, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -643,7 +642,8 @@ def _align(options: Any, log_file: Path) -> None:
     except BaseException:
         logging.getLogger(__name__).exception("PEGS sticker-only stages failed")
         raise
-    (options.out / ALIGN_RECORD).write_text(options.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    record = {"options": json.loads(options.model_dump_json()), "seconds": round(time.perf_counter() - started, 1)}
+    (options.out / ALIGN_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def _evaluate(options: DemoOptions, progress: ProgressFactory) -> Any:

@@ -157,6 +157,17 @@ def _readings(
     return readings, openings
 
 
+def _loss(logits: torch.Tensor, teacher: torch.Tensor, gold: torch.Tensor, gold_weight: float) -> torch.Tensor:
+    """(b, N) logits and teacher distribution, (b,) gold rows (-1: none) -> the KL to the teacher plus
+    ``gold_weight`` x the gold sticker's cross-entropy, each per reading and averaged over the batch, so the
+    gold term weighs as many readings as have a gold sticker."""
+    loss = F.kl_div(F.log_softmax(logits, dim=-1), teacher, reduction="batchmean")
+    has_gold = gold >= 0
+    if gold_weight > 0 and bool(has_gold.any()):
+        loss = loss + gold_weight * F.cross_entropy(logits[has_gold], gold[has_gold], reduction="sum") / len(gold)
+    return loss
+
+
 def distill_retrieval(
     model: PegsModel,
     samples: Sequence[Sample],
@@ -221,12 +232,7 @@ def distill_retrieval(
     for step in range(steps):
         j = torch.randperm(len(z), generator=generator)[:batch_size]  # (b,)
         logits = F.normalize(text(z[j]), dim=-1) @ F.normalize(image(pooled), dim=-1).T / model.config.tau  # (b, N)
-        loss = F.kl_div(F.log_softmax(logits, dim=-1), teacher[j], reduction="batchmean")
-        has_gold = gold[j] >= 0
-        if gold_weight > 0 and bool(has_gold.any()):
-            # per reading, like the KL: a batch's gold term weighs as many readings as have a gold sticker
-            ce = F.cross_entropy(logits[has_gold], gold[j][has_gold], reduction="sum") / len(j)  # (,)
-            loss = loss + gold_weight * ce
+        loss = _loss(logits, teacher[j], gold[j], gold_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

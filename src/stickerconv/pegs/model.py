@@ -571,7 +571,7 @@ class PegsModel(nn.Module):
     def context_state(self, embeds: torch.Tensor) -> torch.Tensor:
         """(1, T, H) prompt embeddings -> (H,): the final-layer [IMG1] state of a block right after the prompt,
         the read position of ``retrieval_read="context"`` (the rest of the block cannot change it: causal)."""
-        return self._extend(embeds, self.img_ids[:1]).hidden_states[-1][0, embeds.shape[1]]
+        return self.context_states(embeds, torch.tensor([embeds.shape[1]], device=embeds.device))[0]
 
     @torch.no_grad()
     def context_states(self, embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

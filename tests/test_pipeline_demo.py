@@ -16,11 +16,14 @@ from stickerconv.pipelines.common import PipelineError, no_progress
 from stickerconv.pipelines.demo import (
     ALIGN_RECORD,
     Alignment,
+    DemoFacts,
+    DemoModel,
     DemoOptions,
     DemoResult,
     DemoState,
     Step,
     StepReport,
+    demo_steps,
     run_demo,
     run_steps,
     step_log,
@@ -170,6 +173,40 @@ def test_changed_options_redo_their_step_and_the_ones_after_it(tmp_path) -> None
     events.clear()
     run_steps(_steps(tmp_path, params | {"b": {"n": 2}}, ran), DemoState(state.path), run, events.append)
     assert ran[5:] == ["c"] and ("c", "resuming") in [(e.name, e.status) for e in events]
+
+
+def test_a_step_whose_result_was_deleted_inside_its_kept_folder_is_redone(tmp_path) -> None:
+    state, run, ran = DemoState(tmp_path / "demo-state.json"), RunFolder(tmp_path), []
+
+    def train() -> None:
+        ran.append("train")
+        (tmp_path / "out" / "final").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / "final" / "weights").write_text("w")
+
+    result = [tmp_path / "out" / "final" / "weights"]
+    step = Step("train", "train", [tmp_path / "out"], {}, train, lambda: [], result=result)
+    run_steps([step], state, run, lambda report: None)
+    (tmp_path / "out" / "final" / "weights").unlink()  # the folder stays: the old check called this cached
+    events: list[StepReport] = []
+    run_steps([step], DemoState(state.path), run, events.append)
+    assert ran == ["train", "train"] and [e.status for e in events] == ["resuming", "built"]
+
+
+def test_the_demos_pegs_step_is_finished_only_with_its_whole_checkpoint(tmp_path) -> None:
+    """The chat reads ``pegs/final``: a kept ``pegs/`` with stage folders but no final checkpoint is redone."""
+    options = DemoOptions(out=tmp_path / "run", **TOY)
+    facts = DemoFacts(options.run, lambda name: None)
+    steps = {s.name: s for s in demo_steps(options, DemoModel.resolve(options.llm, None), facts, no_progress)}
+    (options.run.pegs / "05-send").mkdir(parents=True)
+    assert not steps["pegs"].finished()
+    for path in steps["pegs"].result:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if path.name == "tokenizer" else path.write_text("{}")
+    assert steps["pegs"].finished() and {p.name for p in steps["pegs"].result} >= {"pegs_config.json"}
+    (options.run.checkpoint / "weights.safetensors").unlink()
+    assert not steps["pegs"].finished()
+    options.run.dataset.mkdir(parents=True)
+    assert not steps["dataset"].finished()  # the folder alone is not the split
 
 
 def test_a_failing_step_is_reported_logged_and_left_unfinished(tmp_path) -> None:

@@ -156,6 +156,11 @@ class Step:
     after: list[str] = field(default_factory=list)  # steps whose results this one reads
     llm: str | None = None  # the model an LLM step runs on, as the user named it
     stores: list[Path] = field(default_factory=list)  # the LLM stores whose ledgers record its calls
+    result: list[Path] = field(default_factory=list)  # what later steps and the chat read (none: the outputs)
+
+    def finished(self) -> bool:
+        """Whether what the step left is still whole: a deleted checkpoint inside a kept folder redoes it."""
+        return all(path.exists() for path in self.result or self.outputs)
 
 
 StepStatus = Literal["new", "resuming", "redoing", "cached", "built", "failed"]
@@ -255,7 +260,7 @@ def run_steps(
         record = state.steps.get(step.name, {})
         head = {"number": number, "total": len(steps), "name": step.name, "title": step.title}
         head["log"] = run.log(step.name)
-        if record.get("key") == key and record.get("done") and all(p.exists() for p in step.outputs):
+        if record.get("key") == key and record.get("done") and step.finished():
             spent[step.name] = 0.0
             reports.append(_shown(step, StepReport(**head, status="cached", seconds=record.get("seconds", 0))))
             on_step(reports[-1])
@@ -373,6 +378,7 @@ def demo_steps(
 ) -> list[Step]:
     """The six steps in order, each bound to its options; the params are what redoes a step when changed.
     ``alignment`` runs PEGS's sticker-only stages beside the simulation (None: the PEGS step runs them)."""
+    from stickerconv.pegs.model import CONFIG_FILE, STATE_FILE, TOKENIZER_DIR, WEIGHTS_FILE
     from stickerconv.pipelines.pegs_training import STAGE_ORDER
 
     run, seed = options.run, options.seed
@@ -387,6 +393,7 @@ def demo_steps(
 
     pegs = {"config": options.pegs_preset, "stages": STAGE_ORDER, "steps": options.pegs_steps}
     pegs |= {"joint": options.joint_steps, "vision": options.vision_steps, "seed": seed}
+    checkpoint = [run.checkpoint / name for name in (CONFIG_FILE, STATE_FILE, TOKENIZER_DIR, WEIGHTS_FILE)]
     return [
         Step("pack", "sticker pack and index", [run.pack], {"limit": options.pack_limit}, bound(_pack), facts.pack),
         Step(
@@ -418,8 +425,18 @@ def demo_steps(
             bound(_dataset),
             facts.dataset,
             ["simulate"],
+            result=[run.train_samples, run.test_samples],
         ),
-        Step("pegs", f"PEGS {options.pegs_preset}", [run.pegs], pegs, beside(_pegs), facts.pegs, ["dataset"]),
+        Step(
+            "pegs",
+            f"PEGS {options.pegs_preset}",
+            [run.pegs],
+            pegs,
+            beside(_pegs),
+            facts.pegs,
+            ["dataset"],
+            result=checkpoint,
+        ),
         Step(
             "evaluate",
             "baselines and PEGS on the test turns",

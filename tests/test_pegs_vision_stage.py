@@ -53,15 +53,21 @@ def test_pegs_train_pretrains_the_cnn_first_and_reuses_it(few, tmp_path):
     assert statistics.mean(losses[-5:]) < statistics.mean(losses[:5]), losses  # the pretraining loss falls
     assert "vision: cnn.pt 40 steps" in _words(result.output)
 
-    # the later checkpoint names the weights file by absolute path and does not copy the frozen CNN
+    # each later checkpoint carries a copy of the CNN file, named relative to it, and keeps the frozen CNN out
+    # of its weights file: a checkpoint moved on its own still loads the pretrained CNN
     for stage in ("01-perception", "final"):
-        config = PegsConfig.load(out / stage / "pegs_config.json")
-        assert config.vision.name_or_path == str(weights)
+        written = json.loads((out / stage / "pegs_config.json").read_text())
+        assert written["vision"]["name_or_path"] == "vision-cnn.pt"
+        assert (out / stage / "vision-cnn.pt").read_bytes() == weights.read_bytes()
     assert not any(k.startswith("vision.") for k in load_file(str(out / "01-perception" / "weights.safetensors")))
-    model = PegsModel.from_pretrained(out / "01-perception")
+    moved = shutil.copytree(out / "01-perception", tmp_path / "elsewhere" / "checkpoint")
+    model = PegsModel.from_pretrained(moved)
+    assert model.config.vision.name_or_path == str(moved / "vision-cnn.pt")
     pretrained = build_vision(PegsConfig.preset("tiny").vision.model_copy(update={"name_or_path": str(weights)}))
     for key, value in pretrained.state_dict().items():
         assert torch.equal(model.vision.state_dict()[key], value), key
+    model.save_pretrained(moved)  # saved again in place: still named relative to the checkpoint
+    assert json.loads((moved / "pegs_config.json").read_text())["vision"]["name_or_path"] == "vision-cnn.pt"
 
     # a rerun reuses the finished vision stage (and resumes the finished perception stage)
     before = weights.stat().st_mtime_ns

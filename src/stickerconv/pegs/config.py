@@ -29,6 +29,7 @@ SMOLLM2_GGUF = "smollm2-gguf"  # name_or_path alias: the SmolLM2-135M-Instruct G
 BYTE_LEVEL = "byte-level"  # tokenizer alias: 256 byte symbols + BOS/EOS, no merges (the tiny preset)
 TINY_RANDOM = "tiny-random"  # sd.name_or_path alias: a randomly initialised tiny SD (tests only)
 SD15_RANDOM = "sd15-random"  # sd.name_or_path alias: SD-1.5's UNet, VAE and text encoder shapes, random weights
+VISION_FIELDS = ("vision", "retrieval_vision")  # the PegsConfig fields that may hold an offline CNN
 LLAMA_VOCAB = 32_000  # Llama/Vicuna's vocabulary size: <Img> and </Img> then get the paper's ids 32000 and 32001
 BYTE_LEVEL_LLAMA = f"{BYTE_LEVEL}-{LLAMA_VOCAB}"  # the byte-level tokenizer padded with unused symbols to 32,000
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -222,7 +223,19 @@ class PegsConfig(_Cfg):
 
     @classmethod
     def load(cls, path: Path | str) -> PegsConfig:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """The config in a JSON file; a relative CNN weights name is read from the file's folder where it is
+        there (a checkpoint's config names the copy beside it), else from the working directory."""
+        path = Path(path)
+        config = cls.from_json(path.read_text(encoding="utf-8"))
+        updates = {}
+        for name in VISION_FIELDS:
+            vision: VisionConfig | None = getattr(config, name)
+            if vision is None or vision.kind != "cnn" or vision.name_or_path is None:
+                continue
+            weights = Path(vision.name_or_path)
+            if not weights.is_absolute() and (path.parent / weights).is_file():
+                updates[name] = vision.model_copy(update={"name_or_path": str(path.parent / weights)})
+        return config.model_copy(update=updates)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> PegsConfig:

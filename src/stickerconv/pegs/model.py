@@ -17,10 +17,11 @@ positions (items 29-31).
 A checkpoint is ``pegs_config.json`` + ``pegs_state.json`` + ``tokenizer/`` + ``weights.safetensors``
 holding only what training changes: PEGS's own heads, the new token rows and LoRA weights. Every other
 part is frozen and rebuilt from the config on load: a pretrained source by its name (a hub id, a folder,
-an offline CNN's weights file), a randomly initialised backbone or encoder (``tiny``, ``paper-shapes``)
-from the config's seed. Copying a frozen random part into every checkpoint would write the 13.5 GB fp16
-LLM of ``paper-shapes`` at each save; instead ``pegs_state.json`` records a fingerprint of the random
-parts as built, and loading refuses a rebuild that differs (another torch or transformers init).
+an offline CNN's weights file, copied beside the config because it is small), a randomly initialised
+backbone or encoder (``tiny``, ``paper-shapes``) from the config's seed. Copying a frozen random part
+into every checkpoint would write the 13.5 GB fp16 LLM of ``paper-shapes`` at each save; instead
+``pegs_state.json`` records a fingerprint of the random parts as built, and loading refuses a rebuild that
+differs (another torch or transformers init).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +43,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stickerconv.data.samples import IMG, STYLES
-from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
+from stickerconv.pegs.config import (
+    BYTE_LEVEL,
+    SMOLLM2_GGUF,
+    VISION_FIELDS,
+    BackboneConfig,
+    PegsConfig,
+    VisionConfig,
+)
 from stickerconv.pegs.heads import GenMapper, RetrievalBank, RetrievalHeads
 from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
 from stickerconv.pegs.vision import ImageTransform, VisionEncoder, build_vision
@@ -620,7 +629,7 @@ class PegsModel(nn.Module):
         weights training changes (heads, projection, mapper, LoRA, the new token rows), nothing frozen."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        self.config.save(out / CONFIG_FILE)
+        self.save_config(out)
         meta = {
             "format": STATE_FORMAT,
             "lora": self.lora_attached,
@@ -634,6 +643,22 @@ class PegsModel(nn.Module):
             state[f"token_rows.{i}"] = w.detach()[self.new_token_ids].cpu().clone()  # (n_new, H)
         save_file(state, str(out / WEIGHTS_FILE))
         return out
+
+    def save_config(self, out: Path) -> Path:
+        """Write ``pegs_config.json`` into the checkpoint folder ``out``, each pretrained CNN's weights file
+        copied beside it and named relative to it: a checkpoint moved or copied on its own still loads (the
+        files are a few hundred KB; the frozen CNN stays out of the weights file)."""
+        updates = {}
+        for name in VISION_FIELDS:
+            vision: VisionConfig | None = getattr(self.config, name)
+            if vision is None or vision.kind != "cnn" or vision.name_or_path is None:
+                continue
+            source, kept = Path(vision.name_or_path), out / f"{name}-cnn.pt"
+            if source.resolve() != kept.resolve():
+                shutil.copyfile(source, kept)
+            updates[name] = vision.model_copy(update={"name_or_path": kept.name})
+        self.config.model_copy(update=updates).save(out / CONFIG_FILE)
+        return out / CONFIG_FILE
 
     @classmethod
     def from_pretrained(cls, path: Path | str, device: str | torch.device = "cpu") -> PegsModel:

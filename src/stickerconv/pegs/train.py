@@ -41,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from stickerconv.data.samples import Sample
-from stickerconv.pegs.config import PegsConfig, VisionConfig
+from stickerconv.pegs.config import VISION_FIELDS, PegsConfig, VisionConfig
 from stickerconv.pegs.diffusion import SDComponents, encode_captions, load_sd
 from stickerconv.pegs.heads import RetrievalBank
 from stickerconv.pegs.model import PegsModel, PegsOutput
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 Stage = Literal["perception", "retrieval", "generation", "joint"]
 TRAINER_STATE = "trainer_state.pt"
 VISION_LOSSES = "losses.json"  # written last by vision_stage: its presence marks the stage finished
-VISION_FIELDS = ("vision", "retrieval_vision")  # the PegsConfig fields that may hold an offline CNN
 
 # what each stage unfreezes (§5.4); "tokens" is the masked <Img>, </Img>, [IMG1..N] rows
 STAGE_PARTS: dict[str, tuple[str, ...]] = {

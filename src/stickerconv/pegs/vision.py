@@ -142,10 +142,11 @@ def build_vision(cfg: VisionConfig, seed: int = 0) -> VisionEncoder:
         if cfg.name_or_path is not None:
             weights = Path(cfg.name_or_path)
             if not weights.is_file():
-                # checkpoints name the CNN file instead of copying it, so a moved run folder lands here
+                # a training config names the vision stage's file by path (checkpoints carry a copy)
                 raise FileNotFoundError(
                     f"CNN weights file {weights} (vision name_or_path) is missing: restore it, or point "
-                    "name_or_path in the config (pegs_config.json of a checkpoint) at the file from pretrain_cnn"
+                    "name_or_path in the config (pegs_config.json of a checkpoint) at the file from pretrain_cnn; "
+                    "a relative name is read from the config file's folder, else the working directory"
                 )
             enc.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     elif cfg.kind == "clip":

@@ -635,10 +635,6 @@ class Alignment:
             if not (pegs / stage_dir.name).exists():  # a stage already in pegs/ (a resumed step) is kept
                 stage_dir.replace(pegs / stage_dir.name)
                 moved.append(stage_dir.name)
-        # the checkpoints name the pretrained CNN by its absolute path, which moved with its folder
-        before, after = (json.dumps(str(f.resolve()))[1:-1] for f in (folder, pegs))
-        for config in pegs.glob("*/pegs_config.json"):
-            config.write_text(config.read_text(encoding="utf-8").replace(before, after), encoding="utf-8")
         shutil.rmtree(folder)
         log.info("PEGS step: adopted %s, trained in %.0f s beside the simulation", ", ".join(moved), record["seconds"])
         return moved

@@ -299,7 +299,7 @@ def fit_send_threshold(options: FitSendOptions, *, progress: ProgressFactory = n
     image_root = options.image_root or options.stickers
     with progress(f"send threshold (reply to {min(options.turns, len(samples))} turns)") as update:
         fit = _fit_send(model, samples, image_root, options.target, options.turns, options.seed, update)
-    model.config.save(config_file)
+    model.save_config(options.checkpoint)
     return FitSendResult(config_file, options.decision, loaded, fit)
 
 

@@ -56,15 +56,21 @@ def test_checkpoint_reloads_and_answers_identically(tmp_path, small_pack):
     assert {"pegs_config.json", "pegs_state.json", "tokenizer", "weights.safetensors", TRAINER_STATE} <= saved
 
 
-def test_training_resumes_from_its_folder(tmp_path, small_pack):
+def test_training_resumes_from_its_folder(tmp_path, small_pack, caplog):
+    """A finished stage keeps no AdamW moments (they would be most of its folder); raising ``max_steps``
+    still extends it, the moments starting afresh, and says so."""
     library = StickerLibrary.load(small_pack)
     model = tiny_model()
     examples = dialogue_examples(dialogue_samples(library, 2), small_pack, model)
     cfg = StageConfig(stage="joint", lr=1e-3, warmup_steps=0, max_steps=2, batch_size=2, checkpoint_every=1)
     first = train_stage(model, examples, cfg, tmp_path)
-    again = train_stage(tiny_model(), examples, cfg.model_copy(update={"max_steps": 4}), tmp_path)
+    finished = torch.load(tmp_path / TRAINER_STATE, weights_only=False)
+    assert finished["step"] == 2 and finished["optimizer"] is None and finished["scheduler"] is not None
+    with caplog.at_level("WARNING", logger="stickerconv.pegs.train"):
+        again = train_stage(tiny_model(), examples, cfg.model_copy(update={"max_steps": 4}), tmp_path)
     assert first.steps == 2 and again.steps == 4
     assert again.losses[:2] == first.losses and len(again.losses) == 4
+    assert "finished at step 2 to 4" in caplog.text and "start afresh" in caplog.text
 
 
 def test_heads_learn_at_their_own_rate_and_token_rows_without_decay():
@@ -232,6 +238,7 @@ def test_an_interrupted_stage_resumes_to_the_uninterrupted_losses(tmp_path, smal
 
     with pytest.raises(KeyboardInterrupt):
         train_stage(copy.deepcopy(base), examples, cfg, tmp_path / "resumed", on_progress=stop_at_three)
-    assert torch.load(tmp_path / "resumed" / TRAINER_STATE, weights_only=False)["step"] == 2
+    interrupted = torch.load(tmp_path / "resumed" / TRAINER_STATE, weights_only=False)
+    assert interrupted["step"] == 2 and interrupted["optimizer"]["state"]  # mid-stage: the moments are kept
     resumed = train_stage(copy.deepcopy(base), examples, cfg, tmp_path / "resumed")
     assert resumed.steps == 4 and resumed.losses == pytest.approx(straight.losses, abs=1e-6)

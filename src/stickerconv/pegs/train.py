@@ -511,7 +511,7 @@ def train_stage(
         raise ValueError("the generation stage needs a diffusers text encoder: set sd in the PEGS config")
     optimizer = _optimizer(model, params, cfg)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
-    step, losses = _resume(model, optimizer, scheduler, out_dir)
+    step, losses = _resume(model, optimizer, scheduler, out_dir, cfg.max_steps)
     if step and accelerator.is_main_process:
         log.info("%s: resumed from %s at step %d", stage, out_dir, step)
     sampler = _EpochSampler(len(examples), per_epoch * cfg.grad_accum * global_batch, cfg.seed)
@@ -560,7 +560,8 @@ def train_stage(
                     on_progress(step, cfg.max_steps)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
                     _read_losses(accelerator, pending, losses)
-                    _checkpoint(accelerator, model, optimizer, scheduler, step, losses, out_dir)
+                    moments = step < cfg.max_steps  # a finished stage keeps no AdamW moments (below)
+                    _checkpoint(accelerator, model, optimizer if moments else None, scheduler, step, losses, out_dir)
                 if step >= cfg.max_steps:
                     break
     finally:
@@ -595,7 +596,7 @@ def _micro_step(
 
 
 def _resume(
-    model: PegsModel, optimizer: torch.optim.Optimizer, scheduler: Any, out_dir: Path
+    model: PegsModel, optimizer: torch.optim.Optimizer, scheduler: Any, out_dir: Path, max_steps: int
 ) -> tuple[int, list[float]]:
     """(step, losses) of the stage's last checkpoint in ``out_dir``, with the model's weights, the optimiser,
     the scheduler and the RNGs put back where they were; (0, []) when the stage starts afresh."""
@@ -604,7 +605,16 @@ def _resume(
         return 0, []
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     model.load_weights(out_dir)
-    optimizer.load_state_dict(state["optimizer"])
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    elif state["step"] < max_steps:
+        log.warning(
+            "%s: extending the stage finished at step %d to %d; its last checkpoint keeps no AdamW moments, so "
+            "they start afresh",
+            out_dir,
+            state["step"],
+            max_steps,
+        )
     scheduler.load_state_dict(state["scheduler"])
     random.setstate(state["python_rng"])
     torch.set_rng_state(state["torch_rng"])
@@ -659,18 +669,22 @@ def _release(accelerator: Any, prepared: Any, model: PegsModel, checkpointing: b
 def _checkpoint(
     accelerator: Any,
     model: PegsModel,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     step: int,
     losses: list[float],
     out_dir: Path,
 ) -> None:
     """Rank 0 writes the model and ``trainer_state.pt``; every rank waits until they are on disk, so that no
-    rank reads a half-written checkpoint (the next stage starts by loading it)."""
+    rank reads a half-written checkpoint (the next stage starts by loading it).
+
+    ``optimizer`` None (a stage's last checkpoint) leaves the AdamW moments out: they are dense over the whole
+    token matrices (226 MB at ``small``'s 49k × 576, every stage) and a finished stage is only reused, or rarely
+    extended with ``max_steps`` raised, when the moments start afresh."""
     if accelerator.is_main_process:
         model.save_pretrained(out_dir)
         state = {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict(),
             "step": step,
             "losses": losses,

@@ -228,14 +228,19 @@ class PegsConfig(_Cfg):
         path = Path(path)
         config = cls.from_json(path.read_text(encoding="utf-8"))
         updates = {}
-        for name in VISION_FIELDS:
-            vision: VisionConfig | None = getattr(config, name)
-            if vision is None or vision.kind != "cnn" or vision.name_or_path is None:
-                continue
-            weights = Path(vision.name_or_path)
+        for name, vision, weights in config.cnn_weights():
             if not weights.is_absolute() and (path.parent / weights).is_file():
                 updates[name] = vision.model_copy(update={"name_or_path": str(path.parent / weights)})
         return config.model_copy(update=updates)
+
+    def cnn_weights(self) -> list[tuple[str, VisionConfig, Path]]:
+        """(field, its config, weights file) of each offline CNN that has a weights file."""
+        out = []
+        for name in VISION_FIELDS:
+            vision: VisionConfig | None = getattr(self, name)
+            if vision is not None and vision.kind == "cnn" and vision.name_or_path is not None:
+                out.append((name, vision, Path(vision.name_or_path)))
+        return out
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> PegsConfig:

@@ -43,14 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stickerconv.data.samples import IMG, STYLES
-from stickerconv.pegs.config import (
-    BYTE_LEVEL,
-    SMOLLM2_GGUF,
-    VISION_FIELDS,
-    BackboneConfig,
-    PegsConfig,
-    VisionConfig,
-)
+from stickerconv.pegs.config import BYTE_LEVEL, SMOLLM2_GGUF, BackboneConfig, PegsConfig, VisionConfig
 from stickerconv.pegs.heads import GenMapper, RetrievalBank, RetrievalHeads
 from stickerconv.pegs.sequence import IMG_END, IMG_START, Batch, Collator, Example, img_token
 from stickerconv.pegs.vision import ImageTransform, VisionEncoder, build_vision
@@ -649,11 +642,8 @@ class PegsModel(nn.Module):
         copied beside it and named relative to it: a checkpoint moved or copied on its own still loads (the
         files are a few hundred KB; the frozen CNN stays out of the weights file)."""
         updates = {}
-        for name in VISION_FIELDS:
-            vision: VisionConfig | None = getattr(self.config, name)
-            if vision is None or vision.kind != "cnn" or vision.name_or_path is None:
-                continue
-            source, kept = Path(vision.name_or_path), out / f"{name}-cnn.pt"
+        for name, vision, source in self.config.cnn_weights():
+            kept = out / f"{name}-cnn.pt"
             if source.resolve() != kept.resolve():
                 shutil.copyfile(source, kept)
             updates[name] = vision.model_copy(update={"name_or_path": kept.name})

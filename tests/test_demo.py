@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -133,3 +134,31 @@ def _upload_through_the_sdk(url: str, out: Path) -> None:
         assert reply.choices[0].message.content is not None
     stored = sorted(p.suffix for p in (out / "uploads").rglob("*") if p.suffix in (".jpg", ".jpeg", ".png"))
     assert len(stored) == 2, stored
+
+
+def test_library_bars_stay_off_the_console_while_the_demo_runs() -> None:
+    """transformers' "Loading weights" bar and a raw tqdm bar (the GGUF conversion's) draw nothing inside the
+    command's scope, in a fresh process as the command runs; the variable is put back after it."""
+    code = """
+import io, os
+from stickerconv.cli.demo import library_bars_off
+with library_bars_off():
+    import tqdm
+    from transformers.utils import logging as hf_logging
+    raw, hf = io.StringIO(), io.StringIO()
+    list(tqdm.tqdm(range(3), file=raw, desc="Converting"))
+    list(hf_logging.tqdm(range(3), file=hf, desc="Loading weights"))
+print(repr(raw.getvalue()), repr(hf.getvalue()), os.environ.get("TQDM_DISABLE"))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["''", "''", "None"]
+    drawn = subprocess.run(
+        [sys.executable, "-c", code.replace("with library_bars_off():", "if True:")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert "Converting" in drawn.stdout and "Loading weights" in drawn.stdout  # the bars draw without it

@@ -152,6 +152,19 @@ def test_only_stages_finished_under_the_runs_own_options_are_adopted(tmp_path) -
     assert (run.pegs / "01-perception" / "pegs_config.json").read_text() == cnn
 
 
+def test_what_the_alignment_process_prints_goes_to_its_log(tmp_path, capfd) -> None:
+    """Without a pack the stages fail at once: the traceback the process prints is in its log, and nothing
+    reaches the demo's console; nothing is adopted."""
+    options = DemoOptions(out=tmp_path / "run", **TOY)
+    alignment = Alignment(options)
+    alignment.start()
+    assert alignment.adopt(options.run.pegs) == []  # waits for the process
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "pegs" not in (out + err).lower()
+    text = options.run.log("pegs-align").read_text()
+    assert "PEGS sticker-only stages failed" in text and "Traceback" in text
+
+
 def test_changed_options_redo_their_step_and_the_ones_after_it(tmp_path) -> None:
     state, run, ran = DemoState(tmp_path / "demo-state.json"), RunFolder(tmp_path), []
     params = {"a": {"n": 1}, "b": {"n": 1}, "c": {"n": 1}}

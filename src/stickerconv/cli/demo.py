@@ -7,6 +7,9 @@ rest), then serves the chat.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -68,18 +71,35 @@ def demo(
     reuse what is built; the console shows each step's result, OUT/REPORT.md everything."""
     given = locals()  # first: the parameters alone, named as DemoOptions' fields
     options = DemoOptions(**{name: value for name, value in given.items() if name in DemoOptions.model_fields})
-    result = run_demo(options, progress=progress_bar, on_step=None if as_json else _print_step)
-    if as_json:
-        typer.echo(result.model_dump_json(indent=2))
-    else:
-        console.print(f"total time {result.seconds / 60:.1f} min ({result.seconds:.0f}s)")
-        console.print(f"report: {result.report}")
-    if serve:
-        from stickerconv.pipelines.serving import build_app, run_app, summary
+    with library_bars_off():
+        result = run_demo(options, progress=progress_bar, on_step=None if as_json else _print_step)
+        if as_json:
+            typer.echo(result.model_dump_json(indent=2))
+        else:
+            console.print(f"total time {result.seconds / 60:.1f} min ({result.seconds:.0f}s)")
+            console.print(f"report: {result.report}")
+        if serve:
+            from stickerconv.pipelines.serving import build_app, run_app, summary
 
-        app = build_app(options.serve_options())
-        console.print(summary(app, options.host, options.port))
-        run_app(app, options.host, options.port)
+            app = build_app(options.serve_options())
+            console.print(summary(app, options.host, options.port))
+            run_app(app, options.host, options.port)
+
+
+@contextmanager
+def library_bars_off() -> Iterator[None]:
+    """No tqdm bars of the libraries' own (transformers' sub-second "Loading weights", the one-time GGUF
+    conversion) between the demo's step tables: it shows its own progress. tqdm reads ``TQDM_DISABLE`` when
+    it is first imported, which the command comes before; processes the demo starts inherit it."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def _print_step(report: StepReport) -> None:

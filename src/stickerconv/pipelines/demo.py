@@ -641,14 +641,19 @@ class Alignment:
 
 
 def _align(options: Any, log_file: Path) -> None:
-    """The second process: one torch thread, everything logged to ``log_file``, ``align.json`` written last."""
+    """The second process: one torch thread, everything logged to ``log_file``, ``align.json`` written last.
+    What it prints joins the log too: libraries' bars and warnings, a traceback, would otherwise break into
+    the demo's step tables at random moments."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as sink:  # the descriptors stay open on the duplicates
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
     import torch
 
     from stickerconv.pipelines.pegs_training import train_pegs
 
     started = time.perf_counter()
     torch.set_num_threads(1)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=log_file, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         train_pegs(options)

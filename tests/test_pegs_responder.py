@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from stickerconv.pegs.model import PegsModel
-from stickerconv.responders.base import Responder
 from stickerconv.responders.pegs import PegsResponder
 from stickerconv.schema import DialogueContext, Reply, Turn
 from stickerconv.stickers.library import StickerLibrary
@@ -40,7 +39,7 @@ def _sending(responder: PegsResponder, context: DialogueContext) -> None:
 
 def test_pegs_ret_replies_with_a_library_sticker(checkpoint, library):
     responder = PegsResponder(PegsModel.from_pretrained(checkpoint), library, "ret", checkpoint=str(checkpoint))
-    assert isinstance(responder, Responder) and responder.matrix.shape == (40, 256)
+    assert responder.name == "pegs-ret" and responder.matrix.shape == (40, 256)
     context = _context(library)
     _sending(responder, context)
     reply = asyncio.run(responder.respond(context))

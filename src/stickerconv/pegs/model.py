@@ -58,6 +58,7 @@ CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, TOKENIZER_DIR = (
     "weights.safetensors",
     "tokenizer",
 )
+CHECKPOINT_PARTS = (CONFIG_FILE, STATE_FILE, TOKENIZER_DIR, WEIGHTS_FILE)  # a checkpoint is whole with all four
 PARTS = ("proj", "tokens", "ret", "gen", "lora")  # what a training stage may unfreeze
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 STATE_FORMAT = 2  # 1: random frozen parts were stored in full (still loaded); 2: rebuilt from the seed

@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -378,7 +379,7 @@ def demo_steps(
 ) -> list[Step]:
     """The six steps in order, each bound to its options; the params are what redoes a step when changed.
     ``alignment`` runs PEGS's sticker-only stages beside the simulation (None: the PEGS step runs them)."""
-    from stickerconv.pegs.model import CONFIG_FILE, STATE_FILE, TOKENIZER_DIR, WEIGHTS_FILE
+    from stickerconv.pegs.model import CHECKPOINT_PARTS
     from stickerconv.pipelines.pegs_training import STAGE_ORDER
 
     run, seed = options.run, options.seed
@@ -393,7 +394,7 @@ def demo_steps(
 
     pegs = {"config": options.pegs_preset, "stages": STAGE_ORDER, "steps": options.pegs_steps}
     pegs |= {"joint": options.joint_steps, "vision": options.vision_steps, "seed": seed}
-    checkpoint = [run.checkpoint / name for name in (CONFIG_FILE, STATE_FILE, TOKENIZER_DIR, WEIGHTS_FILE)]
+    checkpoint = [run.checkpoint / name for name in CHECKPOINT_PARTS]
     return [
         Step("pack", "sticker pack and index", [run.pack], {"limit": options.pack_limit}, bound(_pack), facts.pack),
         Step(
@@ -654,7 +655,7 @@ def _align(options: Any, log_file: Path) -> None:
 
     started = time.perf_counter()
     torch.set_num_threads(1)
-    logging.basicConfig(filename=log_file, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         train_pegs(options)
     except BaseException:
